@@ -1,0 +1,399 @@
+//! The node's configuration: one TOML file, strict about what it accepts.
+//!
+//! Every setting has a default so `payrelay serve` runs with no file at all. A file that
+//! names an unknown key or gives a bad value stops start-up with a message that names the
+//! key (`apps[1].max_message_size: ...`): a typo in a limit must never silently fall back
+//! to a default in production. Every setting is documented in `docs/configuration.md`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// A secret string (app secret) that never prints itself.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP and WebSocket listener binds to.
+    #[serde(default = "defaults::bind")]
+    pub bind: SocketAddr,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `payrelay=debug,info`; `RUST_LOG` overrides it.
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    /// Connections this node accepts across all apps before refusing with 4100; 0 = no limit.
+    #[serde(default)]
+    pub max_connections: usize,
+    /// Seconds of client silence before the server sends `pusher:ping`; told to clients.
+    #[serde(default = "defaults::activity_timeout")]
+    pub activity_timeout_secs: u64,
+    /// Seconds to wait for any frame after a server ping before closing with 4201.
+    #[serde(default = "defaults::pong_timeout")]
+    pub pong_timeout_secs: u64,
+    /// Upper bound on a graceful shutdown (drain and close every socket).
+    #[serde(default = "defaults::shutdown_timeout")]
+    pub shutdown_timeout_secs: u64,
+    /// Frames queued for one connection before it counts as a slow consumer and is closed.
+    #[serde(default = "defaults::outbound_queue")]
+    pub outbound_queue_size: usize,
+    /// How long the last event of a `cache-` channel is kept (Pusher keeps it 30 minutes).
+    #[serde(default = "defaults::cache_ttl")]
+    pub cache_ttl_secs: u64,
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub id: String,
+    pub key: String,
+    pub secret: Secret,
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Concurrent connections for this app before refusing with 4004; 0 = no limit.
+    #[serde(default)]
+    pub max_connections: usize,
+    /// Largest client WebSocket message and largest event `data` accepted, in bytes.
+    #[serde(default = "defaults::max_message_size")]
+    pub max_message_size: usize,
+    /// Whether clients may send `client-*` events (off by default, as in Pusher).
+    #[serde(default)]
+    pub enable_client_messages: bool,
+    /// Client events one connection may send per second before getting error 4301.
+    #[serde(default = "defaults::client_event_rate")]
+    pub client_events_per_second: u32,
+    /// Channels one connection may be subscribed to at once.
+    #[serde(default = "defaults::max_channels")]
+    pub max_channels_per_connection: usize,
+    /// Distinct users in one presence channel.
+    #[serde(default = "defaults::presence_members")]
+    pub max_presence_members: usize,
+    /// Bytes of JSON `user_info` one presence member may carry.
+    #[serde(default = "defaults::presence_member_size")]
+    pub max_presence_member_size: usize,
+    /// Channels one REST `events` call may name (Pusher allows 100).
+    #[serde(default = "defaults::event_channels")]
+    pub max_event_channels: usize,
+    /// Events one REST `batch_events` call may carry (Pusher allows 10).
+    #[serde(default = "defaults::batch_size")]
+    pub max_batch_size: usize,
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+
+    pub fn bind() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 6001))
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn activity_timeout() -> u64 {
+        120
+    }
+    pub fn pong_timeout() -> u64 {
+        30
+    }
+    pub fn shutdown_timeout() -> u64 {
+        10
+    }
+    pub fn outbound_queue() -> usize {
+        1024
+    }
+    pub fn cache_ttl() -> u64 {
+        30 * 60
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn max_message_size() -> usize {
+        10 * 1024
+    }
+    pub fn client_event_rate() -> u32 {
+        10
+    }
+    pub fn max_channels() -> usize {
+        100
+    }
+    pub fn presence_members() -> usize {
+        100
+    }
+    pub fn presence_member_size() -> usize {
+        1024
+    }
+    pub fn event_channels() -> usize {
+        100
+    }
+    pub fn batch_size() -> usize {
+        10
+    }
+}
+
+/// A configuration error that names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// The configuration `payrelay serve` runs with when given no file: one development app.
+    pub fn development() -> Self {
+        let mut config = Config::parse("").expect("the empty configuration is valid");
+        config.apps.push(AppConfig::development());
+        config
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            // toml's own message carries a line/column excerpt; keep just its first line.
+            let message = e.inner().to_string();
+            let message = message.lines().next().unwrap_or_default().to_string();
+            invalid(if key == "." { "config".into() } else { key }, message)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        positive("activity_timeout_secs", self.activity_timeout_secs)?;
+        positive("pong_timeout_secs", self.pong_timeout_secs)?;
+        positive("shutdown_timeout_secs", self.shutdown_timeout_secs)?;
+        positive("cache_ttl_secs", self.cache_ttl_secs)?;
+        if self.outbound_queue_size < 16 {
+            return Err(invalid("outbound_queue_size", "must be at least 16"));
+        }
+        let mut ids = HashMap::new();
+        let mut keys = HashMap::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            let at = |field: &str| format!("apps[{i}].{field}");
+            app.validate(&at)?;
+            if let Some(first) = ids.insert(app.id.as_str(), i) {
+                return Err(invalid(
+                    at("id"),
+                    format!("duplicate app id `{}` (also apps[{first}])", app.id),
+                ));
+            }
+            if let Some(first) = keys.insert(app.key.as_str(), i) {
+                return Err(invalid(
+                    at("key"),
+                    format!("duplicate app key `{}` (also apps[{first}])", app.key),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(invalid(key, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Ids and keys appear in URLs (`/app/{key}`, `/apps/{id}/events`) and in signed strings.
+fn is_url_safe_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl AppConfig {
+    pub fn development() -> Self {
+        toml::from_str("id = \"1\"\nkey = \"app-key\"\nsecret = \"app-secret\"")
+            .expect("the development app is valid")
+    }
+
+    fn validate(&self, at: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        if !is_url_safe_token(&self.id) {
+            return Err(invalid(
+                at("id"),
+                "must be 1-64 characters of letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if !is_url_safe_token(&self.key) {
+            return Err(invalid(
+                at("key"),
+                "must be 1-64 characters of letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if self.secret.expose().len() < 8 {
+            return Err(invalid(at("secret"), "must be at least 8 characters"));
+        }
+        if !(256..=1024 * 1024).contains(&self.max_message_size) {
+            return Err(invalid(
+                at("max_message_size"),
+                "must be between 256 and 1048576 bytes",
+            ));
+        }
+        if self.client_events_per_second == 0 {
+            return Err(invalid(
+                at("client_events_per_second"),
+                "must be at least 1",
+            ));
+        }
+        if self.max_channels_per_connection == 0 {
+            return Err(invalid(
+                at("max_channels_per_connection"),
+                "must be at least 1",
+            ));
+        }
+        if !(1..=100).contains(&self.max_event_channels) {
+            return Err(invalid(
+                at("max_event_channels"),
+                "must be between 1 and 100",
+            ));
+        }
+        if !(1..=100).contains(&self.max_batch_size) {
+            return Err(invalid(at("max_batch_size"), "must be between 1 and 100"));
+        }
+        if self.max_presence_members == 0 {
+            return Err(invalid(at("max_presence_members"), "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_issue_example_parses_with_defaults() {
+        let config = Config::parse(
+            r#"
+            bind = "127.0.0.1:6001"
+            [[apps]]
+            id = "1234"
+            key = "app-key"
+            secret = "app-secret"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.bind.port(), 6001);
+        assert_eq!(config.apps.len(), 1);
+        let app = &config.apps[0];
+        assert!(app.enabled);
+        assert!(
+            !app.enable_client_messages,
+            "client events are off by default"
+        );
+        assert_eq!(app.max_message_size, 10 * 1024);
+        assert_eq!(config.activity_timeout_secs, 120);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("bnid = \"127.0.0.1:1\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bnid"), "{err}");
+        let err = Config::parse(
+            "[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"secret-123\"\nmax_conections = 3",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("apps[0]"), "{err}");
+        assert!(err.contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::parse(
+            "[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"secret-123\"\nmax_message_size = \"big\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("apps[0].max_message_size"), "{err}");
+
+        let err = Config::parse("bind = \"not an address\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("bind"), "{err}");
+
+        let err = Config::parse("[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"short\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("apps[0].secret"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_apps_are_refused() {
+        let err = Config::parse(
+            "[[apps]]\nid=\"1\"\nkey=\"k1\"\nsecret=\"secret-123\"\n\
+             [[apps]]\nid=\"1\"\nkey=\"k2\"\nsecret=\"secret-123\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("apps[1].id"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let app = AppConfig::development();
+        let debug = format!("{app:?}");
+        assert!(!debug.contains("app-secret"), "{debug}");
+    }
+}

@@ -1,0 +1,112 @@
+//! Apps (tenants): who may connect, with which key, under which limits.
+//!
+//! Every channel, connection and publication belongs to exactly one app; nothing is looked
+//! up without the app in hand, so two apps with a channel of the same name never meet.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::config::{AppConfig, Secret};
+
+/// One app as the node runs it: its configuration plus live counters.
+#[derive(Debug)]
+pub struct App {
+    pub id: Arc<str>,
+    pub key: String,
+    secret: Secret,
+    pub enabled: bool,
+    pub limits: AppLimits,
+    /// Connections of this app currently open on this node.
+    connections: AtomicUsize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppLimits {
+    pub max_connections: usize,
+    pub max_message_size: usize,
+    pub enable_client_messages: bool,
+    pub client_events_per_second: u32,
+    pub max_channels_per_connection: usize,
+    pub max_presence_members: usize,
+    pub max_presence_member_size: usize,
+    pub max_event_channels: usize,
+    pub max_batch_size: usize,
+}
+
+impl App {
+    pub fn from_config(config: &AppConfig) -> Self {
+        App {
+            id: Arc::from(config.id.as_str()),
+            key: config.key.clone(),
+            secret: config.secret.clone(),
+            enabled: config.enabled,
+            limits: AppLimits {
+                max_connections: config.max_connections,
+                max_message_size: config.max_message_size,
+                enable_client_messages: config.enable_client_messages,
+                client_events_per_second: config.client_events_per_second,
+                max_channels_per_connection: config.max_channels_per_connection,
+                max_presence_members: config.max_presence_members,
+                max_presence_member_size: config.max_presence_member_size,
+                max_event_channels: config.max_event_channels,
+                max_batch_size: config.max_batch_size,
+            },
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    /// The app secret, for signing and verifying. Never log it.
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Reserves one connection slot, or says the app's quota is used up.
+    pub(crate) fn try_acquire_connection(&self) -> bool {
+        let limit = self.limits.max_connections;
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (limit == 0 || n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn release_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// All apps of the node, by id (HTTP API) and by key (WebSocket path).
+#[derive(Debug, Default)]
+pub struct AppRegistry {
+    by_id: HashMap<String, Arc<App>>,
+    by_key: HashMap<String, Arc<App>>,
+}
+
+impl AppRegistry {
+    pub fn new(configs: &[AppConfig]) -> Self {
+        let mut registry = AppRegistry::default();
+        for config in configs {
+            let app = Arc::new(App::from_config(config));
+            registry.by_id.insert(config.id.clone(), app.clone());
+            registry.by_key.insert(config.key.clone(), app);
+        }
+        registry
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&Arc<App>> {
+        self.by_id.get(id)
+    }
+
+    pub fn by_key(&self, key: &str) -> Option<&Arc<App>> {
+        self.by_key.get(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
+        self.by_id.values()
+    }
+}

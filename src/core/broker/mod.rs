@@ -1,0 +1,52 @@
+//! The broker seam: how a publication or a node-wide command reaches every node.
+//!
+//! A node never fans out a publication directly; it hands it to the broker, and the broker
+//! delivers it to every node's [`BrokerSink`] (the hub), the publishing node included. With
+//! one node the broker is [`InProcessBroker`], a direct call. A multi-node broker (Redis)
+//! implements the same trait; adapters and the HTTP API never know which one runs.
+
+mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use memory::InProcessBroker;
+
+use super::Publication;
+
+/// What travels between nodes.
+#[derive(Debug, Clone)]
+pub enum BrokerMessage {
+    Publication(Arc<Publication>),
+    /// Close every connection authenticated as this user (Pusher `terminate_connections`).
+    TerminateUser {
+        app_id: Arc<str>,
+        user_id: Arc<str>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Receives what the broker delivers to this node.
+pub trait BrokerSink: Send + Sync + 'static {
+    fn deliver(&self, message: BrokerMessage);
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Delivers `message` to every node, this one included.
+    async fn publish(&self, message: BrokerMessage) -> Result<(), BrokerError>;
+
+    /// Short name for logs and `/readyz`.
+    fn name(&self) -> &'static str;
+
+    /// Whether the broker can currently deliver (a remote broker may be disconnected).
+    fn is_ready(&self) -> bool {
+        true
+    }
+}

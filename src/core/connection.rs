@@ -1,0 +1,69 @@
+//! A live client connection as the core sees it, whatever its protocol.
+//!
+//! The adapter's task owns the socket; the core holds this shared handle so the hub can
+//! queue frames for it and other parts of the node (shutdown, terminate, diagnostics) can
+//! reach it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use super::{App, Outbox, SocketId};
+
+#[derive(Debug)]
+pub struct Connection {
+    pub id: SocketId,
+    pub app: Arc<App>,
+    /// Which adapter serves it (`pusher`, ...), for metrics and diagnostics.
+    pub protocol: &'static str,
+    pub remote: SocketAddr,
+    pub connected_at: SystemTime,
+    pub outbox: Outbox,
+    user_id: OnceLock<Arc<str>>,
+    subscriptions: AtomicUsize,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        id: SocketId,
+        app: Arc<App>,
+        protocol: &'static str,
+        remote: SocketAddr,
+        queue_capacity: usize,
+    ) -> Self {
+        Connection {
+            id,
+            app,
+            protocol,
+            remote,
+            connected_at: SystemTime::now(),
+            outbox: Outbox::new(queue_capacity),
+            user_id: OnceLock::new(),
+            subscriptions: AtomicUsize::new(0),
+        }
+    }
+
+    /// The user this connection is authenticated as, once it is.
+    pub fn user_id(&self) -> Option<&Arc<str>> {
+        self.user_id.get()
+    }
+
+    pub(crate) fn set_user_id(&self, user_id: Arc<str>) -> Result<(), Arc<str>> {
+        self.user_id.set(user_id)
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_subscriptions(&self, delta: isize) {
+        if delta >= 0 {
+            self.subscriptions
+                .fetch_add(delta as usize, Ordering::Relaxed);
+        } else {
+            self.subscriptions
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The hub: which local connections listen to which channel, and fan-out to them.
+//!
+//! Everything about one channel (subscribers, presence members, the cached last event)
+//! lives in one entry and changes under that entry's lock. That is what makes the ordering
+//! guarantees cheap: a new subscriber's `Subscribed` frame (with the member list or cached
+//! event) is queued under the same lock that publications take, so it always precedes the
+//! first publication it sees, and `member_added` / `member_removed` are never reordered
+//! against the join or leave that caused them.
+//!
+//! The hub only knows this node. The broker feeds it publications from every node.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use super::channel::{is_cache_channel, is_presence_channel};
+use super::outbox::{CacheState, Disconnect, Outbound, Subscribed};
+use super::presence::{Member, PresenceSnapshot};
+use super::{Connection, Publication, SocketId};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ChannelKey {
+    app: Arc<str>,
+    channel: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct UserKey {
+    app: Arc<str>,
+    user: Arc<str>,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    conn: Arc<Connection>,
+    /// The presence member this subscription stands for.
+    user: Option<Arc<str>>,
+}
+
+#[derive(Debug)]
+struct MemberEntry {
+    member: Arc<Member>,
+    sockets: usize,
+}
+
+#[derive(Debug, Default)]
+struct ChannelState {
+    subscribers: HashMap<SocketId, Subscriber>,
+    members: HashMap<Arc<str>, MemberEntry>,
+    last: Option<(Arc<Publication>, Instant)>,
+}
+
+impl ChannelState {
+    fn fresh_cache(&self, ttl: Duration) -> Option<(&Arc<Publication>, Duration)> {
+        let (publication, stored) = self.last.as_ref()?;
+        let age = stored.elapsed();
+        (age < ttl).then(|| (publication, ttl - age))
+    }
+
+    fn is_vacant(&self, ttl: Duration) -> bool {
+        self.subscribers.is_empty() && self.fresh_cache(ttl).is_none()
+    }
+
+    fn snapshot(&self) -> PresenceSnapshot {
+        PresenceSnapshot {
+            members: self.members.values().map(|e| e.member.clone()).collect(),
+        }
+    }
+}
+
+/// Why the hub refused a subscription.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubRefusal {
+    #[error("the presence channel already has its maximum of {0} members")]
+    PresenceFull(usize),
+}
+
+/// Occupancy of one channel, as the HTTP API reports it.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelStats {
+    pub subscription_count: usize,
+    /// Distinct presence members (presence channels only).
+    pub user_count: usize,
+    /// The cached last event and how long it stays cached (cache channels only).
+    pub cache: Option<(Arc<Publication>, Duration)>,
+}
+
+impl ChannelStats {
+    pub fn occupied(&self) -> bool {
+        self.subscription_count > 0
+    }
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    channels: DashMap<ChannelKey, ChannelState>,
+    users: DashMap<UserKey, Vec<Arc<Connection>>>,
+    cache_ttl: Duration,
+}
+
+impl Hub {
+    pub fn new(cache_ttl: Duration) -> Self {
+        Hub {
+            channels: DashMap::new(),
+            users: DashMap::new(),
+            cache_ttl,
+        }
+    }
+
+    fn key(app: &Arc<str>, channel: &str) -> ChannelKey {
+        ChannelKey {
+            app: app.clone(),
+            channel: Arc::from(channel),
+        }
+    }
+
+    /// Adds `conn` to `channel` and queues its `Subscribed` frame. Subscribing again is
+    /// harmless: the frame is sent again with the current state.
+    pub fn subscribe(
+        &self,
+        conn: &Arc<Connection>,
+        channel: &str,
+        member: Option<Member>,
+        max_presence_members: usize,
+    ) -> Result<bool, HubRefusal> {
+        let key = Self::key(&conn.app.id, channel);
+        let channel_name = key.channel.clone();
+        let outcome = {
+            let mut state = self.channels.entry(key.clone()).or_default();
+            self.subscribe_locked(&mut state, conn, channel_name, member, max_presence_members)
+        };
+        if outcome.is_err() {
+            self.channels
+                .remove_if(&key, |_, s| s.is_vacant(self.cache_ttl));
+        }
+        outcome
+    }
+
+    fn subscribe_locked(
+        &self,
+        state: &mut ChannelState,
+        conn: &Arc<Connection>,
+        channel: Arc<str>,
+        member: Option<Member>,
+        max_presence_members: usize,
+    ) -> Result<bool, HubRefusal> {
+        let already = state.subscribers.contains_key(&conn.id);
+        if !already {
+            let user = match member {
+                Some(member) => {
+                    let user_id = member.user_id.clone();
+                    match state.members.get_mut(&user_id) {
+                        Some(entry) => entry.sockets += 1,
+                        None => {
+                            if state.members.len() >= max_presence_members {
+                                return Err(HubRefusal::PresenceFull(max_presence_members));
+                            }
+                            let member = Arc::new(member);
+                            for sub in state.subscribers.values() {
+                                sub.conn.outbox.push(Outbound::MemberAdded {
+                                    channel: channel.clone(),
+                                    member: member.clone(),
+                                });
+                            }
+                            state
+                                .members
+                                .insert(user_id.clone(), MemberEntry { member, sockets: 1 });
+                        }
+                    }
+                    Some(user_id)
+                }
+                None => None,
+            };
+            state.subscribers.insert(
+                conn.id,
+                Subscriber {
+                    conn: conn.clone(),
+                    user,
+                },
+            );
+        }
+        let presence = is_presence_channel(&channel).then(|| state.snapshot());
+        let cache = if is_cache_channel(&channel) {
+            match state.fresh_cache(self.cache_ttl) {
+                Some((publication, _)) => CacheState::Hit(publication.clone()),
+                None => CacheState::Miss,
+            }
+        } else {
+            CacheState::NotACacheChannel
+        };
+        conn.outbox.push(Outbound::Subscribed(Box::new(Subscribed {
+            channel,
+            presence,
+            cache,
+        })));
+        Ok(!already)
+    }
+
+    /// Removes `conn` from `channel`; announces `member_removed` when it was the member's
+    /// last socket. Returns whether it was subscribed.
+    pub fn unsubscribe(&self, conn: &Connection, channel: &str) -> bool {
+        let key = Self::key(&conn.app.id, channel);
+        let removed = match self.channels.get_mut(&key) {
+            Some(mut state) => match state.subscribers.remove(&conn.id) {
+                Some(subscriber) => {
+                    if let Some(user) = subscriber.user {
+                        Self::leave_member(&mut state, &key.channel, &user);
+                    }
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        };
+        if removed {
+            self.channels
+                .remove_if(&key, |_, s| s.is_vacant(self.cache_ttl));
+        }
+        removed
+    }
+
+    fn leave_member(state: &mut ChannelState, channel: &Arc<str>, user: &Arc<str>) {
+        let Some(entry) = state.members.get_mut(user) else {
+            return;
+        };
+        entry.sockets -= 1;
+        if entry.sockets > 0 {
+            return;
+        }
+        state.members.remove(user);
+        for sub in state.subscribers.values() {
+            sub.conn.outbox.push(Outbound::MemberRemoved {
+                channel: channel.clone(),
+                user_id: user.clone(),
+            });
+        }
+    }
+
+    /// Queues `publication` for every local subscriber of its channel (except an excluded
+    /// one) and, for cache channels, keeps it for later subscribers. Returns how many
+    /// connections it was queued for.
+    pub fn fan_out(&self, publication: &Arc<Publication>) -> usize {
+        let key = ChannelKey {
+            app: publication.app_id.clone(),
+            channel: publication.channel.clone(),
+        };
+        if is_cache_channel(&publication.channel) {
+            let mut state = self.channels.entry(key).or_default();
+            state.last = Some((publication.clone(), Instant::now()));
+            Self::push_to_subscribers(&state, publication)
+        } else {
+            match self.channels.get(&key) {
+                Some(state) => Self::push_to_subscribers(&state, publication),
+                None => 0,
+            }
+        }
+    }
+
+    fn push_to_subscribers(state: &ChannelState, publication: &Arc<Publication>) -> usize {
+        let mut queued = 0;
+        for (id, sub) in &state.subscribers {
+            if publication.exclude == Some(*id) {
+                continue;
+            }
+            if sub
+                .conn
+                .outbox
+                .push(Outbound::Publication(publication.clone()))
+            {
+                queued += 1;
+            }
+        }
+        queued
+    }
+
+    /// Drops cached events older than the TTL from channels nobody listens to.
+    pub fn sweep_expired_cache(&self) {
+        self.channels
+            .retain(|_, state| !state.is_vacant(self.cache_ttl));
+    }
+
+    pub fn channel_stats(&self, app: &Arc<str>, channel: &str) -> ChannelStats {
+        let key = Self::key(app, channel);
+        self.channels
+            .get(&key)
+            .map(|state| self.stats_of(&state))
+            .unwrap_or_default()
+    }
+
+    fn stats_of(&self, state: &ChannelState) -> ChannelStats {
+        ChannelStats {
+            subscription_count: state.subscribers.len(),
+            user_count: state.members.len(),
+            cache: state
+                .fresh_cache(self.cache_ttl)
+                .map(|(p, ttl)| (p.clone(), ttl)),
+        }
+    }
+
+    /// Occupied channels of `app` whose name starts with `prefix`, sorted by name.
+    pub fn occupied_channels(&self, app: &Arc<str>, prefix: &str) -> Vec<(Arc<str>, ChannelStats)> {
+        let mut found: Vec<_> = self
+            .channels
+            .iter()
+            .filter(|entry| {
+                entry.key().app == *app
+                    && entry.key().channel.starts_with(prefix)
+                    && !entry.subscribers.is_empty()
+            })
+            .map(|entry| (entry.key().channel.clone(), self.stats_of(entry.value())))
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
+    /// User ids of a presence channel's members, sorted.
+    pub fn presence_members(&self, app: &Arc<str>, channel: &str) -> Vec<Arc<str>> {
+        let key = Self::key(app, channel);
+        let mut ids: Vec<Arc<str>> = self
+            .channels
+            .get(&key)
+            .map(|state| state.members.keys().cloned().collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    pub fn add_user_connection(&self, conn: &Arc<Connection>, user: Arc<str>) {
+        let key = UserKey {
+            app: conn.app.id.clone(),
+            user,
+        };
+        self.users.entry(key).or_default().push(conn.clone());
+    }
+
+    pub fn remove_user_connection(&self, conn: &Connection, user: &Arc<str>) {
+        let key = UserKey {
+            app: conn.app.id.clone(),
+            user: user.clone(),
+        };
+        if let Some(mut conns) = self.users.get_mut(&key) {
+            conns.retain(|c| c.id != conn.id);
+        }
+        self.users.remove_if(&key, |_, conns| conns.is_empty());
+    }
+
+    /// Local connections authenticated as `user` in `app`.
+    pub fn user_connections(&self, app: &Arc<str>, user: &str) -> Vec<Arc<Connection>> {
+        let key = UserKey {
+            app: app.clone(),
+            user: Arc::from(user),
+        };
+        self.users
+            .get(&key)
+            .map(|conns| conns.clone())
+            .unwrap_or_default()
+    }
+
+    /// Closes every local connection of `user`; returns how many.
+    pub fn disconnect_user(&self, app: &Arc<str>, user: &str, reason: Disconnect) -> usize {
+        let conns = self.user_connections(app, user);
+        for conn in &conns {
+            conn.outbox.close(reason);
+        }
+        conns.len()
+    }
+}

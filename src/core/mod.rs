@@ -1,0 +1,322 @@
+//! The protocol-neutral core of a node.
+//!
+//! [`Core`] owns the apps, the live connections and the [`Hub`], and is the only way in for
+//! a publication: [`Core::publish`] validates it, stamps it, and hands it to the
+//! [`Broker`], which delivers it to every node's hub. Protocol adapters (`protocols/`) and
+//! the HTTP APIs talk to the core; the core knows nothing of any wire format.
+
+pub mod apps;
+pub mod broker;
+pub mod channel;
+mod connection;
+pub mod hub;
+pub mod outbox;
+pub mod presence;
+mod publication;
+mod session;
+mod socket_id;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use metrics::{Counter, Gauge, Histogram};
+
+pub use apps::{App, AppRegistry};
+pub use broker::{Broker, BrokerError, BrokerMessage, BrokerSink, InProcessBroker};
+pub use connection::Connection;
+pub use hub::{ChannelStats, Hub};
+pub use outbox::{Disconnect, Outbound, Outbox};
+pub use publication::{ENCODING_SLOTS, EncodingSlot, Publication};
+pub use session::{Session, SignInError, SubscribeError};
+pub use socket_id::SocketId;
+
+use crate::config::Config;
+
+/// Longest event name accepted (Pusher's limit).
+pub const MAX_EVENT_NAME_LEN: usize = 200;
+
+/// Node-wide settings the core and adapters read.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub activity_timeout: Duration,
+    pub pong_timeout: Duration,
+    pub outbound_queue_size: usize,
+    pub max_connections: usize,
+    pub shutdown_timeout: Duration,
+    pub cache_ttl: Duration,
+}
+
+impl NodeSettings {
+    pub fn from_config(config: &Config) -> Self {
+        NodeSettings {
+            activity_timeout: Duration::from_secs(config.activity_timeout_secs),
+            pong_timeout: Duration::from_secs(config.pong_timeout_secs),
+            outbound_queue_size: config.outbound_queue_size,
+            max_connections: config.max_connections,
+            shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
+            cache_ttl: Duration::from_secs(config.cache_ttl_secs),
+        }
+    }
+}
+
+/// Handles to the core's Prometheus series, created once.
+#[derive(Clone)]
+pub(crate) struct CoreMetrics {
+    pub subscriptions: Gauge,
+    pub publications: Counter,
+    pub deliveries: Counter,
+    pub publish_latency: Histogram,
+    pub slow_consumers: Counter,
+}
+
+impl CoreMetrics {
+    fn new() -> Self {
+        CoreMetrics {
+            subscriptions: metrics::gauge!("payrelay_subscriptions"),
+            publications: metrics::counter!("payrelay_publications_total"),
+            deliveries: metrics::counter!("payrelay_messages_out_total"),
+            publish_latency: metrics::histogram!("payrelay_publish_latency_seconds"),
+            slow_consumers: metrics::counter!("payrelay_slow_consumer_disconnects_total"),
+        }
+    }
+}
+
+/// A publication as an API or adapter asks for it.
+#[derive(Debug, Clone, Default)]
+pub struct NewPublication {
+    pub channel: String,
+    pub event: String,
+    pub data: String,
+    pub exclude: Option<SocketId>,
+    pub user_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("invalid channel name `{0}`: {1}")]
+    InvalidChannel(String, channel::ChannelNameError),
+    #[error("event name must be 1 to {MAX_EVENT_NAME_LEN} characters")]
+    InvalidEventName,
+    #[error("event data is {size} bytes, over the app's limit of {limit} bytes")]
+    DataTooLarge { size: usize, limit: usize },
+    #[error("{0}")]
+    Broker(String),
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("the app is disabled")]
+    AppDisabled,
+    #[error("the app's connection quota is used up")]
+    AppQuotaReached,
+    #[error("the node is at capacity")]
+    OverCapacity,
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+pub struct Core {
+    pub apps: AppRegistry,
+    pub settings: NodeSettings,
+    hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
+    connections: DashMap<SocketId, Arc<Connection>>,
+    connection_count: AtomicUsize,
+    shutting_down: AtomicBool,
+    next_publication_id: AtomicU64,
+    pub(crate) metrics: CoreMetrics,
+}
+
+/// Delivers what the broker brings to this node's hub.
+struct LocalDelivery {
+    hub: Arc<Hub>,
+    metrics: CoreMetrics,
+}
+
+impl BrokerSink for LocalDelivery {
+    fn deliver(&self, message: BrokerMessage) {
+        match message {
+            BrokerMessage::Publication(publication) => {
+                let queued = self.hub.fan_out(&publication);
+                self.metrics.deliveries.increment(queued as u64);
+                self.metrics
+                    .publish_latency
+                    .record(publication.accepted_at.elapsed().as_secs_f64());
+            }
+            BrokerMessage::TerminateUser { app_id, user_id } => {
+                let closed = self
+                    .hub
+                    .disconnect_user(&app_id, &user_id, Disconnect::Terminated);
+                tracing::info!(app = %app_id, closed, "terminated a user's connections");
+            }
+        }
+    }
+}
+
+impl Core {
+    /// A core with the embedded in-process broker.
+    pub fn new(config: &Config) -> Arc<Core> {
+        Self::with_broker(config, |sink| Arc::new(InProcessBroker::new(sink)))
+    }
+
+    /// A core whose broker is built from the sink it must deliver to.
+    pub fn with_broker(
+        config: &Config,
+        make_broker: impl FnOnce(Arc<dyn BrokerSink>) -> Arc<dyn Broker>,
+    ) -> Arc<Core> {
+        let settings = NodeSettings::from_config(config);
+        let hub = Arc::new(Hub::new(settings.cache_ttl));
+        let metrics = CoreMetrics::new();
+        let broker = make_broker(Arc::new(LocalDelivery {
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+        }));
+        Arc::new(Core {
+            apps: AppRegistry::new(&config.apps),
+            settings,
+            hub,
+            broker,
+            connections: DashMap::new(),
+            connection_count: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            next_publication_id: AtomicU64::new(1),
+            metrics,
+        })
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    /// Admits a new connection of `app`, or says why not.
+    pub fn open_session(
+        self: &Arc<Self>,
+        app: &Arc<App>,
+        protocol: &'static str,
+        remote: SocketAddr,
+    ) -> Result<Session, OpenError> {
+        if self.is_shutting_down() {
+            return Err(OpenError::ShuttingDown);
+        }
+        if !app.enabled {
+            return Err(OpenError::AppDisabled);
+        }
+        let max = self.settings.max_connections;
+        let admitted = self
+            .connection_count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if !admitted {
+            return Err(OpenError::OverCapacity);
+        }
+        if !app.try_acquire_connection() {
+            self.connection_count.fetch_sub(1, Ordering::AcqRel);
+            return Err(OpenError::AppQuotaReached);
+        }
+        let conn = loop {
+            let id = SocketId::random();
+            if let dashmap::Entry::Vacant(slot) = self.connections.entry(id) {
+                let conn = Arc::new(Connection::new(
+                    id,
+                    app.clone(),
+                    protocol,
+                    remote,
+                    self.settings.outbound_queue_size,
+                ));
+                slot.insert(conn.clone());
+                break conn;
+            }
+        };
+        metrics::gauge!("payrelay_connections", "protocol" => protocol).increment(1.0);
+        metrics::counter!("payrelay_connections_opened_total", "protocol" => protocol).increment(1);
+        Ok(Session::new(self.clone(), conn))
+    }
+
+    fn deregister(&self, conn: &Connection) {
+        if self.connections.remove(&conn.id).is_some() {
+            self.connection_count.fetch_sub(1, Ordering::AcqRel);
+            conn.app.release_connection();
+            metrics::gauge!("payrelay_connections", "protocol" => conn.protocol).decrement(1.0);
+        }
+    }
+
+    /// Counts a connection closed because it could not keep up.
+    pub fn record_slow_consumer(&self) {
+        self.metrics.slow_consumers.increment(1);
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connection_count.load(Ordering::Acquire)
+    }
+
+    /// Live connections of this node (for diagnostics and shutdown).
+    pub fn connections(&self) -> Vec<Arc<Connection>> {
+        self.connections.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// The one publish path: validate, stamp, hand to the broker.
+    pub async fn publish(&self, app: &App, new: NewPublication) -> Result<(), PublishError> {
+        channel::classify(&new.channel)
+            .map_err(|e| PublishError::InvalidChannel(new.channel.clone(), e))?;
+        if new.event.is_empty() || new.event.len() > MAX_EVENT_NAME_LEN {
+            return Err(PublishError::InvalidEventName);
+        }
+        let limit = app.limits.max_message_size;
+        if new.data.len() > limit {
+            return Err(PublishError::DataTooLarge {
+                size: new.data.len(),
+                limit,
+            });
+        }
+        let id = self.next_publication_id.fetch_add(1, Ordering::Relaxed);
+        let mut publication = Publication::new(
+            id,
+            app.id.clone(),
+            Arc::from(new.channel),
+            new.event.into_boxed_str(),
+            new.data.into_boxed_str(),
+        );
+        publication.exclude = new.exclude;
+        publication.user_id = new.user_id.map(String::into_boxed_str);
+        self.metrics.publications.increment(1);
+        self.broker
+            .publish(BrokerMessage::Publication(Arc::new(publication)))
+            .await
+            .map_err(|e| PublishError::Broker(e.to_string()))
+    }
+
+    /// Closes every connection of `user_id` in `app`, on every node.
+    pub async fn terminate_user(&self, app: &App, user_id: &str) -> Result<(), BrokerError> {
+        self.broker
+            .publish(BrokerMessage::TerminateUser {
+                app_id: app.id.clone(),
+                user_id: Arc::from(user_id),
+            })
+            .await
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Stops admitting connections and asks every open one to close after writing what it
+    /// has queued. Returns how many were asked.
+    pub fn begin_shutdown(&self) -> usize {
+        self.shutting_down.store(true, Ordering::Release);
+        let conns = self.connections();
+        for conn in &conns {
+            conn.outbox.close(Disconnect::Shutdown);
+        }
+        conns.len()
+    }
+}

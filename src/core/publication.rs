@@ -1,0 +1,90 @@
+//! A publication: one event on one channel, as it travels through the core.
+//!
+//! It is created once by [`Core::publish`](super::Core::publish) and shared (`Arc`) by every
+//! subscriber's queue. Each wire format encodes it at most once, on first use, into a
+//! cached `Bytes` that every connection of that format then writes as is: fanning out to
+//! 10 000 sockets costs one encoding per format, not 10 000.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+
+use super::SocketId;
+
+/// How many distinct wire encodings one publication can cache.
+pub const ENCODING_SLOTS: usize = 6;
+
+/// A wire format's place in the per-publication cache. Each adapter owns its constants;
+/// `protocols/mod.rs` lists them all so no two collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodingSlot(pub usize);
+
+#[derive(Debug)]
+pub struct Publication {
+    /// Node-unique, increasing id.
+    pub id: u64,
+    pub app_id: Arc<str>,
+    pub channel: Arc<str>,
+    pub event: Box<str>,
+    /// The event's data exactly as published (Pusher carries it as a string).
+    pub data: Box<str>,
+    /// Connection that must not receive it (Pusher `socket_id` exclusion, client events).
+    pub exclude: Option<SocketId>,
+    /// Sender's user id, for client events on presence channels.
+    pub user_id: Option<Box<str>>,
+    /// When the core accepted it; publish-to-fan-out latency is measured from here.
+    pub accepted_at: Instant,
+    pub published_at: SystemTime,
+    encodings: [OnceLock<Bytes>; ENCODING_SLOTS],
+}
+
+impl Publication {
+    pub fn new(
+        id: u64,
+        app_id: Arc<str>,
+        channel: Arc<str>,
+        event: Box<str>,
+        data: Box<str>,
+    ) -> Self {
+        Publication {
+            id,
+            app_id,
+            channel,
+            event,
+            data,
+            exclude: None,
+            user_id: None,
+            accepted_at: Instant::now(),
+            published_at: SystemTime::now(),
+            encodings: Default::default(),
+        }
+    }
+
+    /// This publication in one wire format, encoded on first request and shared afterwards.
+    pub fn encoded(&self, slot: EncodingSlot, encode: impl FnOnce(&Publication) -> Bytes) -> Bytes {
+        self.encodings[slot.0].get_or_init(|| encode(self)).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn each_format_is_encoded_once() {
+        let p = Publication::new(1, "app".into(), "ch".into(), "e".into(), "d".into());
+        let calls = AtomicUsize::new(0);
+        let encode = |_: &Publication| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Bytes::from_static(b"frame")
+        };
+        let a = p.encoded(EncodingSlot(0), encode);
+        let b = p.encoded(EncodingSlot(0), encode);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the same buffer is shared");
+        p.encoded(EncodingSlot(1), encode);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+}

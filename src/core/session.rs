@@ -1,0 +1,135 @@
+//! A session: one connection's membership in the core, as an adapter drives it.
+//!
+//! Adapters open a session when a client connects and drop it when the socket ends. The
+//! session remembers what the connection joined, so dropping it (normally or by a panic
+//! unwinding the task) always unsubscribes every channel, announces presence departures,
+//! leaves the user index and releases the app's connection slot. No per-socket state
+//! outlives its socket.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::hub::HubRefusal;
+use super::presence::Member;
+use super::{Connection, Core, NewPublication, PublishError};
+
+/// Why a subscription was refused by the core (adapters check auth before this).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("a connection may subscribe to at most {0} channels")]
+    TooManyChannels(usize),
+    #[error(transparent)]
+    Hub(#[from] HubRefusal),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignInError {
+    #[error("this connection is already signed in as another user")]
+    AlreadySignedIn,
+}
+
+pub struct Session {
+    core: Arc<Core>,
+    conn: Arc<Connection>,
+    /// Subscribed channels, with the presence user each subscription stands for.
+    channels: HashMap<Arc<str>, Option<Arc<str>>>,
+}
+
+impl Session {
+    pub(crate) fn new(core: Arc<Core>, conn: Arc<Connection>) -> Self {
+        Session {
+            core,
+            conn,
+            channels: HashMap::new(),
+        }
+    }
+
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.channels.contains_key(channel)
+    }
+
+    /// The presence user id this connection joined `channel` as.
+    pub fn presence_user(&self, channel: &str) -> Option<&Arc<str>> {
+        self.channels.get(channel).and_then(|u| u.as_ref())
+    }
+
+    pub fn subscribe(
+        &mut self,
+        channel: &str,
+        member: Option<Member>,
+    ) -> Result<(), SubscribeError> {
+        let limits = &self.conn.app.limits;
+        let known = self.channels.contains_key(channel);
+        if !known && self.channels.len() >= limits.max_channels_per_connection {
+            return Err(SubscribeError::TooManyChannels(
+                limits.max_channels_per_connection,
+            ));
+        }
+        let user = member.as_ref().map(|m| m.user_id.clone());
+        let added =
+            self.core
+                .hub
+                .subscribe(&self.conn, channel, member, limits.max_presence_members)?;
+        if added {
+            self.channels.insert(Arc::from(channel), user);
+            self.conn.add_subscriptions(1);
+            self.core.metrics.subscriptions.increment(1.0);
+        }
+        Ok(())
+    }
+
+    pub fn unsubscribe(&mut self, channel: &str) -> bool {
+        if self.channels.remove(channel).is_none() {
+            return false;
+        }
+        self.core.hub.unsubscribe(&self.conn, channel);
+        self.conn.add_subscriptions(-1);
+        self.core.metrics.subscriptions.decrement(1.0);
+        true
+    }
+
+    /// Marks the connection as authenticated as `user_id` (once per connection).
+    pub fn sign_in(&mut self, user_id: &str) -> Result<(), SignInError> {
+        match self.conn.user_id() {
+            Some(existing) if &**existing == user_id => return Ok(()),
+            Some(_) => return Err(SignInError::AlreadySignedIn),
+            None => {}
+        }
+        let user: Arc<str> = Arc::from(user_id);
+        self.conn
+            .set_user_id(user.clone())
+            .map_err(|_| SignInError::AlreadySignedIn)?;
+        self.core.hub.add_user_connection(&self.conn, user);
+        Ok(())
+    }
+
+    /// Publishes through the core's one publish path.
+    pub async fn publish(&self, publication: NewPublication) -> Result<(), PublishError> {
+        self.core.publish(&self.conn.app, publication).await
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let channels = std::mem::take(&mut self.channels);
+        for channel in channels.keys() {
+            self.core.hub.unsubscribe(&self.conn, channel);
+        }
+        self.core
+            .metrics
+            .subscriptions
+            .decrement(channels.len() as f64);
+        if let Some(user) = self.conn.user_id() {
+            self.core.hub.remove_user_connection(&self.conn, user);
+        }
+        self.core.deregister(&self.conn);
+    }
+}

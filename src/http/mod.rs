@@ -1,0 +1,33 @@
+//! The node's HTTP surface: one axum router carrying every adapter's routes plus the
+//! operational endpoints (`/healthz`, `/readyz`, `/metrics`).
+
+pub mod error;
+mod ops;
+
+use std::sync::Arc;
+
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::task::TaskTracker;
+
+pub use error::ApiError;
+
+use crate::core::Core;
+use crate::protocols;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct HttpState {
+    pub core: Arc<Core>,
+    /// Tracks WebSocket tasks so shutdown can wait for them to close.
+    pub tracker: TaskTracker,
+    pub prometheus: PrometheusHandle,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .merge(protocols::pusher::routes())
+        .merge(ops::routes())
+        .fallback(|| async { ApiError::not_found("No such route") })
+        .with_state(state)
+}

@@ -1,0 +1,13 @@
+//! payrelay: a real-time gateway for payment platforms.
+//!
+//! See ARCHITECTURE.md for the map. In short: [`core`] is protocol-neutral (apps, hub,
+//! broker seam, sessions); [`protocols`] hold the adapters that speak each wire format;
+//! [`http`] assembles the router; [`server`] runs a node.
+
+pub mod config;
+pub mod core;
+pub mod http;
+pub mod protocols;
+pub mod server;
+pub mod signing;
+pub mod telemetry;

@@ -1,0 +1,13 @@
+//! Protocol adapters. Each turns its wire frames into core calls and core output into its
+//! wire frames; adapters never call one another.
+//!
+//! Encoding slots: each wire format that caches publication encodings owns one slot of
+//! [`Publication`](crate::core::Publication)'s cache. They are all listed here so no two
+//! formats share one.
+
+pub mod pusher;
+
+use crate::core::EncodingSlot;
+
+/// Pusher protocol, JSON text (or the same bytes in binary frames).
+pub const PUSHER_JSON_SLOT: EncodingSlot = EncodingSlot(0);

@@ -1,0 +1,268 @@
+//! Pusher protocol 7 frames: what clients send and what the server writes.
+//!
+//! Two quirks every client depends on: the `data` of server events is a JSON *string*
+//! (pusher-js parses it a second time), while `pusher:error` carries an object; and
+//! `subscription_succeeded` for a non-presence channel has no `data` at all (the seed's
+//! wscat transcript shows exactly `{"event":"...","channel":"test-channel"}`).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::core::Publication;
+use crate::core::presence::{Member, PresenceSnapshot};
+
+/// A frame from the client, before its event decides what `data` must hold.
+#[derive(Debug, Deserialize)]
+pub struct ClientFrame {
+    pub event: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub data: Option<Value>,
+}
+
+/// `pusher:subscribe` data.
+#[derive(Debug, Deserialize)]
+pub struct SubscribeData {
+    pub channel: String,
+    #[serde(default)]
+    pub auth: Option<String>,
+    #[serde(default)]
+    pub channel_data: Option<String>,
+}
+
+/// `pusher:unsubscribe` data.
+#[derive(Debug, Deserialize)]
+pub struct UnsubscribeData {
+    pub channel: String,
+}
+
+/// `pusher:signin` data.
+#[derive(Debug, Deserialize)]
+pub struct SigninData {
+    pub auth: String,
+    pub user_data: String,
+}
+
+/// Parses a client frame's `data`, which clients send as an object but some send as a
+/// JSON string holding the object.
+pub fn parse_data<T: for<'de> Deserialize<'de>>(data: Option<Value>) -> Result<T, String> {
+    let value = match data {
+        Some(Value::String(s)) => serde_json::from_str(&s).map_err(|e| e.to_string())?,
+        Some(v) => v,
+        None => return Err("missing `data`".into()),
+    };
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+fn to_string<T: Serialize>(value: &T) -> String {
+    // Serialising our own plain structs and `Value`s cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// A server frame with its keys in the order Pusher writes them: event, channel, data.
+#[derive(Serialize)]
+struct Frame<'a, D: Serialize> {
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<D>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+}
+
+fn frame<D: Serialize>(event: &str, channel: Option<&str>, data: Option<D>) -> String {
+    to_string(&Frame {
+        event,
+        channel,
+        data,
+        user_id: None,
+    })
+}
+
+/// The event frame for a publication (what pusher-js hands to `channel.bind`).
+pub fn event(publication: &Publication) -> Bytes {
+    Bytes::from(to_string(&Frame {
+        event: &publication.event,
+        channel: Some(&publication.channel),
+        data: Some(&*publication.data),
+        user_id: publication.user_id.as_deref(),
+    }))
+}
+
+pub fn connection_established(socket_id: &str, activity_timeout_secs: u64) -> String {
+    #[derive(Serialize)]
+    struct Established<'a> {
+        socket_id: &'a str,
+        activity_timeout: u64,
+    }
+    let data = to_string(&Established {
+        socket_id,
+        activity_timeout: activity_timeout_secs,
+    });
+    frame("pusher:connection_established", None, Some(data))
+}
+
+pub fn error(code: Option<u16>, message: &str) -> String {
+    frame(
+        "pusher:error",
+        None,
+        Some(json!({"code": code, "message": message})),
+    )
+}
+
+pub fn ping() -> String {
+    frame("pusher:ping", None, Some(json!({})))
+}
+
+pub fn pong() -> String {
+    frame("pusher:pong", None, Some(json!({})))
+}
+
+pub fn subscription_succeeded(channel: &str, presence: Option<&PresenceSnapshot>) -> String {
+    let Some(snapshot) = presence else {
+        return frame::<()>(
+            "pusher_internal:subscription_succeeded",
+            Some(channel),
+            None,
+        );
+    };
+    #[derive(Serialize)]
+    struct Presence<'a> {
+        ids: Vec<&'a str>,
+        hash: serde_json::Map<String, Value>,
+        count: usize,
+    }
+    #[derive(Serialize)]
+    struct Data<'a> {
+        presence: Presence<'a>,
+    }
+    let ids: Vec<&str> = snapshot.members.iter().map(|m| &*m.user_id).collect();
+    let hash = snapshot
+        .members
+        .iter()
+        .map(|m| {
+            let info = m.user_info.clone().unwrap_or(Value::Null);
+            (m.user_id.to_string(), info)
+        })
+        .collect();
+    let count = ids.len();
+    let data = to_string(&Data {
+        presence: Presence { ids, hash, count },
+    });
+    frame(
+        "pusher_internal:subscription_succeeded",
+        Some(channel),
+        Some(data),
+    )
+}
+
+/// `pusher:subscription_error`, as pusher-js surfaces it on the channel.
+pub fn subscription_error(channel: &str, kind: &str, error: &str, status: u16) -> String {
+    frame(
+        "pusher:subscription_error",
+        Some(channel),
+        Some(json!({"type": kind, "error": error, "status": status})),
+    )
+}
+
+pub fn member_added(channel: &str, member: &Member) -> String {
+    let mut data = json!({"user_id": &*member.user_id});
+    if let Some(info) = &member.user_info {
+        data["user_info"] = info.clone();
+    }
+    frame(
+        "pusher_internal:member_added",
+        Some(channel),
+        Some(to_string(&data)),
+    )
+}
+
+pub fn member_removed(channel: &str, user_id: &str) -> String {
+    frame(
+        "pusher_internal:member_removed",
+        Some(channel),
+        Some(to_string(&json!({"user_id": user_id}))),
+    )
+}
+
+pub fn cache_miss(channel: &str) -> String {
+    frame::<()>("pusher:cache_miss", Some(channel), None)
+}
+
+pub fn signin_success(user_data: &str) -> String {
+    frame(
+        "pusher:signin_success",
+        None,
+        Some(json!({"user_data": user_data})),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn connection_established_carries_a_json_string() {
+        let frame: Value = serde_json::from_str(&connection_established("1.2", 120)).unwrap();
+        assert_eq!(frame["event"], "pusher:connection_established");
+        let data: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data, json!({"socket_id": "1.2", "activity_timeout": 120}));
+    }
+
+    #[test]
+    fn frames_match_the_seed_transcript_byte_for_byte() {
+        assert_eq!(
+            subscription_succeeded("test-channel", None),
+            r#"{"event":"pusher_internal:subscription_succeeded","channel":"test-channel"}"#
+        );
+        assert_eq!(
+            connection_established("957523923.7566984777", 30),
+            r#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"957523923.7566984777\",\"activity_timeout\":30}"}"#
+        );
+    }
+
+    #[test]
+    fn presence_succeeded_lists_members_once() {
+        let member = |id: &str| {
+            Arc::new(Member {
+                user_id: id.into(),
+                user_info: Some(json!({"name": id})),
+            })
+        };
+        let snapshot = PresenceSnapshot {
+            members: vec![member("a"), member("b")],
+        };
+        let frame: Value =
+            serde_json::from_str(&subscription_succeeded("presence-x", Some(&snapshot))).unwrap();
+        let data: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["presence"]["count"], 2);
+        assert_eq!(data["presence"]["ids"], json!(["a", "b"]));
+        assert_eq!(data["presence"]["hash"]["b"], json!({"name": "b"}));
+    }
+
+    #[test]
+    fn event_frames_keep_data_as_a_string() {
+        let mut p = Publication::new(1, "1".into(), "ch".into(), "ev".into(), r#"{"n":1}"#.into());
+        let frame: Value = serde_json::from_slice(&event(&p)).unwrap();
+        assert_eq!(
+            frame,
+            json!({"event": "ev", "channel": "ch", "data": "{\"n\":1}"})
+        );
+        p.user_id = Some("u".into());
+        let frame: Value = serde_json::from_slice(&event(&p)).unwrap();
+        assert_eq!(frame["user_id"], "u");
+    }
+
+    #[test]
+    fn data_may_be_an_object_or_a_json_string() {
+        let a: SubscribeData = parse_data(Some(json!({"channel": "x"}))).unwrap();
+        let b: SubscribeData = parse_data(Some(json!("{\"channel\":\"x\"}"))).unwrap();
+        assert_eq!(a.channel, b.channel);
+        assert!(parse_data::<SubscribeData>(None).is_err());
+        assert!(parse_data::<SubscribeData>(Some(json!(42))).is_err());
+    }
+}

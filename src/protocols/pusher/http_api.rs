@@ -1,0 +1,441 @@
+//! The Pusher HTTP API: what `pusher.trigger()`, `triggerBatch()`, `get()` and
+//! `terminateUserConnections()` of the server libraries call.
+//!
+//! Every route checks the request signature first (401 with a reason otherwise), then
+//! validates the whole request before publishing anything: a batch with one bad event
+//! publishes none.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::Method;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::request_auth;
+use crate::core::channel::{self, ChannelKind, is_presence_channel};
+use crate::core::{App, MAX_EVENT_NAME_LEN, NewPublication, PublishError, SocketId};
+use crate::http::{ApiError, HttpState};
+
+pub(super) fn routes() -> Router<HttpState> {
+    Router::new()
+        .route("/apps/{app_id}/events", post(trigger))
+        .route("/apps/{app_id}/batch_events", post(trigger_batch))
+        .route("/apps/{app_id}/channels", get(list_channels))
+        .route("/apps/{app_id}/channels/{channel}", get(channel_info))
+        .route(
+            "/apps/{app_id}/channels/{channel}/users",
+            get(channel_users),
+        )
+        .route(
+            "/apps/{app_id}/users/{user_id}/terminate_connections",
+            post(terminate_connections),
+        )
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Finds the app and checks the request's signature.
+fn authorize(
+    state: &HttpState,
+    app_id: &str,
+    method: &Method,
+    uri: &axum::http::Uri,
+    body: &[u8],
+) -> Result<Arc<App>, ApiError> {
+    let app = state
+        .core
+        .apps
+        .by_id(app_id)
+        .ok_or_else(|| ApiError::not_found(format!("Unknown app id `{app_id}`")))?;
+    request_auth::verify(
+        app,
+        method.as_str(),
+        uri.path(),
+        uri.query().unwrap_or(""),
+        body,
+        now_unix(),
+    )
+    .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    if !app.enabled {
+        return Err(ApiError::forbidden("The app is disabled"));
+    }
+    Ok(app.clone())
+}
+
+fn query_params(uri: &axum::http::Uri) -> HashMap<String, String> {
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// One event as the API receives it (`events` or one item of `batch_events`).
+#[derive(Debug, Deserialize)]
+struct EventRequest {
+    name: String,
+    data: Value,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    socket_id: Option<String>,
+    #[serde(default)]
+    info: Option<String>,
+}
+
+/// An event that passed validation, ready to publish.
+struct ValidEvent {
+    name: String,
+    data: String,
+    channels: Vec<String>,
+    exclude: Option<SocketId>,
+    info: Vec<InfoAttribute>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InfoAttribute {
+    UserCount,
+    SubscriptionCount,
+    Cache,
+}
+
+fn parse_info(info: Option<&str>, allow_cache: bool) -> Result<Vec<InfoAttribute>, ApiError> {
+    let mut out = Vec::new();
+    for attribute in info
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        let parsed = match attribute {
+            "user_count" => InfoAttribute::UserCount,
+            "subscription_count" => InfoAttribute::SubscriptionCount,
+            "cache" if allow_cache => InfoAttribute::Cache,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "Unknown info attribute `{other}`"
+                )));
+            }
+        };
+        if !out.contains(&parsed) {
+            out.push(parsed);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))
+}
+
+fn validate_event(app: &App, request: EventRequest) -> Result<ValidEvent, ApiError> {
+    let channels = match (request.channels, request.channel) {
+        (Some(list), None) => list,
+        (None, Some(one)) => vec![one],
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "Give either `channels` or `channel`, not both",
+            ));
+        }
+        (None, None) => return Err(ApiError::bad_request("Missing `channels`")),
+    };
+    let max = app.limits.max_event_channels;
+    if channels.is_empty() || channels.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "An event must name 1 to {max} channels"
+        )));
+    }
+    for name in &channels {
+        let info = channel::classify(name)
+            .map_err(|e| ApiError::bad_request(format!("Invalid channel name `{name}`: {e}")))?;
+        if info.kind == ChannelKind::PrivateEncrypted && channels.len() > 1 {
+            return Err(ApiError::bad_request(
+                "Cannot trigger an event on several channels when one of them is encrypted",
+            ));
+        }
+    }
+    if request.name.is_empty() || request.name.len() > MAX_EVENT_NAME_LEN {
+        return Err(ApiError::bad_request(format!(
+            "Event name must be 1 to {MAX_EVENT_NAME_LEN} characters"
+        )));
+    }
+    if request.name.starts_with("pusher:") || request.name.starts_with("pusher_internal:") {
+        return Err(ApiError::bad_request(
+            "Event names starting with `pusher` are reserved",
+        ));
+    }
+    let data = match request.data {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let limit = app.limits.max_message_size;
+    if data.len() > limit {
+        return Err(ApiError::too_large(format!(
+            "Event data is {} bytes, over the limit of {limit} bytes",
+            data.len()
+        )));
+    }
+    let exclude = match request.socket_id.as_deref() {
+        None | Some("") => None,
+        Some(id) => Some(SocketId::parse(id).ok_or_else(|| {
+            ApiError::bad_request(format!("Invalid socket_id `{id}`: expected digits.digits"))
+        })?),
+    };
+    let info = parse_info(request.info.as_deref(), false)?;
+    Ok(ValidEvent {
+        name: request.name,
+        data,
+        channels,
+        exclude,
+        info,
+    })
+}
+
+fn publish_error(e: PublishError) -> ApiError {
+    match e {
+        PublishError::DataTooLarge { .. } => ApiError::too_large(e.to_string()),
+        PublishError::Broker(_) => ApiError::unavailable(e.to_string()),
+        _ => ApiError::bad_request(e.to_string()),
+    }
+}
+
+async fn publish(state: &HttpState, app: &App, event: &ValidEvent) -> Result<(), ApiError> {
+    for channel in &event.channels {
+        let publication = NewPublication {
+            channel: channel.clone(),
+            event: event.name.clone(),
+            data: event.data.clone(),
+            exclude: event.exclude,
+            user_id: None,
+        };
+        state
+            .core
+            .publish(app, publication)
+            .await
+            .map_err(publish_error)?;
+    }
+    Ok(())
+}
+
+/// The `info` part of a trigger response: per channel, the requested counts.
+fn channels_info(
+    state: &HttpState,
+    app: &App,
+    channels: &[String],
+    info: &[InfoAttribute],
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    for name in channels {
+        let stats = state.core.hub().channel_stats(&app.id, name);
+        let mut entry = Map::new();
+        for attribute in info {
+            match attribute {
+                InfoAttribute::UserCount if is_presence_channel(name) => {
+                    entry.insert("user_count".into(), stats.user_count.into());
+                }
+                InfoAttribute::SubscriptionCount => {
+                    entry.insert("subscription_count".into(), stats.subscription_count.into());
+                }
+                _ => {}
+            }
+        }
+        out.insert(name.clone(), Value::Object(entry));
+    }
+    out
+}
+
+async fn trigger(
+    State(state): State<HttpState>,
+    Path(app_id): Path<String>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let app = authorize(&state, &app_id, &method, &uri, &body)?;
+    let event = validate_event(&app, parse_json(&body)?)?;
+    publish(&state, &app, &event).await?;
+    if event.info.is_empty() {
+        return Ok(Json(json!({})));
+    }
+    let channels = channels_info(&state, &app, &event.channels, &event.info);
+    Ok(Json(json!({ "channels": channels })))
+}
+
+#[derive(Debug, Deserialize)]
+struct BatchRequest {
+    batch: Vec<EventRequest>,
+}
+
+async fn trigger_batch(
+    State(state): State<HttpState>,
+    Path(app_id): Path<String>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let app = authorize(&state, &app_id, &method, &uri, &body)?;
+    let request: BatchRequest = parse_json(&body)?;
+    let max = app.limits.max_batch_size;
+    if request.batch.is_empty() || request.batch.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "A batch must hold 1 to {max} events"
+        )));
+    }
+    let mut events = Vec::with_capacity(request.batch.len());
+    for (i, item) in request.batch.into_iter().enumerate() {
+        if item.channels.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "batch[{i}]: batch events name one `channel`, not `channels`"
+            )));
+        }
+        let event = validate_event(&app, item).map_err(|e| ApiError {
+            message: format!("batch[{i}]: {}", e.message),
+            ..e
+        })?;
+        events.push(event);
+    }
+    for event in &events {
+        publish(&state, &app, event).await?;
+    }
+    if events.iter().all(|e| e.info.is_empty()) {
+        return Ok(Json(json!({})));
+    }
+    let batch: Vec<Value> = events
+        .iter()
+        .map(|event| {
+            let mut info = channels_info(&state, &app, &event.channels, &event.info);
+            // One channel per batch item: its attributes are the item's entry.
+            info.remove(&event.channels[0]).unwrap_or_else(|| json!({}))
+        })
+        .collect();
+    Ok(Json(json!({ "batch": batch })))
+}
+
+async fn list_channels(
+    State(state): State<HttpState>,
+    Path(app_id): Path<String>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Json<Value>, ApiError> {
+    let app = authorize(&state, &app_id, &method, &uri, b"")?;
+    let params = query_params(&uri);
+    let prefix = params
+        .get("filter_by_prefix")
+        .map(String::as_str)
+        .unwrap_or("");
+    let info = parse_info(params.get("info").map(String::as_str), false)?;
+    if info.contains(&InfoAttribute::UserCount) && !prefix.starts_with("presence-") {
+        return Err(ApiError::bad_request(
+            "info=user_count needs filter_by_prefix=presence-",
+        ));
+    }
+    let mut channels = Map::new();
+    for (name, stats) in state.core.hub().occupied_channels(&app.id, prefix) {
+        let mut entry = Map::new();
+        for attribute in &info {
+            match attribute {
+                InfoAttribute::UserCount => {
+                    entry.insert("user_count".into(), stats.user_count.into());
+                }
+                InfoAttribute::SubscriptionCount => {
+                    entry.insert("subscription_count".into(), stats.subscription_count.into());
+                }
+                InfoAttribute::Cache => {}
+            }
+        }
+        channels.insert(name.to_string(), Value::Object(entry));
+    }
+    Ok(Json(json!({ "channels": channels })))
+}
+
+async fn channel_info(
+    State(state): State<HttpState>,
+    Path((app_id, channel)): Path<(String, String)>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Json<Value>, ApiError> {
+    let app = authorize(&state, &app_id, &method, &uri, b"")?;
+    let kind = channel::classify(&channel)
+        .map_err(|e| ApiError::bad_request(format!("Invalid channel name `{channel}`: {e}")))?;
+    let info = parse_info(query_params(&uri).get("info").map(String::as_str), true)?;
+    if info.contains(&InfoAttribute::UserCount) && kind.kind != ChannelKind::Presence {
+        return Err(ApiError::bad_request(
+            "info=user_count is only for presence channels",
+        ));
+    }
+    let stats = state.core.hub().channel_stats(&app.id, &channel);
+    let mut body = Map::new();
+    body.insert("occupied".into(), stats.occupied().into());
+    for attribute in &info {
+        match attribute {
+            InfoAttribute::UserCount => {
+                body.insert("user_count".into(), stats.user_count.into());
+            }
+            InfoAttribute::SubscriptionCount => {
+                body.insert("subscription_count".into(), stats.subscription_count.into());
+            }
+            InfoAttribute::Cache => {
+                if let Some((last, ttl)) = &stats.cache {
+                    body.insert(
+                        "cache".into(),
+                        json!({"event": &*last.event, "data": &*last.data, "ttl": ttl.as_secs()}),
+                    );
+                }
+            }
+        }
+    }
+    Ok(Json(Value::Object(body)))
+}
+
+async fn channel_users(
+    State(state): State<HttpState>,
+    Path((app_id, channel)): Path<(String, String)>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Json<Value>, ApiError> {
+    let app = authorize(&state, &app_id, &method, &uri, b"")?;
+    if !is_presence_channel(&channel) || channel::classify(&channel).is_err() {
+        return Err(ApiError::bad_request(
+            "Users can only be listed for presence channels",
+        ));
+    }
+    let users: Vec<Value> = state
+        .core
+        .hub()
+        .presence_members(&app.id, &channel)
+        .iter()
+        .map(|id| json!({"id": &**id}))
+        .collect();
+    Ok(Json(json!({ "users": users })))
+}
+
+async fn terminate_connections(
+    State(state): State<HttpState>,
+    Path((app_id, user_id)): Path<(String, String)>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let app = authorize(&state, &app_id, &method, &uri, &body)?;
+    if user_id.is_empty() || user_id.len() > 200 {
+        return Err(ApiError::bad_request("User id must be 1 to 200 characters"));
+    }
+    state
+        .core
+        .terminate_user(&app, &user_id)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(Json(json!({})))
+}

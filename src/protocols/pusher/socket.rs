@@ -1,0 +1,659 @@
+//! One Pusher WebSocket connection: `GET /app/{key}?protocol=7&client=...&version=...`.
+//!
+//! A single task owns the socket and multiplexes three things: frames from the client,
+//! the connection's outbox (publications and presence changes queued by the hub), and the
+//! activity timer. Writing happens only in this task, so frames from the outbox and direct
+//! replies (pong, errors) never interleave mid-frame, and a slow socket stalls only itself.
+//!
+//! Close codes follow what pusher-js does with them: 4000-4099 are final (unknown app 4001,
+//! disabled 4003, quota 4004, bad protocol 4006/4007, terminated 4009), 4100-4199 back off
+//! (over capacity 4100), 4200-4299 reconnect at once (shutdown or slow consumer 4200, no
+//! pong 4201).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+
+use super::auth::{self, AuthError};
+use super::frames::{self, ClientFrame, SigninData, SubscribeData, UnsubscribeData};
+use super::{PUSHER_JSON, codes};
+use crate::core::channel::{self, ChannelKind, SERVER_TO_USER_PREFIX};
+use crate::core::outbox::{CacheState, Drain, Outbound};
+use crate::core::presence::Member;
+use crate::core::{App, Core, Disconnect, NewPublication, OpenError, Session, SubscribeError};
+use crate::http::HttpState;
+
+/// Read buffer per socket: client frames are small, and idle sockets are the common case.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes buffered before tungstenite writes to the socket; every batch is flushed anyway.
+const WRITE_BUFFER: usize = 8 * 1024;
+/// After a close frame, how long to wait for the client's close before dropping the socket.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+pub(crate) async fn upgrade(
+    State(state): State<HttpState>,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let app = state.core.apps.by_key(&key).cloned();
+    // Frames up to twice the app's limit are read and answered with an error; anything
+    // larger is cut off by the WebSocket layer before it is buffered.
+    let hard_limit = app.as_ref().map_or(64 * 1024, |a| {
+        (a.limits.max_message_size * 2).max(16 * 1024)
+    });
+    let in_flight = state.tracker.token();
+    let core = state.core.clone();
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(WRITE_BUFFER + 2 * hard_limit + 1024 * 1024)
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| async move {
+            let _in_flight = in_flight;
+            serve(
+                socket,
+                core,
+                app,
+                key,
+                query.get("protocol").cloned(),
+                remote,
+            )
+            .await;
+        })
+}
+
+/// Checks the `protocol` query parameter. A missing one is taken as 7: plain WebSocket
+/// tools (the seed's `wscat -c wss://host/app/KEY`) connect without it.
+fn check_protocol(protocol: Option<&str>) -> Result<(), (u16, &'static str)> {
+    let Some(protocol) = protocol else {
+        return Ok(());
+    };
+    match protocol.parse::<u32>() {
+        Err(_) => Err((codes::BAD_VERSION_FORMAT, "Invalid version string format")),
+        Ok(5..=7) => Ok(()),
+        Ok(_) => Err((codes::UNSUPPORTED_PROTOCOL, "Unsupported protocol version")),
+    }
+}
+
+async fn serve(
+    mut ws: WebSocket,
+    core: Arc<Core>,
+    app: Option<Arc<App>>,
+    key: String,
+    protocol: Option<String>,
+    remote: SocketAddr,
+) {
+    let Some(app) = app else {
+        let message = format!("App key {key} does not exist");
+        return refuse(&mut ws, codes::APP_NOT_FOUND, &message).await;
+    };
+    if let Err((code, message)) = check_protocol(protocol.as_deref()) {
+        return refuse(&mut ws, code, message).await;
+    }
+    let session = match core.open_session(&app, "pusher", remote) {
+        Ok(session) => session,
+        Err(refusal) => {
+            let code = match refusal {
+                OpenError::AppDisabled => codes::APP_DISABLED,
+                OpenError::AppQuotaReached => codes::OVER_QUOTA,
+                OpenError::OverCapacity => codes::OVER_CAPACITY,
+                OpenError::ShuttingDown => codes::RECONNECT,
+            };
+            return refuse(&mut ws, code, &refusal.to_string()).await;
+        }
+    };
+    let socket_id = session.connection().id.to_string();
+    tracing::debug!(%socket_id, app = %app.id, %remote, "pusher connection open");
+    let mut connection = PusherSocket {
+        socket_id,
+        activity_timeout: core.settings.activity_timeout,
+        pong_timeout: core.settings.pong_timeout,
+        ws,
+        session,
+        app,
+        last_seen: Instant::now(),
+        ping_sent_at: None,
+        client_events: RateWindow::default(),
+        batch: Vec::new(),
+        messages_in: metrics::counter!("payrelay_messages_in_total", "protocol" => "pusher"),
+    };
+    let end = connection.run().await;
+    tracing::debug!(socket_id = %connection.socket_id, ?end, "pusher connection closed");
+}
+
+/// Sends the refusal as the first frame (pusher-js acts on a handshake `pusher:error`),
+/// then closes with the same code.
+async fn refuse(ws: &mut WebSocket, code: u16, message: &str) {
+    let _ = ws
+        .send(Message::Text(frames::error(Some(code), message).into()))
+        .await;
+    close(ws, code, message).await;
+}
+
+/// Sends a close frame and waits briefly for the client's, so the close is delivered
+/// rather than lost to a reset.
+async fn close(ws: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    };
+    let sent = tokio::time::timeout(CLOSE_GRACE, ws.send(Message::Close(Some(frame)))).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// Client events one connection sent in the current one-second window. Lives and dies
+/// with the connection task, so nothing leaks after a disconnect.
+#[derive(Default)]
+struct RateWindow {
+    window_start: Option<Instant>,
+    count: u32,
+}
+
+impl RateWindow {
+    fn allow(&mut self, per_second: u32) -> bool {
+        let now = Instant::now();
+        match self.window_start {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => {}
+            _ => {
+                self.window_start = Some(now);
+                self.count = 0;
+            }
+        }
+        self.count += 1;
+        self.count <= per_second
+    }
+}
+
+/// How a connection ended, for the debug log (fields are read through `Debug`).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum End {
+    ClientClosed,
+    SocketError,
+    Kicked(Disconnect),
+    PongTimeout,
+    Oversized,
+    WriteStalled,
+}
+
+struct PusherSocket {
+    ws: WebSocket,
+    session: Session,
+    app: Arc<App>,
+    socket_id: String,
+    activity_timeout: Duration,
+    pong_timeout: Duration,
+    last_seen: Instant,
+    ping_sent_at: Option<Instant>,
+    client_events: RateWindow,
+    batch: Vec<Outbound>,
+    messages_in: metrics::Counter,
+}
+
+/// Result of handling one client frame.
+enum Flow {
+    Continue,
+    Stop(End),
+}
+
+impl PusherSocket {
+    async fn run(&mut self) -> End {
+        let established =
+            frames::connection_established(&self.socket_id, self.activity_timeout.as_secs());
+        if self.send(established).await.is_err() {
+            return End::SocketError;
+        }
+        let conn = self.session.connection().clone();
+        loop {
+            let deadline = match self.ping_sent_at {
+                Some(sent) => sent + self.pong_timeout,
+                None => self.last_seen + self.activity_timeout,
+            };
+            tokio::select! {
+                drained = conn.outbox.drain(&mut self.batch) => match drained {
+                    Drain::Frames => {
+                        if let Err(end) = self.write_batch().await {
+                            return end;
+                        }
+                    }
+                    Drain::Close(reason) => {
+                        self.kick(reason).await;
+                        return End::Kicked(reason);
+                    }
+                },
+                incoming = self.ws.next() => {
+                    let message = match incoming {
+                        None => return End::ClientClosed,
+                        Some(Err(_)) => return End::SocketError,
+                        Some(Ok(message)) => message,
+                    };
+                    self.last_seen = Instant::now();
+                    self.ping_sent_at = None;
+                    if let Flow::Stop(end) = self.on_message(message).await {
+                        return end;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    if self.ping_sent_at.is_some() {
+                        close(&mut self.ws, codes::PONG_TIMEOUT, "Pong reply not received").await;
+                        return End::PongTimeout;
+                    }
+                    if self.last_seen.elapsed() >= self.activity_timeout {
+                        if self.send(frames::ping()).await.is_err() {
+                            return End::SocketError;
+                        }
+                        self.ping_sent_at = Some(Instant::now());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, frame: String) -> Result<(), axum::Error> {
+        self.ws.send(Message::Text(frame.into())).await
+    }
+
+    async fn send_error(&mut self, code: u16, message: &str) -> Flow {
+        match self.send(frames::error(Some(code), message)).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Stop(End::SocketError),
+        }
+    }
+
+    /// Writes everything drained from the outbox and flushes once. A client that does not
+    /// read for a whole pong timeout is dropped: it would otherwise hold its task forever.
+    async fn write_batch(&mut self) -> Result<(), End> {
+        let batch = std::mem::take(&mut self.batch);
+        let write = async {
+            for item in &batch {
+                for frame in encode(item) {
+                    self.ws.feed(Message::Text(frame)).await?;
+                }
+            }
+            self.ws.flush().await
+        };
+        let result = tokio::time::timeout(self.pong_timeout, write).await;
+        self.batch = batch;
+        self.batch.clear();
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::SocketError),
+            Err(_) => {
+                self.session.core().record_slow_consumer();
+                Err(End::WriteStalled)
+            }
+        }
+    }
+
+    async fn kick(&mut self, reason: Disconnect) {
+        let (code, message) = match reason {
+            Disconnect::Shutdown => (
+                codes::RECONNECT,
+                "Server is shutting down; reconnect shortly",
+            ),
+            Disconnect::SlowConsumer => {
+                self.session.core().record_slow_consumer();
+                (
+                    codes::RECONNECT,
+                    "Slow consumer: too many undelivered messages",
+                )
+            }
+            Disconnect::Terminated => (codes::UNAUTHORIZED, "Connection terminated by the app"),
+            Disconnect::Replaced => (codes::UNAUTHORIZED, "Replaced by a newer connection"),
+            Disconnect::Revoked => (codes::UNAUTHORIZED, "Credentials revoked"),
+        };
+        let notice = frames::error(Some(code), message);
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.send(notice)).await;
+        close(&mut self.ws, code, message).await;
+    }
+
+    async fn on_message(&mut self, message: Message) -> Flow {
+        let bytes = match message {
+            Message::Text(text) => axum::body::Bytes::from(text),
+            Message::Binary(bytes) => bytes,
+            Message::Ping(_) => {
+                // tungstenite queued the pong; make sure it leaves now.
+                return match self.ws.flush().await {
+                    Ok(()) => Flow::Continue,
+                    Err(_) => Flow::Stop(End::SocketError),
+                };
+            }
+            Message::Pong(_) => return Flow::Continue,
+            Message::Close(_) => {
+                let _ = self.ws.flush().await;
+                return Flow::Stop(End::ClientClosed);
+            }
+        };
+        self.messages_in.increment(1);
+        let limit = self.app.limits.max_message_size;
+        if bytes.len() > limit {
+            let message = format!(
+                "Message of {} bytes exceeds the limit of {limit} bytes",
+                bytes.len()
+            );
+            let _ = self
+                .send(frames::error(Some(codes::MALFORMED), &message))
+                .await;
+            close(&mut self.ws, codes::MESSAGE_TOO_BIG, "Message too big").await;
+            return Flow::Stop(End::Oversized);
+        }
+        let frame: ClientFrame = match serde_json::from_slice(&bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let message =
+                    format!("Malformed message: expected a JSON object with an `event` ({e})");
+                return self.send_error(codes::MALFORMED, &message).await;
+            }
+        };
+        match frame.event.as_str() {
+            "pusher:ping" => match self.send(frames::pong()).await {
+                Ok(()) => Flow::Continue,
+                Err(_) => Flow::Stop(End::SocketError),
+            },
+            "pusher:pong" => Flow::Continue,
+            "pusher:subscribe" => self.on_subscribe(frame.data).await,
+            "pusher:unsubscribe" => match frames::parse_data::<UnsubscribeData>(frame.data) {
+                Ok(data) => {
+                    self.session.unsubscribe(&data.channel);
+                    Flow::Continue
+                }
+                Err(e) => {
+                    self.send_error(
+                        codes::MALFORMED,
+                        &format!("Invalid pusher:unsubscribe: {e}"),
+                    )
+                    .await
+                }
+            },
+            "pusher:signin" => self.on_signin(frame.data).await,
+            event if event.starts_with("client-") => self.on_client_event(frame).await,
+            event => {
+                let message = format!("Unsupported event `{event}`");
+                self.send_error(codes::MALFORMED, &message).await
+            }
+        }
+    }
+
+    async fn subscription_error(
+        &mut self,
+        channel: &str,
+        kind: &str,
+        error: &str,
+        status: u16,
+    ) -> Flow {
+        let frame = frames::subscription_error(channel, kind, error, status);
+        match self.send(frame).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Stop(End::SocketError),
+        }
+    }
+
+    async fn on_subscribe(&mut self, data: Option<Value>) -> Flow {
+        let data: SubscribeData = match frames::parse_data(data) {
+            Ok(data) => data,
+            Err(e) => {
+                return self
+                    .send_error(codes::MALFORMED, &format!("Invalid pusher:subscribe: {e}"))
+                    .await;
+            }
+        };
+        let channel = data.channel.as_str();
+        let info = match channel::classify(channel) {
+            Ok(info) => info,
+            Err(e) => {
+                return self
+                    .subscription_error(channel, "InvalidChannel", &e.to_string(), 400)
+                    .await;
+            }
+        };
+        let member = match self.authorize_subscription(info.kind, &data) {
+            Ok(member) => member,
+            Err((status, error)) => {
+                return self
+                    .subscription_error(channel, "AuthError", &error, status)
+                    .await;
+            }
+        };
+        match self.session.subscribe(channel, member) {
+            Ok(()) => Flow::Continue,
+            Err(refusal @ (SubscribeError::TooManyChannels(_) | SubscribeError::Hub(_))) => {
+                let error = refusal.to_string();
+                self.subscription_error(channel, "LimitReached", &error, codes::OVER_CAPACITY)
+                    .await
+            }
+        }
+    }
+
+    /// Decides whether this socket may join the channel, and as which presence member.
+    fn authorize_subscription(
+        &self,
+        kind: ChannelKind,
+        data: &SubscribeData,
+    ) -> Result<Option<Member>, (u16, String)> {
+        let channel = data.channel.as_str();
+        let unauthorized = |e: AuthError| (401, format!("Subscription to {channel} refused: {e}"));
+        match kind {
+            ChannelKind::Public => Ok(None),
+            ChannelKind::Private | ChannelKind::PrivateEncrypted => {
+                auth::check_private(&self.app, &self.socket_id, channel, data.auth.as_deref())
+                    .map_err(unauthorized)?;
+                Ok(None)
+            }
+            ChannelKind::Presence => {
+                let channel_data = data
+                    .channel_data
+                    .as_deref()
+                    .ok_or((400, "Presence channels need `channel_data`".to_string()))?;
+                auth::check_presence(
+                    &self.app,
+                    &self.socket_id,
+                    channel,
+                    channel_data,
+                    data.auth.as_deref(),
+                )
+                .map_err(unauthorized)?;
+                self.presence_member(channel_data).map(Some)
+            }
+            ChannelKind::ServerToUser => {
+                let wanted = &channel[SERVER_TO_USER_PREFIX.len()..];
+                match self.session.connection().user_id() {
+                    Some(user) if &**user == wanted => Ok(None),
+                    _ => Err((
+                        403,
+                        format!("{channel} is only for the socket signed in as that user"),
+                    )),
+                }
+            }
+        }
+    }
+
+    fn presence_member(&self, channel_data: &str) -> Result<Member, (u16, String)> {
+        let invalid = |why: &str| (400, format!("Invalid presence channel_data: {why}"));
+        let value: Value = serde_json::from_str(channel_data).map_err(|_| invalid("not JSON"))?;
+        let user_id = match value.get("user_id") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(invalid("`user_id` must be a non-empty string or a number")),
+        };
+        let user_info = value.get("user_info").cloned();
+        let size = user_info.as_ref().map_or(0, |i| i.to_string().len());
+        let limit = self.app.limits.max_presence_member_size;
+        if size > limit {
+            return Err((
+                codes::OVER_CAPACITY,
+                format!("Presence user_info is {size} bytes, over the limit of {limit}"),
+            ));
+        }
+        Ok(Member {
+            user_id: Arc::from(user_id),
+            user_info,
+        })
+    }
+
+    async fn on_signin(&mut self, data: Option<Value>) -> Flow {
+        let data: SigninData = match frames::parse_data(data) {
+            Ok(data) => data,
+            Err(e) => {
+                return self
+                    .send_error(codes::MALFORMED, &format!("Invalid pusher:signin: {e}"))
+                    .await;
+            }
+        };
+        if let Err(e) = auth::check_signin(&self.app, &self.socket_id, &data.user_data, &data.auth)
+        {
+            return self
+                .send_error(codes::UNAUTHORIZED, &format!("Sign-in refused: {e}"))
+                .await;
+        }
+        let user_id = serde_json::from_str::<Value>(&data.user_data)
+            .ok()
+            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
+            .filter(|id| !id.is_empty());
+        let Some(user_id) = user_id else {
+            let message =
+                "Sign-in refused: user_data must be a JSON object with a non-empty string `id`";
+            return self.send_error(codes::UNAUTHORIZED, message).await;
+        };
+        if let Err(e) = self.session.sign_in(&user_id) {
+            return self
+                .send_error(codes::UNAUTHORIZED, &format!("Sign-in refused: {e}"))
+                .await;
+        }
+        match self.send(frames::signin_success(&data.user_data)).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Stop(End::SocketError),
+        }
+    }
+
+    async fn on_client_event(&mut self, frame: ClientFrame) -> Flow {
+        let limits = &self.app.limits;
+        if !limits.enable_client_messages {
+            return self
+                .send_error(
+                    codes::UNAUTHORIZED,
+                    "Client events are not enabled for this app",
+                )
+                .await;
+        }
+        let Some(channel) = frame.channel else {
+            return self
+                .send_error(codes::MALFORMED, "Client event without a `channel`")
+                .await;
+        };
+        let kind = channel::classify(&channel).map(|i| i.kind);
+        if !matches!(kind, Ok(ChannelKind::Private | ChannelKind::Presence)) {
+            let message = format!(
+                "Client event rejected on {channel}: only private and presence channels (not encrypted ones) accept client events"
+            );
+            return self.send_error(codes::UNAUTHORIZED, &message).await;
+        }
+        if !self.session.is_subscribed(&channel) {
+            let message = format!("Client event rejected: not subscribed to {channel}");
+            return self.send_error(codes::UNAUTHORIZED, &message).await;
+        }
+        if !self.client_events.allow(limits.client_events_per_second) {
+            let message = format!(
+                "Client event rejected: more than {} client events per second",
+                limits.client_events_per_second
+            );
+            return self
+                .send_error(codes::CLIENT_EVENT_RATE_LIMIT, &message)
+                .await;
+        }
+        let data = match frame.data {
+            Some(Value::String(s)) => s,
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        let publication = NewPublication {
+            user_id: self.session.presence_user(&channel).map(|u| u.to_string()),
+            channel,
+            event: frame.event,
+            data,
+            exclude: Some(self.session.connection().id),
+        };
+        match self.session.publish(publication).await {
+            Ok(()) => Flow::Continue,
+            Err(e) => {
+                self.send_error(codes::MALFORMED, &format!("Client event rejected: {e}"))
+                    .await
+            }
+        }
+    }
+}
+
+/// The Pusher frames for one queued item.
+fn encode(item: &Outbound) -> Vec<Utf8Bytes> {
+    match item {
+        Outbound::Publication(publication) => {
+            let bytes = publication.encoded(PUSHER_JSON, frames::event);
+            // Our encoder writes JSON, so this never fails; a frame that somehow did is
+            // dropped rather than written corrupt.
+            Utf8Bytes::try_from(bytes).into_iter().collect()
+        }
+        Outbound::Subscribed(subscribed) => {
+            let mut out = vec![
+                frames::subscription_succeeded(&subscribed.channel, subscribed.presence.as_ref())
+                    .into(),
+            ];
+            match &subscribed.cache {
+                CacheState::NotACacheChannel => {}
+                CacheState::Hit(last) => {
+                    out.extend(Utf8Bytes::try_from(
+                        last.encoded(PUSHER_JSON, frames::event),
+                    ));
+                }
+                CacheState::Miss => out.push(frames::cache_miss(&subscribed.channel).into()),
+            }
+            out
+        }
+        Outbound::MemberAdded { channel, member } => {
+            vec![frames::member_added(channel, member).into()]
+        }
+        Outbound::MemberRemoved { channel, user_id } => {
+            vec![frames::member_removed(channel, user_id).into()]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_versions() {
+        assert_eq!(check_protocol(None), Ok(()));
+        assert_eq!(check_protocol(Some("7")), Ok(()));
+        assert_eq!(check_protocol(Some("5")), Ok(()));
+        assert_eq!(
+            check_protocol(Some("3")).unwrap_err().0,
+            codes::UNSUPPORTED_PROTOCOL
+        );
+        assert_eq!(
+            check_protocol(Some("x")).unwrap_err().0,
+            codes::BAD_VERSION_FORMAT
+        );
+    }
+
+    #[test]
+    fn rate_window_allows_the_configured_burst() {
+        let mut window = RateWindow::default();
+        assert!((0..10).all(|_| window.allow(10)));
+        assert!(!window.allow(10));
+    }
+}

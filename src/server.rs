@@ -1,0 +1,148 @@
+//! Running a node: bind, serve, shut down gracefully.
+//!
+//! Shutdown order: stop accepting, tell every client to reconnect (each adapter sends its
+//! protocol's "reconnect" close after writing what it had queued), wait for the sockets to
+//! close, and give up after `shutdown_timeout_secs` so the process always exits.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::http::{self, HttpState};
+use crate::telemetry;
+
+/// Pending connections the kernel holds for us; load tests open thousands at once.
+const LISTEN_BACKLOG: u32 = 4096;
+/// How often expired cache-channel events are dropped.
+const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    core: Arc<Core>,
+    state: HttpState,
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+impl Server {
+    /// Builds the node and binds its listener (port 0 picks a free port).
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let prometheus = telemetry::prometheus();
+        let core = Core::new(&config);
+        let listener =
+            listen(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
+        let local_addr = listener.local_addr()?;
+        let state = HttpState {
+            core: core.clone(),
+            tracker: TaskTracker::new(),
+            prometheus,
+        };
+        Ok(Server {
+            listener,
+            local_addr,
+            core,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Server {
+            listener,
+            core,
+            state,
+            ..
+        } = self;
+        let tracker = state.tracker.clone();
+        let stop_accepting = CancellationToken::new();
+        let listener = listener.tap_io(|tcp| {
+            // Frames are small and latency matters more than packet count.
+            let _ = tcp.set_nodelay(true);
+        });
+        let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let mut serving = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
+                .into_future(),
+        );
+        let sweeper = {
+            let core = core.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(CACHE_SWEEP_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    core.hub().sweep_expired_cache();
+                }
+            })
+        };
+
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut serving => {
+                sweeper.abort();
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e).context("HTTP server failed"),
+                    Err(e) => Err(e).context("HTTP server task failed"),
+                };
+            }
+        }
+
+        let deadline = tokio::time::Instant::now() + core.settings.shutdown_timeout;
+        stop_accepting.cancel();
+        let asked = core.begin_shutdown();
+        tracing::info!(
+            connections = asked,
+            "shutting down: asked every client to reconnect"
+        );
+        tracker.close();
+        if tokio::time::timeout_at(deadline, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = core.connection_count(),
+                "shutdown timeout reached with connections still open"
+            );
+        }
+        if tokio::time::timeout_at(deadline, &mut serving)
+            .await
+            .is_err()
+        {
+            serving.abort();
+        }
+        sweeper.abort();
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
