@@ -1,0 +1,324 @@
+//! Test harness: a real payrelay node on an ephemeral port, a raw WebSocket client and a
+//! signed Pusher HTTP API client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use payrelay::config::Config;
+use payrelay::protocols::pusher::request_auth::sign_query;
+use payrelay::server::Server;
+
+pub const APP_ID: &str = "1";
+pub const KEY: &str = "app-key";
+pub const SECRET: &str = "app-secret";
+
+/// Default test app: client events on, everything else at its default.
+pub const DEFAULT_CONFIG: &str = r#"
+bind = "127.0.0.1:0"
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+enable_client_messages = true
+"#;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub core: std::sync::Arc<payrelay::core::Core>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::with_config(DEFAULT_CONFIG).await
+    }
+
+    pub async fn with_config(toml: &str) -> TestServer {
+        let config = Config::parse(toml).expect("test config is valid");
+        let server = Server::bind(config).await.expect("server binds");
+        let addr = server.local_addr();
+        let core = server.core().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            core,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Connects a raw client to the default app.
+    pub async fn connect(&self) -> Client {
+        Client::connect(&self.ws_url(&format!("/app/{KEY}?protocol=7&client=test&version=1"))).await
+    }
+
+    /// Connects and reads `pusher:connection_established`; returns the client and socket id.
+    pub async fn connect_established(&self) -> (Client, String) {
+        let mut client = self.connect().await;
+        let socket_id = client.established().await;
+        (client, socket_id)
+    }
+
+    /// Triggers shutdown and returns how long the server took to finish.
+    pub async fn shutdown(&mut self) -> Duration {
+        let started = std::time::Instant::now();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+        started.elapsed()
+    }
+
+    /// A Pusher HTTP API request signed with `secret`.
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        self.api_signed(method, path, params, body, SECRET).await
+    }
+
+    pub async fn api_signed(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        body: Option<&Value>,
+        secret: &str,
+    ) -> (u16, Value) {
+        let body = body
+            .map(|b| serde_json::to_vec(b).unwrap())
+            .unwrap_or_default();
+        let query = sign_query(KEY, secret, method, path, params, &body, now());
+        self.raw_request(method, &format!("{path}?{query}"), body)
+            .await
+    }
+
+    pub async fn raw_request(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let client = reqwest::Client::new();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = client.request(method, self.url(path_and_query));
+        if !body.is_empty() {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Publishes through the Pusher HTTP API and asserts success.
+    pub async fn trigger(&self, channel: &str, event: &str, data: &str) {
+        let body = serde_json::json!({"name": event, "channel": channel, "data": data});
+        let (status, reply) = self.api("POST", "/apps/1/events", &[], Some(&body)).await;
+        assert_eq!(status, 200, "trigger failed: {reply}");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// How long a test waits for a frame it expects.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// What a client observed when it asked for the next frame.
+#[derive(Debug)]
+pub enum Received {
+    Json(Value),
+    Close(Option<(u16, String)>),
+    Binary(Vec<u8>),
+    Gone,
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Client { ws }
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    /// The next application frame (pings and pongs are skipped).
+    pub async fn next(&mut self) -> Received {
+        self.next_within(WAIT)
+            .await
+            .expect("a frame arrives in time")
+    }
+
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Received> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let message = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(None) => return Some(Received::Gone),
+                Ok(Some(Err(_))) => return Some(Received::Gone),
+                Ok(Some(Ok(message))) => message,
+            };
+            return Some(match message {
+                Message::Text(text) => {
+                    Received::Json(serde_json::from_str(&text).expect("server sends JSON"))
+                }
+                Message::Binary(bytes) => Received::Binary(bytes.to_vec()),
+                Message::Close(frame) => Received::Close(
+                    frame.map(|CloseFrame { code, reason }| (u16::from(code), reason.to_string())),
+                ),
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            });
+        }
+    }
+
+    /// The next JSON frame; panics on anything else.
+    pub async fn json(&mut self) -> Value {
+        match self.next().await {
+            Received::Json(value) => value,
+            other => panic!("expected a JSON frame, got {other:?}"),
+        }
+    }
+
+    /// Skips frames until one with this event name arrives.
+    pub async fn event(&mut self, name: &str) -> Value {
+        loop {
+            let frame = self.json().await;
+            if frame["event"] == name {
+                return frame;
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `wait`.
+    pub async fn silent_for(&mut self, wait: Duration) {
+        if let Some(frame) = self.next_within(wait).await {
+            panic!("expected silence, got {frame:?}");
+        }
+    }
+
+    /// Reads `pusher:connection_established` and returns the socket id.
+    pub async fn established(&mut self) -> String {
+        let frame = self.json().await;
+        assert_eq!(frame["event"], "pusher:connection_established", "{frame}");
+        let data: Value =
+            serde_json::from_str(frame["data"].as_str().expect("data is a string")).unwrap();
+        data["socket_id"].as_str().unwrap().to_string()
+    }
+
+    /// Reads frames until the close frame; returns its code and reason.
+    pub async fn closed(&mut self) -> (u16, String) {
+        loop {
+            match self.next().await {
+                Received::Close(Some(frame)) => return frame,
+                Received::Close(None) => panic!("close frame without a code"),
+                Received::Gone => panic!("connection dropped without a close frame"),
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) {
+        self.send_json(
+            serde_json::json!({"event": "pusher:subscribe", "data": {"channel": channel}}),
+        )
+        .await;
+    }
+
+    pub async fn subscribe_with(&mut self, channel: &str, auth: &str, channel_data: Option<&str>) {
+        let mut data = serde_json::json!({"channel": channel, "auth": auth});
+        if let Some(cd) = channel_data {
+            data["channel_data"] = cd.into();
+        }
+        self.send_json(serde_json::json!({"event": "pusher:subscribe", "data": data}))
+            .await;
+    }
+
+    /// Subscribes and waits for success.
+    pub async fn subscribed(&mut self, channel: &str) -> Value {
+        self.subscribe(channel).await;
+        self.event("pusher_internal:subscription_succeeded").await
+    }
+}
+
+/// `key:signature` for a private channel, as an auth endpoint would answer.
+pub fn private_auth(socket_id: &str, channel: &str) -> String {
+    let sig = payrelay::signing::hmac_sha256_hex(
+        SECRET.as_bytes(),
+        format!("{socket_id}:{channel}").as_bytes(),
+    );
+    format!("{KEY}:{sig}")
+}
+
+pub fn presence_auth(socket_id: &str, channel: &str, channel_data: &str) -> String {
+    let sig = payrelay::signing::hmac_sha256_hex(
+        SECRET.as_bytes(),
+        format!("{socket_id}:{channel}:{channel_data}").as_bytes(),
+    );
+    format!("{KEY}:{sig}")
+}
+
+pub fn signin_auth(socket_id: &str, user_data: &str) -> String {
+    let sig = payrelay::signing::hmac_sha256_hex(
+        SECRET.as_bytes(),
+        format!("{socket_id}::user::{user_data}").as_bytes(),
+    );
+    format!("{KEY}:{sig}")
+}
