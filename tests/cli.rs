@@ -1,0 +1,140 @@
+//! The `payrelay` binary: configuration errors, the development default, SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_payrelay");
+
+fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("payrelay-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("payrelay.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn bad_configuration_stops_startup_naming_the_key() {
+    let cases = [
+        ("unknown-top", "bnid = \"127.0.0.1:0\"", "bnid"),
+        (
+            "unknown-app",
+            "[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"secret-123\"\nmax_conections=1",
+            "max_conections",
+        ),
+        (
+            "bad-value",
+            "[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"secret-123\"\nmax_message_size=-5",
+            "apps[0].max_message_size",
+        ),
+    ];
+    for (name, text, key) in cases {
+        let path = temp_config(name, text);
+        let out = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{name}: {stderr}");
+    }
+}
+
+/// Starts the binary and returns it with the address it logged and the log lines so far.
+fn spawn(args: &[&str]) -> (std::process::Child, String, Vec<String>) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("[payrelay] {line}");
+            seen.push(line.clone());
+            if line.contains("payrelay listening")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(seen.clone());
+            }
+        }
+    });
+    let lines = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("server logs its address");
+    let line = lines.last().unwrap();
+    let addr = if line.starts_with('{') {
+        let json: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+        json["addr"].as_str().expect("addr field").to_string()
+    } else {
+        line.split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("address in log line")
+            .to_string()
+    };
+    (child, addr, lines)
+}
+
+#[tokio::test]
+async fn sigterm_closes_clients_with_4200_and_exits_zero() {
+    let path = temp_config(
+        "sigterm",
+        "bind = \"127.0.0.1:0\"\n[[apps]]\nid=\"1\"\nkey=\"app-key\"\nsecret=\"app-secret\"",
+    );
+    let (mut child, addr, _) = spawn(&["serve", "--config", path.to_str().unwrap()]);
+    let mut client = Client::connect(&format!("ws://{addr}/app/app-key?protocol=7")).await;
+    client.established().await;
+
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(client.event("pusher:error").await["data"]["code"], 4200);
+    assert_eq!(client.closed().await.0, 4200);
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn serve_without_config_runs_the_development_app() {
+    // --bind keeps the test off the default port; everything else is the embedded default.
+    let (mut child, addr, lines) =
+        spawn(&["serve", "--bind", "127.0.0.1:0", "--log-format", "json"]);
+    let warning = lines
+        .iter()
+        .find(|l| l.contains("development app"))
+        .expect("a warning about the development app");
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        lines.iter().all(|l| !l.contains("app-secret")),
+        "the secret is never logged"
+    );
+    let mut client = Client::connect(&format!("ws://{addr}/app/app-key?protocol=7")).await;
+    client.established().await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+}

@@ -1,0 +1,359 @@
+//! The Pusher HTTP API: request signing, limits, channel queries, operational endpoints.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_bad_signature_is_a_401_with_a_reason() {
+    let server = TestServer::start().await;
+    let body = json!({"name": "e", "channel": "c", "data": "{}"});
+    let (status, reply) = server
+        .api_signed("POST", "/apps/1/events", &[], Some(&body), "wrong-secret")
+        .await;
+    assert_eq!(status, 401);
+    assert!(
+        reply["error"].as_str().unwrap().contains("signature"),
+        "{reply}"
+    );
+
+    let (status, reply) = server
+        .raw_request("POST", "/apps/1/events", b"{}".to_vec())
+        .await;
+    assert_eq!(status, 401);
+    assert!(
+        reply["error"].as_str().unwrap().contains("auth_signature"),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn stale_timestamps_and_tampered_bodies_are_refused() {
+    let server = TestServer::start().await;
+    let body = br#"{"name":"e","channel":"c","data":"{}"}"#.to_vec();
+    let stale = payrelay::protocols::pusher::request_auth::sign_query(
+        KEY,
+        SECRET,
+        "POST",
+        "/apps/1/events",
+        &[],
+        &body,
+        now() - 700,
+    );
+    let (status, reply) = server
+        .raw_request("POST", &format!("/apps/1/events?{stale}"), body.clone())
+        .await;
+    assert_eq!(status, 401);
+    assert!(
+        reply["error"].as_str().unwrap().contains("auth_timestamp"),
+        "{reply}"
+    );
+
+    let fresh = payrelay::protocols::pusher::request_auth::sign_query(
+        KEY,
+        SECRET,
+        "POST",
+        "/apps/1/events",
+        &[],
+        &body,
+        now(),
+    );
+    let tampered = br#"{"name":"f","channel":"c","data":"{}"}"#.to_vec();
+    let (status, reply) = server
+        .raw_request("POST", &format!("/apps/1/events?{fresh}"), tampered)
+        .await;
+    assert_eq!(status, 401);
+    assert!(
+        reply["error"].as_str().unwrap().contains("body_md5"),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_apps_are_404() {
+    let server = TestServer::start().await;
+    let (status, reply) = server.api("GET", "/apps/999/channels", &[], None).await;
+    assert_eq!(status, 404, "{reply}");
+}
+
+#[tokio::test]
+async fn oversized_data_is_a_413_with_a_reason() {
+    let server = TestServer::start().await;
+    let body = json!({"name": "e", "channel": "c", "data": "x".repeat(10 * 1024 + 1)});
+    let (status, reply) = server.api("POST", "/apps/1/events", &[], Some(&body)).await;
+    assert_eq!(status, 413);
+    assert!(
+        reply["error"].as_str().unwrap().contains("limit"),
+        "{reply}"
+    );
+    let body = json!({"name": "e", "channel": "c", "data": "x".repeat(10 * 1024)});
+    let (status, _) = server.api("POST", "/apps/1/events", &[], Some(&body)).await;
+    assert_eq!(status, 200, "exactly the limit is accepted");
+}
+
+#[tokio::test]
+async fn request_limits_and_validation() {
+    let server = TestServer::start().await;
+    let channels: Vec<String> = (0..101).map(|i| format!("c{i}")).collect();
+    let cases = [
+        json!({"name": "e", "channels": channels, "data": "{}"}),
+        json!({"name": "e", "channels": [], "data": "{}"}),
+        json!({"name": "e", "channel": "bad name", "data": "{}"}),
+        json!({"name": "", "channel": "c", "data": "{}"}),
+        json!({"name": "pusher:x", "channel": "c", "data": "{}"}),
+        json!({"name": "e", "channel": "c", "data": "{}", "socket_id": "nope"}),
+        json!({"channel": "c", "data": "{}"}),
+    ];
+    for body in cases {
+        let (status, reply) = server.api("POST", "/apps/1/events", &[], Some(&body)).await;
+        assert_eq!(status, 400, "{body} -> {reply}");
+        assert!(reply["error"].is_string(), "{reply}");
+    }
+    let (status, reply) = server.raw_signed_body("not json").await;
+    assert_eq!(status, 400, "{reply}");
+
+    let hundred: Vec<String> = (0..100).map(|i| format!("c{i}")).collect();
+    let body = json!({"name": "e", "channels": hundred, "data": "{}"});
+    let (status, _) = server.api("POST", "/apps/1/events", &[], Some(&body)).await;
+    assert_eq!(status, 200);
+}
+
+trait RawBody {
+    async fn raw_signed_body(&self, body: &str) -> (u16, serde_json::Value);
+}
+
+impl RawBody for TestServer {
+    async fn raw_signed_body(&self, body: &str) -> (u16, serde_json::Value) {
+        let query = payrelay::protocols::pusher::request_auth::sign_query(
+            KEY,
+            SECRET,
+            "POST",
+            "/apps/1/events",
+            &[],
+            body.as_bytes(),
+            now(),
+        );
+        self.raw_request(
+            "POST",
+            &format!("/apps/1/events?{query}"),
+            body.as_bytes().to_vec(),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn batches_publish_in_order_and_are_limited_to_ten() {
+    let server = TestServer::start().await;
+    let (mut client, _) = server.connect_established().await;
+    client.subscribed("b").await;
+    let batch: Vec<_> = (0..10)
+        .map(|i| json!({"name": "n", "channel": "b", "data": i.to_string()}))
+        .collect();
+    let (status, reply) = server
+        .api(
+            "POST",
+            "/apps/1/batch_events",
+            &[],
+            Some(&json!({"batch": batch})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    for i in 0..10 {
+        assert_eq!(client.event("n").await["data"], i.to_string());
+    }
+
+    let eleven: Vec<_> = (0..11)
+        .map(|_| json!({"name": "n", "channel": "b", "data": "{}"}))
+        .collect();
+    let (status, _) = server
+        .api(
+            "POST",
+            "/apps/1/batch_events",
+            &[],
+            Some(&json!({"batch": eleven})),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // One bad item refuses the whole batch: nothing is published.
+    let mixed = json!({"batch": [
+        {"name": "ok", "channel": "b", "data": "{}"},
+        {"name": "bad", "channel": "bad name", "data": "{}"},
+    ]});
+    let (status, reply) = server
+        .api("POST", "/apps/1/batch_events", &[], Some(&mixed))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        reply["error"].as_str().unwrap().starts_with("batch[1]"),
+        "{reply}"
+    );
+    client.silent_for(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn trigger_reports_requested_channel_info() {
+    let server = TestServer::start().await;
+    let (mut client, _) = server.connect_established().await;
+    client.subscribed("counted").await;
+    let body = json!({"name": "e", "channels": ["counted", "empty"], "data": "{}", "info": "subscription_count"});
+    let (status, reply) = server.api("POST", "/apps/1/events", &[], Some(&body)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        reply,
+        json!({"channels": {"counted": {"subscription_count": 1}, "empty": {"subscription_count": 0}}})
+    );
+    let batch = json!({"batch": [
+        {"name": "e", "channel": "counted", "data": "{}", "info": "subscription_count"},
+        {"name": "e", "channel": "empty", "data": "{}"},
+    ]});
+    let (status, reply) = server
+        .api("POST", "/apps/1/batch_events", &[], Some(&batch))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(reply, json!({"batch": [{"subscription_count": 1}, {}]}));
+}
+
+#[tokio::test]
+async fn channel_queries() {
+    let server = TestServer::start().await;
+    let (mut a, socket_id) = server.connect_established().await;
+    a.subscribed("public-1").await;
+    let cd = r#"{"user_id":"7"}"#;
+    a.subscribe_with(
+        "presence-lobby",
+        &presence_auth(&socket_id, "presence-lobby", cd),
+        Some(cd),
+    )
+    .await;
+    a.event("pusher_internal:subscription_succeeded").await;
+
+    let (status, all) = server.api("GET", "/apps/1/channels", &[], None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        all,
+        json!({"channels": {"presence-lobby": {}, "public-1": {}}})
+    );
+
+    let (status, presence) = server
+        .api(
+            "GET",
+            "/apps/1/channels",
+            &[("filter_by_prefix", "presence-"), ("info", "user_count")],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        presence,
+        json!({"channels": {"presence-lobby": {"user_count": 1}}})
+    );
+
+    let (status, reply) = server
+        .api("GET", "/apps/1/channels", &[("info", "user_count")], None)
+        .await;
+    assert_eq!(status, 400, "user_count needs a presence- prefix: {reply}");
+
+    let (status, info) = server
+        .api(
+            "GET",
+            "/apps/1/channels/presence-lobby",
+            &[("info", "user_count,subscription_count")],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        info,
+        json!({"occupied": true, "user_count": 1, "subscription_count": 1})
+    );
+
+    let (status, info) = server
+        .api("GET", "/apps/1/channels/nobody-here", &[], None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(info, json!({"occupied": false}));
+
+    let (status, _) = server
+        .api(
+            "GET",
+            "/apps/1/channels/public-1",
+            &[("info", "user_count")],
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = server
+        .api("GET", "/apps/1/channels/public-1/users", &[], None)
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn apps_never_see_each_others_channels() {
+    let server = TestServer::with_config(
+        r#"
+        bind = "127.0.0.1:0"
+        [[apps]]
+        id = "1"
+        key = "app-key"
+        secret = "app-secret"
+        [[apps]]
+        id = "2"
+        key = "key-two"
+        secret = "secret-two"
+        "#,
+    )
+    .await;
+    let mut other = Client::connect(&server.ws_url("/app/key-two?protocol=7")).await;
+    other.established().await;
+    other.subscribed("shared-name").await;
+    let (mut mine, _) = server.connect_established().await;
+    mine.subscribed("shared-name").await;
+    server.trigger("shared-name", "e", "{}").await;
+    mine.event("e").await;
+    other.silent_for(Duration::from_millis(300)).await;
+    // App 1's key cannot sign requests for app 2.
+    let (status, _) = server.api("GET", "/apps/2/channels", &[], None).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let mut server = TestServer::start().await;
+    let (mut client, _) = server.connect_established().await;
+    client.subscribed("m").await;
+    server.trigger("m", "e", "{}").await;
+    client.event("e").await;
+
+    let (status, health) = server.raw_request("GET", "/healthz", vec![]).await;
+    assert_eq!((status, health), (200, json!({"status": "ok"})));
+    let (status, ready) = server.raw_request("GET", "/readyz", vec![]).await;
+    assert_eq!(status, 200);
+    assert_eq!(ready["status"], "ready");
+
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "payrelay_connections{protocol=\"pusher\"}",
+        "payrelay_subscriptions",
+        "payrelay_messages_in_total{protocol=\"pusher\"}",
+        "payrelay_messages_out_total",
+        "payrelay_publish_latency_seconds_bucket",
+    ] {
+        assert!(text.contains(series), "missing {series} in:\n{text}");
+    }
+    assert!(!text.contains(SECRET));
+
+    let (status, _) = server.raw_request("GET", "/no/such/route", vec![]).await;
+    assert_eq!(status, 404);
+    server.shutdown().await;
+}
