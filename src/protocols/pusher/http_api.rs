@@ -37,6 +37,12 @@ pub(super) fn routes() -> Router<HttpState> {
             "/apps/{app_id}/users/{user_id}/terminate_connections",
             post(terminate_connections),
         )
+        // The PyPI `pusher` library (3.x) posts here without the `/apps/{id}` prefix; the
+        // signed `auth_key` still names the app, so the call can be honoured.
+        .route(
+            "/users/{user_id}/terminate_connections",
+            post(terminate_connections_by_key),
+        )
 }
 
 fn now_unix() -> i64 {
@@ -429,12 +435,36 @@ async fn terminate_connections(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let app = authorize(&state, &app_id, &method, &uri, &body)?;
+    terminate(&state, &app, &user_id).await
+}
+
+async fn terminate_connections_by_key(
+    State(state): State<HttpState>,
+    Path(user_id): Path<String>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let key = query_params(&uri).remove("auth_key").ok_or_else(|| {
+        ApiError::unauthorized(request_auth::RequestAuthError::Missing("auth_key").to_string())
+    })?;
+    let app_id = state
+        .core
+        .apps
+        .by_key(&key)
+        .map(|app| app.id.to_string())
+        .ok_or_else(|| ApiError::unauthorized("auth_key does not match any app"))?;
+    let app = authorize(&state, &app_id, &method, &uri, &body)?;
+    terminate(&state, &app, &user_id).await
+}
+
+async fn terminate(state: &HttpState, app: &App, user_id: &str) -> Result<Json<Value>, ApiError> {
     if user_id.is_empty() || user_id.len() > 200 {
         return Err(ApiError::bad_request("User id must be 1 to 200 characters"));
     }
     state
         .core
-        .terminate_user(&app, &user_id)
+        .terminate_user(app, user_id)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     Ok(Json(json!({})))
