@@ -201,8 +201,7 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let deserializer =
-            toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| syntax_error(text, &e))?;
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
             // toml's own message carries a line/column excerpt; keep just its first line.
@@ -217,6 +216,10 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         positive("activity_timeout_secs", self.activity_timeout_secs)?;
         positive("pong_timeout_secs", self.pong_timeout_secs)?;
+        // Pusher clients treat a server that stays silent longer than this as gone, and a
+        // huge value would overflow the socket task's timer arithmetic.
+        at_most("activity_timeout_secs", self.activity_timeout_secs, 3600)?;
+        at_most("pong_timeout_secs", self.pong_timeout_secs, 600)?;
         positive("shutdown_timeout_secs", self.shutdown_timeout_secs)?;
         positive("cache_ttl_secs", self.cache_ttl_secs)?;
         if self.outbound_queue_size < 16 {
@@ -240,6 +243,29 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+}
+
+/// A syntax error as line, column and toml's message, without the excerpt of the file
+/// toml would print: the offending line may be the one holding an app secret.
+fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            ConfigError::Syntax(format!("line {line}, column {column}: {message}"))
+        }
+        None => ConfigError::Syntax(message.to_string()),
+    }
+}
+
+fn at_most(key: &str, value: u64, max: u64) -> Result<(), ConfigError> {
+    if value > max {
+        Err(invalid(key, format!("must be at most {max}")))
+    } else {
         Ok(())
     }
 }
@@ -395,5 +421,22 @@ mod tests {
         let app = AppConfig::development();
         let debug = format!("{app:?}");
         assert!(!debug.contains("app-secret"), "{debug}");
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_line_without_quoting_it() {
+        let err = Config::parse("[[apps]]\nid = \"1\"\nsecret = \"hunter2-secret\" oops\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        let err = Config::parse("activity_timeout_secs = 18446744073709551615")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("activity_timeout_secs"), "{err}");
     }
 }

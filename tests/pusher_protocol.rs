@@ -3,7 +3,10 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
 
 use common::*;
 use serde_json::{Value, json};
@@ -645,4 +648,90 @@ async fn graceful_shutdown_tells_clients_to_reconnect() {
     assert_eq!(error["data"]["code"], 4200);
     assert_eq!(client.closed().await.0, 4200);
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_replies_is_dropped() {
+    let server = TestServer::with_config(
+        r#"
+        bind = "127.0.0.1:0"
+        pong_timeout_secs = 1
+        [[apps]]
+        id = "1"
+        key = "app-key"
+        secret = "app-secret"
+        "#,
+    )
+    .await;
+    let (mut client, _) = server.connect_established().await;
+    // Ask for pongs and never read them, until the server stops reading us too.
+    let ping = json!({"event": "pusher:ping", "data": {}}).to_string();
+    let mut sent = 0;
+    while sent < 2_000_000 {
+        let send = client.ws.send(Message::text(ping.clone()));
+        match tokio::time::timeout(Duration::from_millis(200), send).await {
+            Ok(Ok(())) => sent += 1,
+            _ => break,
+        }
+    }
+    assert!(sent < 2_000_000, "the server never pushed back");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.core.connection_count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a stalled reply kept the connection alive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn client_events_are_never_cached() {
+    let server = TestServer::with_config(
+        r#"
+        bind = "127.0.0.1:0"
+        [[apps]]
+        id = "1"
+        key = "app-key"
+        secret = "app-secret"
+        enable_client_messages = true
+        "#,
+    )
+    .await;
+    let channel = "private-cache-room";
+    let (mut sender, sender_id) = server.connect_established().await;
+    sender
+        .subscribe_with(channel, &private_auth(&sender_id, channel), None)
+        .await;
+    sender.event("pusher_internal:subscription_succeeded").await;
+    sender.event("pusher:cache_miss").await;
+    sender
+        .send_json(json!({"event": "client-typing", "channel": channel, "data": {}}))
+        .await;
+    sender.silent_for(Duration::from_millis(200)).await;
+
+    let (mut late, late_id) = server.connect_established().await;
+    late.subscribe_with(channel, &private_auth(&late_id, channel), None)
+        .await;
+    late.event("pusher_internal:subscription_succeeded").await;
+    late.event("pusher:cache_miss").await;
+}
+
+#[tokio::test]
+async fn sign_in_ids_that_cannot_name_a_channel_are_refused() {
+    let server = TestServer::start().await;
+    let (mut client, socket_id) = server.connect_established().await;
+    let user_data = r#"{"id":"a b/c"}"#;
+    let auth = signin_auth(&socket_id, user_data);
+    client
+        .send_json(
+            json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}),
+        )
+        .await;
+    let error = client.event("pusher:error").await;
+    assert_eq!(error["data"]["code"], 4009);
+    assert!(
+        error["data"]["message"].as_str().unwrap().contains("a b/c"),
+        "{error}"
+    );
 }

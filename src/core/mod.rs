@@ -237,6 +237,11 @@ impl Core {
                 break conn;
             }
         };
+        // `begin_shutdown` may have walked the registry between the check above and the
+        // insert; a connection it missed must still be told to go.
+        if self.is_shutting_down() {
+            conn.outbox.close(Disconnect::Shutdown);
+        }
         metrics::gauge!("payrelay_connections", "protocol" => protocol).increment(1.0);
         metrics::counter!("payrelay_connections_opened_total", "protocol" => protocol).increment(1);
         Ok(Session::new(self.clone(), conn))

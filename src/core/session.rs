@@ -26,6 +26,8 @@ pub enum SubscribeError {
 pub enum SignInError {
     #[error("this connection is already signed in as another user")]
     AlreadySignedIn,
+    #[error("user id `{0}` cannot name a channel: {1}")]
+    InvalidUserId(String, super::channel::ChannelNameError),
 }
 
 pub struct Session {
@@ -102,6 +104,12 @@ impl Session {
             Some(existing) if &**existing == user_id => return Ok(()),
             Some(_) => return Err(SignInError::AlreadySignedIn),
             None => {}
+        }
+        // The user's events travel on `#server-to-user-{id}`, so the id must make a valid
+        // channel name; refusing it here beats a sign-in that silently never gets events.
+        let channel = format!("{}{user_id}", super::channel::SERVER_TO_USER_PREFIX);
+        if let Err(e) = super::channel::classify(&channel) {
+            return Err(SignInError::InvalidUserId(user_id.to_string(), e));
         }
         let user: Arc<str> = Arc::from(user_id);
         self.conn

@@ -68,7 +68,7 @@ pub fn verify(
         .ok_or(RequestAuthError::Missing("auth_timestamp"))?
         .parse()
         .map_err(|_| RequestAuthError::BadTimestamp)?;
-    if (now_unix - timestamp).abs() > MAX_CLOCK_SKEW_SECS {
+    if now_unix.abs_diff(timestamp) > MAX_CLOCK_SKEW_SECS as u64 {
         return Err(RequestAuthError::Expired);
     }
     if !body.is_empty() {
@@ -201,6 +201,17 @@ mod tests {
             verify(&app, "POST", "/apps/1/events", &q, body, NOW + 601),
             Err(RequestAuthError::Expired)
         );
+        for extreme in [i64::MIN, i64::MAX] {
+            let q = q.replace(
+                &format!("auth_timestamp={NOW}"),
+                &format!("auth_timestamp={extreme}"),
+            );
+            assert_eq!(
+                verify(&app, "POST", "/apps/1/events", &q, body, NOW),
+                Err(RequestAuthError::Expired),
+                "timestamp {extreme}"
+            );
+        }
         let wrong_secret = sign_query(
             "app-key",
             "not-the-secret",

@@ -133,9 +133,8 @@ async fn serve(
 /// Sends the refusal as the first frame (pusher-js acts on a handshake `pusher:error`),
 /// then closes with the same code.
 async fn refuse(ws: &mut WebSocket, code: u16, message: &str) {
-    let _ = ws
-        .send(Message::Text(frames::error(Some(code), message).into()))
-        .await;
+    let notice = Message::Text(frames::error(Some(code), message).into());
+    let _ = tokio::time::timeout(CLOSE_GRACE, ws.send(notice)).await;
     close(ws, code, message).await;
 }
 
@@ -215,15 +214,21 @@ impl PusherSocket {
     async fn run(&mut self) -> End {
         let established =
             frames::connection_established(&self.socket_id, self.activity_timeout.as_secs());
-        if self.send(established).await.is_err() {
-            return End::SocketError;
+        if let Err(end) = self.send(established).await {
+            return end;
         }
         let conn = self.session.connection().clone();
+        // One timer for the connection's life, moved rather than rebuilt on every frame.
+        let timer = tokio::time::sleep(self.activity_timeout);
+        tokio::pin!(timer);
         loop {
             let deadline = match self.ping_sent_at {
                 Some(sent) => sent + self.pong_timeout,
                 None => self.last_seen + self.activity_timeout,
             };
+            if timer.deadline() != deadline.into() {
+                timer.as_mut().reset(deadline.into());
+            }
             tokio::select! {
                 drained = conn.outbox.drain(&mut self.batch) => match drained {
                     Drain::Frames => {
@@ -248,14 +253,14 @@ impl PusherSocket {
                         return end;
                     }
                 }
-                () = tokio::time::sleep_until(deadline.into()) => {
+                () = &mut timer => {
                     if self.ping_sent_at.is_some() {
                         close(&mut self.ws, codes::PONG_TIMEOUT, "Pong reply not received").await;
                         return End::PongTimeout;
                     }
                     if self.last_seen.elapsed() >= self.activity_timeout {
-                        if self.send(frames::ping()).await.is_err() {
-                            return End::SocketError;
+                        if let Err(end) = self.send(frames::ping()).await {
+                            return end;
                         }
                         self.ping_sent_at = Some(Instant::now());
                     }
@@ -264,15 +269,39 @@ impl PusherSocket {
         }
     }
 
-    async fn send(&mut self, frame: String) -> Result<(), axum::Error> {
-        self.ws.send(Message::Text(frame.into())).await
+    /// Writes one direct reply. Like the outbox path, it gives a client that stopped
+    /// reading one pong timeout: without the bound a full socket buffer would park this
+    /// task forever, keeping the connection's subscriptions and presence alive.
+    async fn send(&mut self, frame: String) -> Result<(), End> {
+        let write = self.ws.send(Message::Text(frame.into()));
+        Self::bounded(self.pong_timeout, write).await
+    }
+
+    /// Flushes what tungstenite queued on its own (pongs to client pings, close replies).
+    async fn flush(&mut self) -> Result<(), End> {
+        Self::bounded(self.pong_timeout, self.ws.flush()).await
+    }
+
+    async fn bounded(
+        limit: Duration,
+        write: impl Future<Output = Result<(), axum::Error>>,
+    ) -> Result<(), End> {
+        match tokio::time::timeout(limit, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::SocketError),
+            Err(_) => Err(End::WriteStalled),
+        }
+    }
+
+    async fn reply(&mut self, frame: String) -> Flow {
+        match self.send(frame).await {
+            Ok(()) => Flow::Continue,
+            Err(end) => Flow::Stop(end),
+        }
     }
 
     async fn send_error(&mut self, code: u16, message: &str) -> Flow {
-        match self.send(frames::error(Some(code), message)).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Stop(End::SocketError),
-        }
+        self.reply(frames::error(Some(code), message)).await
     }
 
     /// Writes everything drained from the outbox and flushes once. A client that does not
@@ -287,17 +316,13 @@ impl PusherSocket {
             }
             self.ws.flush().await
         };
-        let result = tokio::time::timeout(self.pong_timeout, write).await;
+        let result = Self::bounded(self.pong_timeout, write).await;
         self.batch = batch;
         self.batch.clear();
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::SocketError),
-            Err(_) => {
-                self.session.core().record_slow_consumer();
-                Err(End::WriteStalled)
-            }
+        if matches!(result, Err(End::WriteStalled)) {
+            self.session.core().record_slow_consumer();
         }
+        result
     }
 
     async fn kick(&mut self, reason: Disconnect) {
@@ -317,8 +342,7 @@ impl PusherSocket {
             Disconnect::Replaced => (codes::UNAUTHORIZED, "Replaced by a newer connection"),
             Disconnect::Revoked => (codes::UNAUTHORIZED, "Credentials revoked"),
         };
-        let notice = frames::error(Some(code), message);
-        let _ = tokio::time::timeout(CLOSE_GRACE, self.send(notice)).await;
+        let _ = self.send(frames::error(Some(code), message)).await;
         close(&mut self.ws, code, message).await;
     }
 
@@ -328,14 +352,14 @@ impl PusherSocket {
             Message::Binary(bytes) => bytes,
             Message::Ping(_) => {
                 // tungstenite queued the pong; make sure it leaves now.
-                return match self.ws.flush().await {
+                return match self.flush().await {
                     Ok(()) => Flow::Continue,
-                    Err(_) => Flow::Stop(End::SocketError),
+                    Err(end) => Flow::Stop(end),
                 };
             }
             Message::Pong(_) => return Flow::Continue,
             Message::Close(_) => {
-                let _ = self.ws.flush().await;
+                let _ = self.flush().await;
                 return Flow::Stop(End::ClientClosed);
             }
         };
@@ -361,10 +385,7 @@ impl PusherSocket {
             }
         };
         match frame.event.as_str() {
-            "pusher:ping" => match self.send(frames::pong()).await {
-                Ok(()) => Flow::Continue,
-                Err(_) => Flow::Stop(End::SocketError),
-            },
+            "pusher:ping" => self.reply(frames::pong()).await,
             "pusher:pong" => Flow::Continue,
             "pusher:subscribe" => self.on_subscribe(frame.data).await,
             "pusher:unsubscribe" => match frames::parse_data::<UnsubscribeData>(frame.data) {
@@ -396,11 +417,8 @@ impl PusherSocket {
         error: &str,
         status: u16,
     ) -> Flow {
-        let frame = frames::subscription_error(channel, kind, error, status);
-        match self.send(frame).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Stop(End::SocketError),
-        }
+        self.reply(frames::subscription_error(channel, kind, error, status))
+            .await
     }
 
     async fn on_subscribe(&mut self, data: Option<Value>) -> Flow {
@@ -534,10 +552,7 @@ impl PusherSocket {
                 .send_error(codes::UNAUTHORIZED, &format!("Sign-in refused: {e}"))
                 .await;
         }
-        match self.send(frames::signin_success(&data.user_data)).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Stop(End::SocketError),
-        }
+        self.reply(frames::signin_success(&data.user_data)).await
     }
 
     async fn on_client_event(&mut self, frame: ClientFrame) -> Flow {
