@@ -4,6 +4,7 @@
 //! broker seam, sessions); [`protocols`] hold the adapters that speak each wire format;
 //! [`http`] assembles the router; [`server`] runs a node.
 
+pub mod bench;
 pub mod config;
 pub mod core;
 pub mod http;

@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run a node. Without --config: one development app on 127.0.0.1:6001.
     Serve(ServeArgs),
+    /// Load-test a Pusher-compatible server on this machine (see BENCHMARKS.md).
+    Bench(payrelay::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => payrelay::bench::main(args),
     }
 }
 

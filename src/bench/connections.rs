@@ -1,0 +1,89 @@
+//! `bench connections`: how many sockets the server holds, how fast they arrive, and what
+//! each costs in server memory.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::fleet::Fleet;
+use super::report::Report;
+use super::worker::Command;
+use super::{MAX_SOCKETS, SpreadArgs, TargetArgs, plans, rss_kib};
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionsArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub spread: SpreadArgs,
+    /// Sockets to open.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=MAX_SOCKETS))]
+    pub sockets: u64,
+    /// Channels to spread them over (socket i joins channel i mod C).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub channels: u64,
+    /// How long to hold them once all are subscribed.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub hold_secs: u64,
+}
+
+pub async fn run(args: ConnectionsArgs) -> anyhow::Result<Option<Report>> {
+    let target = args.target.target()?;
+    let sockets = args.sockets as usize;
+    let channels: Vec<String> = (0..args.channels).map(|c| format!("bench-{c}")).collect();
+    let deadline = 300 + args.hold_secs;
+    let plans = plans(&target, sockets, &channels, &args.spread, deadline)?;
+    let workers = plans.len();
+    let pid = args.target.server_pid;
+    let rss_before = pid.and_then(rss_kib);
+
+    let mut fleet = Fleet::start(plans).await?;
+    let ready = fleet.ready(Duration::from_secs(deadline)).await?;
+    let subscribed: u64 = ready.iter().map(|r| r.subscribed).sum();
+    let failed: u64 = ready.iter().map(|r| r.failed).sum();
+    let connect_secs = ready.iter().map(|r| r.elapsed_ms).max().unwrap_or(0) as f64 / 1000.0;
+    let mut errors = std::collections::BTreeMap::<String, u64>::new();
+    for report in &ready {
+        for (reason, n) in &report.errors {
+            *errors.entry(reason.clone()).or_default() += n;
+        }
+    }
+
+    tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+    let rss_after = pid.and_then(rss_kib);
+    let held = fleet
+        .collect(Command::Report, Duration::from_secs(60))
+        .await?;
+    fleet.stop().await;
+
+    let per_connection = match (rss_before, rss_after) {
+        (Some(before), Some(after)) if subscribed > 0 => {
+            Some(after.saturating_sub(before) as f64 * 1024.0 / subscribed as f64)
+        }
+        _ => None,
+    };
+    let mut report = Report::new("connections");
+    report
+        .add("sockets", "sockets requested", sockets)
+        .add("channels", "channels", args.channels)
+        .add("workers", "worker processes", workers)
+        .add("subscribed", "subscribed", subscribed)
+        .add("failed", "failed", failed)
+        .add("errors", "failure reasons", serde_json::to_value(&errors)?)
+        .add("connect_secs", "connect time (s)", connect_secs)
+        .add(
+            "connects_per_sec",
+            "connects/s",
+            subscribed as f64 / connect_secs.max(0.001),
+        )
+        .add("hold_secs", "held for (s)", args.hold_secs)
+        .add("dropped_while_held", "dropped while held", held.closed)
+        .add("rss_before_kib", "server RSS before (KiB)", rss_before)
+        .add("rss_after_kib", "server RSS held (KiB)", rss_after)
+        .add(
+            "rss_per_connection_bytes",
+            "server RSS per connection (B)",
+            per_connection,
+        );
+    Ok(Some(report))
+}

@@ -1,0 +1,182 @@
+//! `bench fanout`: S subscribers on one channel, M messages published through the HTTP
+//! API at a steady rate; how many arrive, how fast, and how late.
+//!
+//! Latency is publish-to-delivery: the publisher stamps each message with the wall clock
+//! just before sending the HTTP request, each subscriber subtracts it on arrival. Both
+//! run on this machine, so they read the same clock.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+
+use super::fleet::Fleet;
+use super::report::Report;
+use super::target::{Published, Publisher};
+use super::worker::Command;
+use super::{MAX_SOCKETS, SpreadArgs, TargetArgs, payload, plans, rss_kib};
+
+/// Publish requests in flight at once; enough for thousands of messages per second.
+const PUBLISH_CONCURRENCY: usize = 64;
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub spread: SpreadArgs,
+    /// Subscribers on the channel.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=MAX_SOCKETS))]
+    pub subscribers: u64,
+    /// Messages to publish.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub messages: u64,
+    /// Size of each message's data, at least the stamp's 48 bytes.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(payload::MIN_SIZE as u64..=1_048_576))]
+    pub bytes: u64,
+    /// Messages per second.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub rate: u64,
+    /// After the last publish, how long deliveries may stall before the run ends.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub drain_ms: u64,
+    /// Channel name (default: a fresh `bench-fanout-…` per run).
+    #[arg(long)]
+    pub channel: Option<String>,
+}
+
+pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
+    let target = args.target.target()?;
+    let channel = args
+        .channel
+        .clone()
+        .unwrap_or_else(|| format!("bench-fanout-{}", payload::now_micros() % 1_000_000));
+    let subscribers = args.subscribers as usize;
+    let publish_secs_planned = args.messages.div_ceil(args.rate);
+    let deadline = 300 + publish_secs_planned + args.drain_ms / 1000;
+    let plans = plans(
+        &target,
+        subscribers,
+        std::slice::from_ref(&channel),
+        &args.spread,
+        deadline,
+    )?;
+    let workers = plans.len();
+    let pid = args.target.server_pid;
+
+    let mut fleet = Fleet::start(plans).await?;
+    let ready = fleet.ready(Duration::from_secs(300)).await?;
+    let subscribed: u64 = ready.iter().map(|r| r.subscribed).sum();
+    let failed: u64 = ready.iter().map(|r| r.failed).sum();
+
+    let published = publish(&target, &channel, &args).await?;
+    let finish = Command::Finish {
+        per_socket: published.ok,
+        drain_ms: args.drain_ms,
+    };
+    let limit =
+        Duration::from_millis(args.drain_ms) + Duration::from_secs(publish_secs_planned + 60);
+    let merged = fleet.collect(finish, limit).await?;
+    let rss = pid.and_then(rss_kib);
+    fleet.stop().await;
+
+    let expected = published.ok * subscribed;
+    let span_secs = merged.last_us.saturating_sub(published.first_us) as f64 / 1e6;
+    let latency = merged.latency.summary();
+    let ms = |us: u64| us as f64 / 1000.0;
+    let publish_errors: u64 = published.errors.values().sum();
+    let mut report = Report::new("fanout");
+    report
+        .add("subscribers", "subscribers requested", subscribers)
+        .add("subscribed", "subscribed", subscribed)
+        .add("failed", "failed to subscribe", failed)
+        .add("workers", "worker processes", workers)
+        .add("messages", "messages", args.messages)
+        .add("bytes", "data bytes", args.bytes)
+        .add("rate", "publish rate (msg/s)", args.rate)
+        .add("published", "accepted by the API", published.ok)
+        .add("publish_errors", "publish errors", publish_errors)
+        .add(
+            "publish_errors_by_status",
+            "publish errors by status",
+            serde_json::to_value(&published.errors)?,
+        )
+        .add("publish_secs", "publishing took (s)", published.secs)
+        .add("expected", "deliveries expected", expected)
+        .add("delivered", "delivered", merged.delivered)
+        .add(
+            "delivered_ratio",
+            "delivered / expected",
+            merged.delivered as f64 / expected.max(1) as f64,
+        )
+        .add("reordered", "out of order", merged.reordered)
+        .add("closed", "sockets dropped", merged.closed)
+        .add(
+            "offered_deliveries_per_sec",
+            "offered deliveries/s",
+            (args.rate * subscribed) as f64,
+        )
+        .add(
+            "deliveries_per_sec",
+            "deliveries/s",
+            merged.delivered as f64 / span_secs.max(0.001),
+        )
+        .add("p50_ms", "latency p50 (ms)", ms(latency.p50_us))
+        .add("p90_ms", "latency p90 (ms)", ms(latency.p90_us))
+        .add("p99_ms", "latency p99 (ms)", ms(latency.p99_us))
+        .add("max_ms", "latency max (ms)", ms(latency.max_us))
+        .add("server_rss_kib", "server RSS at end (KiB)", rss);
+    Ok(Some(report))
+}
+
+struct PublishOutcome {
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    first_us: u64,
+    secs: f64,
+}
+
+/// Publishes `messages` at `rate`, each stamped with its send time. A request that fails
+/// is counted, not retried: the expected count is what the server accepted.
+async fn publish(
+    target: &super::target::Target,
+    channel: &str,
+    args: &FanoutArgs,
+) -> anyhow::Result<PublishOutcome> {
+    let publisher = Publisher::new(target)?;
+    let gate = Arc::new(Semaphore::new(PUBLISH_CONCURRENCY));
+    let outcome = Arc::new(Mutex::new((0u64, BTreeMap::<String, u64>::new())));
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let first_us = payload::now_micros();
+    let started = Instant::now();
+    for seq in 0..args.messages {
+        // Scheduled from the start, not from the previous send, so the rate does not drift.
+        tokio::time::sleep_until((started + interval.mul_f64(seq as f64)).into()).await;
+        let permit = gate.clone().acquire_owned().await?;
+        let data = payload::stamp(payload::now_micros(), seq, args.bytes as usize);
+        let (publisher, outcome, channel) =
+            (publisher.clone(), outcome.clone(), channel.to_string());
+        tokio::spawn(async move {
+            let result = publisher.trigger(&channel, payload::EVENT, &data).await;
+            let mut outcome = outcome.lock();
+            match result {
+                Published::Ok => outcome.0 += 1,
+                Published::Status(code) => *outcome.1.entry(code.to_string()).or_default() += 1,
+                Published::Failed => *outcome.1.entry("transport".into()).or_default() += 1,
+            }
+            drop(permit);
+        });
+    }
+    let _all = gate.acquire_many(PUBLISH_CONCURRENCY as u32).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let (ok, errors) = outcome.lock().clone();
+    Ok(PublishOutcome {
+        ok,
+        errors,
+        first_us,
+        secs,
+    })
+}

@@ -1,0 +1,137 @@
+//! The server under test: where its sockets and HTTP API are, and the app to use.
+//!
+//! Any Pusher-compatible server works; only loopback addresses are accepted, because the
+//! generator is built to saturate what it points at.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocols::pusher::request_auth::sign_query;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    /// Host and port of the server, e.g. `127.0.0.1:6001`.
+    pub addr: SocketAddr,
+    pub app_id: String,
+    pub key: String,
+    pub secret: String,
+}
+
+impl Target {
+    /// Resolves `url` (`http://`, `ws://` or bare `host:port`) to a loopback address.
+    pub fn new(url: &str, app_id: &str, key: &str, secret: &str) -> anyhow::Result<Target> {
+        let host_port = url
+            .split_once("://")
+            .map_or(url, |(_, rest)| rest)
+            .trim_end_matches('/');
+        let addr = host_port
+            .to_socket_addrs()
+            .map_err(|e| anyhow::anyhow!("cannot resolve {url}: {e}"))?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{url} resolves to no address"))?;
+        if !addr.ip().is_loopback() {
+            anyhow::bail!("{url} is not a loopback address; the bench only targets this machine");
+        }
+        Ok(Target {
+            addr,
+            app_id: app_id.to_string(),
+            key: key.to_string(),
+            secret: secret.to_string(),
+        })
+    }
+
+    pub fn socket_url(&self) -> String {
+        format!(
+            "ws://{}/app/{}?protocol=7&client=payrelay-bench&version=0.1",
+            self.addr, self.key
+        )
+    }
+
+    pub fn is_ipv4(&self) -> bool {
+        matches!(self.addr.ip(), IpAddr::V4(_))
+    }
+}
+
+/// Signs and sends Pusher HTTP API requests, as a server library would.
+#[derive(Clone)]
+pub struct Publisher {
+    target: Target,
+    http: reqwest::Client,
+}
+
+/// What one publish request came to.
+pub enum Published {
+    Ok,
+    Status(u16),
+    Failed,
+}
+
+impl Publisher {
+    pub fn new(target: &Target) -> anyhow::Result<Publisher> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Publisher {
+            target: target.clone(),
+            http,
+        })
+    }
+
+    /// `POST /apps/{id}/events` with one event on one channel.
+    pub async fn trigger(&self, channel: &str, event: &str, data: &str) -> Published {
+        let path = format!("/apps/{}/events", self.target.app_id);
+        let body = serde_json::json!({"name": event, "channel": channel, "data": data})
+            .to_string()
+            .into_bytes();
+        let now = (super::payload::now_micros() / 1_000_000) as i64;
+        let query = sign_query(
+            &self.target.key,
+            &self.target.secret,
+            "POST",
+            &path,
+            &[],
+            &body,
+            now,
+        );
+        let url = format!("http://{}{path}?{query}", self.target.addr);
+        let sent = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => Published::Ok,
+            Ok(response) => Published::Status(response.status().as_u16()),
+            Err(_) => Published::Failed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_of_every_form_resolve_to_loopback() {
+        for url in [
+            "127.0.0.1:6001",
+            "http://127.0.0.1:6001",
+            "ws://127.0.0.1:6001/",
+        ] {
+            let target = Target::new(url, "1", "k", "s").unwrap();
+            assert_eq!(target.addr.port(), 6001, "{url}");
+        }
+    }
+
+    #[test]
+    fn remote_targets_are_refused() {
+        let err = Target::new("10.1.2.3:6001", "1", "k", "s").unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+    }
+}

@@ -1,0 +1,330 @@
+//! A worker process: holds a share of the bench's sockets and reports what they received.
+//!
+//! One process may hold at most 20 000 open files here, so a run of N sockets is split
+//! over several workers (`payrelay bench worker`, started by the parent). A worker reads
+//! its [`Plan`] as the first line of stdin, then commands; it answers with one JSON line
+//! per [`Event`] on stdout. It runs on a single-threaded runtime: the generator should
+//! cost as little as possible, and its counters then need no cross-thread traffic.
+//! It exits on its own at the plan's deadline, or when the parent goes away (stdin EOF).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpSocket;
+use tokio::sync::{Notify, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::latency::{Buckets, Latency};
+use super::payload;
+use super::target::Target;
+
+/// How long one socket may take to connect, handshake and subscribe.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a worker is asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub target: Target,
+    pub sockets: usize,
+    /// Socket `i` subscribes to `channels[(first_socket + i) % channels.len()]`.
+    pub channels: Vec<String>,
+    pub first_socket: usize,
+    /// Local addresses to connect from, in turn (spreads the ephemeral port space).
+    pub source_ips: Vec<IpAddr>,
+    pub connect_concurrency: usize,
+    /// The worker stops by itself after this long, whatever the parent says.
+    pub deadline_secs: u64,
+}
+
+/// Parent → worker, after [`Event::Ready`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// Wait until every live socket has `per_socket` bench events (or `drain_ms` without
+    /// progress), then report.
+    Finish { per_socket: u64, drain_ms: u64 },
+    /// Report now.
+    Report,
+}
+
+/// Worker → parent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    Ready(ReadyReport),
+    Done(Deliveries),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReadyReport {
+    pub subscribed: u64,
+    pub failed: u64,
+    /// Failure reasons and how often each happened.
+    pub errors: BTreeMap<String, u64>,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Deliveries {
+    pub delivered: u64,
+    /// Sockets the server closed (or that broke) after subscribing.
+    pub closed: u64,
+    /// Bench events that arrived out of sequence on their socket.
+    pub reordered: u64,
+    pub first_us: u64,
+    pub last_us: u64,
+    pub latency: Buckets,
+}
+
+#[derive(Default)]
+struct Shared {
+    subscribed: AtomicU64,
+    failed: AtomicU64,
+    settled: AtomicU64,
+    delivered: AtomicU64,
+    closed: AtomicU64,
+    reordered: AtomicU64,
+    first_us: AtomicU64,
+    last_us: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+    latency: Mutex<Latency>,
+    progress: Notify,
+}
+
+impl Shared {
+    fn fail(&self, reason: String) {
+        *self.errors.lock().entry(reason).or_default() += 1;
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.settle();
+    }
+
+    fn settle(&self) {
+        self.settled.fetch_add(1, Ordering::Release);
+        self.progress.notify_one();
+    }
+
+    fn deliveries(&self) -> Deliveries {
+        Deliveries {
+            delivered: self.delivered.load(Ordering::Acquire),
+            closed: self.closed.load(Ordering::Acquire),
+            reordered: self.reordered.load(Ordering::Acquire),
+            first_us: self.first_us.load(Ordering::Acquire),
+            last_us: self.last_us.load(Ordering::Acquire),
+            latency: self.latency.lock().buckets(),
+        }
+    }
+}
+
+/// Entry point of `payrelay bench worker`.
+pub fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let plan: Plan = match stdin.next_line().await? {
+        Some(line) => serde_json::from_str(&line)?,
+        None => return Ok(()),
+    };
+    let deadline = Duration::from_secs(plan.deadline_secs);
+    match tokio::time::timeout(deadline, drive(plan, &mut stdin)).await {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!("worker deadline reached"),
+    }
+}
+
+async fn drive(
+    plan: Plan,
+    stdin: &mut tokio::io::Lines<BufReader<tokio::io::Stdin>>,
+) -> anyhow::Result<()> {
+    let shared = Arc::new(Shared {
+        first_us: AtomicU64::new(u64::MAX),
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let plan = Arc::new(plan);
+    let gate = Arc::new(Semaphore::new(plan.connect_concurrency.max(1)));
+    for i in 0..plan.sockets {
+        let (plan, shared, gate) = (plan.clone(), shared.clone(), gate.clone());
+        tokio::spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let ws = match tokio::time::timeout(SETUP_TIMEOUT, open(&plan, i)).await {
+                Ok(Ok(ws)) => ws,
+                Ok(Err(reason)) => return shared.fail(reason),
+                Err(_) => return shared.fail("setup timed out".into()),
+            };
+            drop(permit);
+            shared.subscribed.fetch_add(1, Ordering::Relaxed);
+            shared.settle();
+            receive(ws, &shared).await;
+        });
+    }
+    while shared.settled.load(Ordering::Acquire) < plan.sockets as u64 {
+        shared.progress.notified().await;
+    }
+    let ready = ReadyReport {
+        subscribed: shared.subscribed.load(Ordering::Acquire),
+        failed: shared.failed.load(Ordering::Acquire),
+        errors: shared.errors.lock().clone(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    emit(&Event::Ready(ready))?;
+
+    while let Some(line) = stdin.next_line().await? {
+        match serde_json::from_str::<Command>(&line)? {
+            Command::Report => {}
+            Command::Finish {
+                per_socket,
+                drain_ms,
+            } => {
+                let expected = per_socket * shared.subscribed.load(Ordering::Acquire);
+                wait_for(&shared, expected, Duration::from_millis(drain_ms)).await;
+            }
+        }
+        emit(&Event::Done(shared.deliveries()))?;
+    }
+    Ok(())
+}
+
+/// Waits until `expected` deliveries arrived, or until `drain` passes with none arriving.
+async fn wait_for(shared: &Shared, expected: u64, drain: Duration) {
+    let mut seen = shared.delivered.load(Ordering::Acquire);
+    while seen < expected {
+        tokio::time::sleep(Duration::from_millis(20).min(drain)).await;
+        let now = shared.delivered.load(Ordering::Acquire);
+        if now == seen {
+            let quiet_since = shared.last_us.load(Ordering::Acquire);
+            let quiet = payload::now_micros().saturating_sub(quiet_since);
+            if quiet_since == 0 || quiet >= drain.as_micros() as u64 {
+                return;
+            }
+        }
+        seen = now;
+    }
+}
+
+fn emit(event: &Event) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, event)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Connects socket `i`, waits for `connection_established`, subscribes and waits for the
+/// subscription to succeed. Errors are short categories, counted by the parent.
+async fn open(plan: &Plan, i: usize) -> Result<Socket, String> {
+    let target: SocketAddr = plan.target.addr;
+    let tcp = if target.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| format!("socket: {}", e.kind()))?;
+    if !plan.source_ips.is_empty() {
+        let ip = plan.source_ips[i % plan.source_ips.len()];
+        tcp.bind(SocketAddr::new(ip, 0))
+            .map_err(|e| format!("bind {ip}: {}", e.kind()))?;
+    }
+    let stream = tcp
+        .connect(target)
+        .await
+        .map_err(|e| format!("connect: {}", e.kind()))?;
+    let _ = stream.set_nodelay(true);
+    // Small buffers: the generator holds as many sockets as the server does.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(plan.target.socket_url(), stream, Some(config))
+            .await
+            .map_err(|e| format!("handshake: {}", short(&e.to_string())))?;
+    let first = next_text(&mut ws).await?;
+    if !first.contains("pusher:connection_established") {
+        return Err(format!("refused: {}", short(&first)));
+    }
+    let channel = &plan.channels[(plan.first_socket + i) % plan.channels.len()];
+    let subscribe = serde_json::json!({"event": "pusher:subscribe", "data": {"channel": channel}});
+    ws.send(Message::text(subscribe.to_string()))
+        .await
+        .map_err(|e| format!("send: {}", short(&e.to_string())))?;
+    loop {
+        let frame = next_text(&mut ws).await?;
+        if frame.contains("pusher_internal:subscription_succeeded") {
+            return Ok(ws);
+        }
+        if frame.contains("pusher:subscription_error") || frame.contains("pusher:error") {
+            return Err(format!("refused: {}", short(&frame)));
+        }
+    }
+}
+
+async fn next_text(ws: &mut Socket) -> Result<String, String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
+            Some(Ok(Message::Close(frame))) => {
+                let code = frame.map_or(0, |f| u16::from(f.code));
+                return Err(format!("closed with {code}"));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(format!("read: {}", short(&e.to_string()))),
+            None => return Err("closed".into()),
+        }
+    }
+}
+
+/// Error texts become map keys; keep them short and free of per-socket details.
+fn short(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
+/// Counts bench events until the socket ends, answering Pusher pings on the way.
+async fn receive(mut ws: Socket, shared: &Shared) {
+    let mut last_seq: Option<u64> = None;
+    while let Some(message) = ws.next().await {
+        let text = match message {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Ping(_)) => {
+                // tungstenite queued the pong; send it.
+                if ws.flush().await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        if let Some((sent_us, seq)) = payload::read_stamp(&text) {
+            let now = payload::now_micros();
+            shared.latency.lock().record(now.saturating_sub(sent_us));
+            shared.delivered.fetch_add(1, Ordering::Relaxed);
+            shared.first_us.fetch_min(now, Ordering::Relaxed);
+            shared.last_us.fetch_max(now, Ordering::Release);
+            if last_seq.is_some_and(|last| seq <= last) {
+                shared.reordered.fetch_add(1, Ordering::Relaxed);
+            }
+            last_seq = Some(seq);
+        } else if text.contains("\"pusher:ping\"") {
+            let pong = r#"{"event":"pusher:pong","data":{}}"#;
+            if ws.send(Message::text(pong)).await.is_err() {
+                break;
+            }
+        }
+    }
+    shared.closed.fetch_add(1, Ordering::Relaxed);
+}

@@ -1,0 +1,244 @@
+//! `payrelay bench` end to end: tiny runs of every scenario against a server started in
+//! the test, through the real binary (so worker processes are exercised too).
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::TestServer;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_payrelay");
+
+/// Runs `payrelay bench ARGS` and returns its JSON line.
+async fn bench(args: &[&str]) -> Value {
+    let run = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("bench stops by itself")
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("payrelay bench {}", args[0])),
+        "{stdout}"
+    );
+    let line = stdout
+        .lines()
+        .rfind(|l| l.starts_with('{'))
+        .expect("a JSON line");
+    serde_json::from_str(line).expect("the JSON line parses")
+}
+
+fn addr(server: &TestServer) -> String {
+    server.addr.to_string()
+}
+
+#[tokio::test]
+async fn fanout_delivers_every_message_to_every_subscriber() {
+    let server = TestServer::start().await;
+    let url = addr(&server);
+    let report = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--subscribers",
+        "300",
+        "--workers",
+        "2",
+        "--messages",
+        "20",
+        "--rate",
+        "50",
+        "--bytes",
+        "200",
+        "--drain-ms",
+        "2000",
+    ])
+    .await;
+    assert_eq!(report["subscribed"], 300, "{report}");
+    assert_eq!(report["published"], 20, "{report}");
+    assert_eq!(report["expected"], 6000, "{report}");
+    assert_eq!(report["delivered"], 6000, "{report}");
+    assert_eq!(report["workers"], 2, "{report}");
+    let p50 = report["p50_ms"].as_f64().unwrap();
+    let p99 = report["p99_ms"].as_f64().unwrap();
+    let max = report["max_ms"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{report}");
+}
+
+#[tokio::test]
+async fn a_wrong_secret_shows_up_as_publish_errors_not_deliveries() {
+    let server = TestServer::start().await;
+    let url = addr(&server);
+    let report = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--subscribers",
+        "10",
+        "--messages",
+        "5",
+        "--rate",
+        "50",
+        "--secret",
+        "not-the-secret",
+        "--drain-ms",
+        "300",
+    ])
+    .await;
+    assert_eq!(report["published"], 0, "{report}");
+    assert_eq!(report["publish_errors"], 5, "{report}");
+    assert_eq!(report["publish_errors_by_status"]["401"], 5, "{report}");
+    assert_eq!(report["delivered"], 0, "{report}");
+}
+
+#[tokio::test]
+async fn connections_are_held_and_measured() {
+    let server = TestServer::start().await;
+    let url = addr(&server);
+    let pid = std::process::id().to_string();
+    let run = tokio::spawn(async move {
+        bench(&[
+            "connections",
+            "--url",
+            &url,
+            "--sockets",
+            "400",
+            "--channels",
+            "7",
+            "--workers",
+            "2",
+            "--hold-secs",
+            "2",
+            "--server-pid",
+            &pid,
+        ])
+        .await
+    });
+    // While the bench holds them, the server has every socket, spread over the channels.
+    let app: std::sync::Arc<str> = "1".into();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while server.core.connection_count() < 400 || occupied(&server, &app) < 7 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sockets never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = run.await.unwrap();
+    assert_eq!(report["subscribed"], 400, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["dropped_while_held"], 0, "{report}");
+    assert!(report["rss_after_kib"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["connects_per_sec"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
+
+fn occupied(server: &TestServer, app: &std::sync::Arc<str>) -> usize {
+    server.core.hub().occupied_channels(app, "bench-").len()
+}
+
+#[tokio::test]
+async fn publish_counts_requests_and_errors() {
+    let server = TestServer::start().await;
+    let url = addr(&server);
+    let report = bench(&[
+        "publish",
+        "--url",
+        &url,
+        "--requests",
+        "200",
+        "--concurrency",
+        "8",
+    ])
+    .await;
+    assert_eq!(report["ok"], 200, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(
+        report["requests_per_sec"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+
+    let report = bench(&[
+        "publish",
+        "--url",
+        &url,
+        "--requests",
+        "20",
+        "--bytes",
+        "20000",
+    ])
+    .await;
+    assert_eq!(report["errors_by_status"]["413"], 20, "{report}");
+}
+
+#[tokio::test]
+async fn the_ceiling_server_serves_the_same_fanout_scenario() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let bind = format!("127.0.0.1:{port}");
+    let mut ceiling = Command::new(BIN)
+        .args(["bench", "ceiling", "--bind", &bind])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(ceiling.stderr.take().unwrap()).lines();
+    let banner = tokio::time::timeout(Duration::from_secs(10), stderr.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(banner.contains("ceiling server on"), "{banner}");
+    let report = bench(&[
+        "fanout",
+        "--url",
+        &bind,
+        "--subscribers",
+        "200",
+        "--messages",
+        "10",
+        "--rate",
+        "50",
+        "--drain-ms",
+        "1000",
+    ])
+    .await;
+    assert_eq!(report["delivered"], 2000, "{report}");
+    ceiling.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn remote_targets_are_refused() {
+    let output = Command::new(BIN)
+        .args([
+            "bench",
+            "publish",
+            "--url",
+            "192.0.2.1:6001",
+            "--requests",
+            "1",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("loopback"), "{stderr}");
+}
