@@ -6,7 +6,8 @@
 //! socket as one pre-encoded frame through a `tokio::sync::broadcast`. It has no apps,
 //! channels, auth, presence or per-connection queues: every socket receives every event
 //! and requests are not signature-checked. The fan-out figures of payrelay are reported
-//! as a fraction of this server's, run with the same sockets and the same generator.
+//! as a fraction of this server's, run with the same sockets and the same generator, and it uses payrelay's socket buffer
+//! sizes so that memory per connection compares like for like.
 
 use std::net::SocketAddr;
 
@@ -21,7 +22,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 
 use crate::core::{Publication, SocketId};
-use crate::protocols::pusher::frames;
+use crate::protocols::pusher::{frames, socket};
 
 /// Frames a socket may fall behind before it is dropped, as payrelay's outbound queue.
 const BACKLOG: usize = 1024;
@@ -84,8 +85,8 @@ async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> impl IntoResponse {
     let feed = frames.subscribe();
-    ws.read_buffer_size(4 * 1024)
-        .write_buffer_size(8 * 1024)
+    ws.read_buffer_size(socket::READ_BUFFER)
+        .write_buffer_size(socket::WRITE_BUFFER)
         .on_upgrade(move |socket| serve(socket, feed))
 }
 

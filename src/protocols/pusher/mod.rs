@@ -6,7 +6,7 @@ pub mod auth;
 pub mod frames;
 mod http_api;
 pub mod request_auth;
-mod socket;
+pub mod socket;
 
 use axum::Router;
 use axum::routing::get;

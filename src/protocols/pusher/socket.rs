@@ -31,9 +31,11 @@ use crate::core::{App, Core, Disconnect, NewPublication, OpenError, Session, Sub
 use crate::http::HttpState;
 
 /// Read buffer per socket: client frames are small, and idle sockets are the common case.
-const READ_BUFFER: usize = 4 * 1024;
+/// Every socket keeps this much allocated for its whole life, so it is most of an idle
+/// connection's cost (BENCHMARKS.md); larger frames still arrive, in more reads.
+pub const READ_BUFFER: usize = 1024;
 /// Bytes buffered before tungstenite writes to the socket; every batch is flushed anyway.
-const WRITE_BUFFER: usize = 8 * 1024;
+pub const WRITE_BUFFER: usize = 8 * 1024;
 /// After a close frame, how long to wait for the client's close before dropping the socket.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -237,7 +239,7 @@ impl PusherSocket {
                         }
                     }
                     Drain::Close(reason) => {
-                        self.kick(reason).await;
+                        Box::pin(self.kick(reason)).await;
                         return End::Kicked(reason);
                     }
                 },
@@ -249,7 +251,9 @@ impl PusherSocket {
                     };
                     self.last_seen = Instant::now();
                     self.ping_sent_at = None;
-                    if let Flow::Stop(end) = self.on_message(message).await {
+                    // Boxed: client frames are rare next to idle time, and inlining this
+                    // path's futures would grow every connection's task by kilobytes.
+                    if let Flow::Stop(end) = Box::pin(self.on_message(message)).await {
                         return end;
                     }
                 }
