@@ -17,7 +17,7 @@ use super::fleet::Fleet;
 use super::report::Report;
 use super::target::{Published, Publisher};
 use super::worker::Command;
-use super::{MAX_SOCKETS, SpreadArgs, TargetArgs, payload, plans, rss_kib};
+use super::{MAX_SOCKETS, SpreadArgs, TargetArgs, cpu_secs, payload, plans, rss_kib};
 
 /// Publish requests in flight at once; enough for thousands of messages per second.
 const PUBLISH_CONCURRENCY: usize = 64;
@@ -72,6 +72,9 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
     let subscribed: u64 = ready.iter().map(|r| r.subscribed).sum();
     let failed: u64 = ready.iter().map(|r| r.failed).sum();
 
+    let server_cpu_before = pid.and_then(cpu_secs);
+    let own_cpu_before = cpu_secs(std::process::id());
+    let measured_from = Instant::now();
     let published = publish(&target, &channel, &args).await?;
     let finish = Command::Finish {
         per_socket: published.ok,
@@ -80,6 +83,14 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
     let limit =
         Duration::from_millis(args.drain_ms) + Duration::from_secs(publish_secs_planned + 60);
     let merged = fleet.collect(finish, limit).await?;
+    let measured_secs = measured_from.elapsed().as_secs_f64();
+    let utilisation = |before: Option<f64>, after: Option<f64>| match (before, after) {
+        (Some(b), Some(a)) => Some((a - b) / measured_secs),
+        _ => None,
+    };
+    let server_cpu = utilisation(server_cpu_before, pid.and_then(cpu_secs));
+    let generator_cpu = utilisation(own_cpu_before, cpu_secs(std::process::id()))
+        .map(|publisher| publisher + merged.cpu_secs / measured_secs);
     let rss = pid.and_then(rss_kib);
     fleet.stop().await;
 
@@ -112,7 +123,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
             "delivered / expected",
             merged.delivered as f64 / expected.max(1) as f64,
         )
-        .add("reordered", "out of order", merged.reordered)
+        .add("reordered", "out of publish order", merged.reordered)
         .add("closed", "sockets dropped", merged.closed)
         .add(
             "offered_deliveries_per_sec",
@@ -128,6 +139,8 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
         .add("p90_ms", "latency p90 (ms)", ms(latency.p90_us))
         .add("p99_ms", "latency p99 (ms)", ms(latency.p99_us))
         .add("max_ms", "latency max (ms)", ms(latency.max_us))
+        .add("server_cpu", "server CPU (cores busy)", server_cpu)
+        .add("generator_cpu", "generator CPU (cores busy)", generator_cpu)
         .add("server_rss_kib", "server RSS at end (KiB)", rss);
     Ok(Some(report))
 }

@@ -28,6 +28,7 @@ pub struct Merged {
     pub first_us: u64,
     pub last_us: u64,
     pub latency: Latency,
+    pub cpu_secs: f64,
 }
 
 impl Fleet {
@@ -128,5 +129,6 @@ impl Merged {
             self.last_us = self.last_us.max(d.last_us);
         }
         self.latency.add_buckets(&d.latency);
+        self.cpu_secs += d.cpu_secs;
     }
 }

@@ -154,6 +154,16 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU time (user + system) `pid` has used, in seconds, from /proc.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are space-separated.
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // utime and stime are fields 14 and 15 of the whole line, in USER_HZ (100 on Linux).
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
 /// Entry point of `payrelay bench`.
 pub fn main(args: BenchArgs) -> ExitCode {
     if matches!(args.scenario, Scenario::Worker) {
@@ -233,6 +243,18 @@ mod tests {
         let rss = rss_kib(std::process::id()).unwrap();
         assert!(rss > 0);
         assert_eq!(rss_kib(u32::MAX), None);
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_grows() {
+        let before = cpu_secs(std::process::id()).unwrap();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let after = cpu_secs(std::process::id()).unwrap();
+        assert!(after - before >= 0.05, "{before} -> {after}");
     }
 }
 

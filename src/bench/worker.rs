@@ -82,6 +82,9 @@ pub struct Deliveries {
     pub first_us: u64,
     pub last_us: u64,
     pub latency: Buckets,
+    /// CPU seconds this worker used since it was ready: tells whether the generator,
+    /// rather than the server, was the limit.
+    pub cpu_secs: f64,
 }
 
 #[derive(Default)]
@@ -119,6 +122,7 @@ impl Shared {
             first_us: self.first_us.load(Ordering::Acquire),
             last_us: self.last_us.load(Ordering::Acquire),
             latency: self.latency.lock().buckets(),
+            cpu_secs: 0.0,
         }
     }
 }
@@ -180,6 +184,7 @@ async fn drive(
         elapsed_ms: started.elapsed().as_millis() as u64,
     };
     emit(&Event::Ready(ready))?;
+    let cpu_at_ready = super::cpu_secs(std::process::id()).unwrap_or(0.0);
 
     while let Some(line) = stdin.next_line().await? {
         match serde_json::from_str::<Command>(&line)? {
@@ -192,7 +197,11 @@ async fn drive(
                 wait_for(&shared, expected, Duration::from_millis(drain_ms)).await;
             }
         }
-        emit(&Event::Done(shared.deliveries()))?;
+        let cpu_secs = super::cpu_secs(std::process::id()).unwrap_or(0.0) - cpu_at_ready;
+        emit(&Event::Done(Deliveries {
+            cpu_secs,
+            ..shared.deliveries()
+        }))?;
     }
     Ok(())
 }

@@ -27,7 +27,9 @@ use super::{PUSHER_JSON, codes};
 use crate::core::channel::{self, ChannelKind, SERVER_TO_USER_PREFIX};
 use crate::core::outbox::{CacheState, Drain, Outbound};
 use crate::core::presence::Member;
-use crate::core::{App, Core, Disconnect, NewPublication, OpenError, Session, SubscribeError};
+use crate::core::{
+    App, Core, Disconnect, NewPublication, OpenError, Publication, Session, SubscribeError,
+};
 use crate::http::HttpState;
 
 /// Read buffer per socket: client frames are small, and idle sockets are the common case.
@@ -36,6 +38,8 @@ use crate::http::HttpState;
 pub const READ_BUFFER: usize = 1024;
 /// Bytes buffered before tungstenite writes to the socket; every batch is flushed anyway.
 pub const WRITE_BUFFER: usize = 8 * 1024;
+/// Outbox batch capacity kept between writes.
+const RETAINED_BATCH: usize = 64;
 /// After a close frame, how long to wait for the client's close before dropping the socket.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -314,6 +318,14 @@ impl PusherSocket {
         let batch = std::mem::take(&mut self.batch);
         let write = async {
             for item in &batch {
+                // Publications are nearly every frame: written without the Vec that
+                // the rarer items need.
+                if let Outbound::Publication(publication) = item {
+                    if let Some(frame) = event_frame(publication) {
+                        self.ws.feed(Message::Text(frame)).await?;
+                    }
+                    continue;
+                }
                 for frame in encode(item) {
                     self.ws.feed(Message::Text(frame)).await?;
                 }
@@ -323,6 +335,10 @@ impl PusherSocket {
         let result = Self::bounded(self.pong_timeout, write).await;
         self.batch = batch;
         self.batch.clear();
+        // A burst must not pin its batch's memory for the connection's life.
+        if self.batch.capacity() > RETAINED_BATCH {
+            self.batch.shrink_to(RETAINED_BATCH);
+        }
         if matches!(result, Err(End::WriteStalled)) {
             self.session.core().record_slow_consumer();
         }
@@ -616,15 +632,18 @@ impl PusherSocket {
     }
 }
 
+/// A publication's event frame, encoded once and shared by every subscriber.
+fn event_frame(publication: &Publication) -> Option<Utf8Bytes> {
+    let bytes = publication.encoded(PUSHER_JSON, frames::event);
+    // Our encoder writes JSON, so this never fails; a frame that somehow did is dropped
+    // rather than written corrupt.
+    Utf8Bytes::try_from(bytes).ok()
+}
+
 /// The Pusher frames for one queued item.
 fn encode(item: &Outbound) -> Vec<Utf8Bytes> {
     match item {
-        Outbound::Publication(publication) => {
-            let bytes = publication.encoded(PUSHER_JSON, frames::event);
-            // Our encoder writes JSON, so this never fails; a frame that somehow did is
-            // dropped rather than written corrupt.
-            Utf8Bytes::try_from(bytes).into_iter().collect()
-        }
+        Outbound::Publication(publication) => event_frame(publication).into_iter().collect(),
         Outbound::Subscribed(subscribed) => {
             let mut out = vec![
                 frames::subscription_succeeded(&subscribed.channel, subscribed.presence.as_ref())
@@ -632,11 +651,7 @@ fn encode(item: &Outbound) -> Vec<Utf8Bytes> {
             ];
             match &subscribed.cache {
                 CacheState::NotACacheChannel => {}
-                CacheState::Hit(last) => {
-                    out.extend(Utf8Bytes::try_from(
-                        last.encoded(PUSHER_JSON, frames::event),
-                    ));
-                }
+                CacheState::Hit(last) => out.extend(event_frame(last)),
                 CacheState::Miss => out.push(frames::cache_miss(&subscribed.channel).into()),
             }
             out
