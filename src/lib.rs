@@ -8,6 +8,7 @@ pub mod bench;
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod merchants;
 pub mod protocols;
 pub mod server;
 pub mod signing;

@@ -1,0 +1,390 @@
+//! Verifying a merchant backend's JWT, as configured per app.
+//!
+//! The algorithm is fixed by configuration, never taken from the token: a token whose
+//! header names another algorithm (including `none`) is refused before any key is used,
+//! which is what prevents algorithm confusion (an RS256 public key used as an HS256
+//! secret). `exp` is required; `nbf`, `iss` and `aud` are checked when present or
+//! configured, with a small leeway for clock skew.
+
+use std::path::PathBuf;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    RS256,
+    ES256,
+}
+
+impl JwtAlgorithm {
+    fn algorithm(self) -> Algorithm {
+        match self {
+            JwtAlgorithm::HS256 => Algorithm::HS256,
+            JwtAlgorithm::RS256 => Algorithm::RS256,
+            JwtAlgorithm::ES256 => Algorithm::ES256,
+        }
+    }
+}
+
+/// `[apps.jwt]` in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    pub algorithm: JwtAlgorithm,
+    /// Shared secret (HS256).
+    pub secret: Option<Secret>,
+    /// PEM public key file (RS256, ES256).
+    pub public_key_file: Option<PathBuf>,
+    /// JWKS file (RS256, ES256); the token's `kid` picks the key.
+    pub jwks_file: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Claim naming the merchant; `sub` is used when it is absent.
+    #[serde(default = "default_merchant_claim")]
+    pub merchant_claim: String,
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_merchant_claim() -> String {
+    "merchant_id".into()
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token is signed with {0}, but this app accepts only {1:?}")]
+    WrongAlgorithm(String, JwtAlgorithm),
+    #[error("no key matches the token's `kid`")]
+    UnknownKey,
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token's issuer or audience is not accepted")]
+    WrongIssuerOrAudience,
+    #[error("the token has no `exp` claim")]
+    MissingExpiry,
+    #[error("the token names no merchant (`{0}` or `sub`)")]
+    NoMerchant(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwtConfigError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A ready-to-use verifier for one app.
+pub struct JwtVerifier {
+    algorithm: JwtAlgorithm,
+    keys: Vec<(Option<String>, DecodingKey)>,
+    validation: Validation,
+    merchant_claim: String,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("algorithm", &self.algorithm)
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+impl JwtVerifier {
+    pub fn new(config: &JwtConfig) -> Result<JwtVerifier, JwtConfigError> {
+        let invalid = |m: String| JwtConfigError::Invalid(m);
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))
+        };
+        let keys = match config.algorithm {
+            JwtAlgorithm::HS256 => {
+                let secret = config
+                    .secret
+                    .as_ref()
+                    .filter(|s| s.expose().len() >= 16)
+                    .ok_or_else(|| invalid("HS256 needs a `secret` of at least 16 bytes".into()))?;
+                vec![(None, DecodingKey::from_secret(secret.as_bytes()))]
+            }
+            JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => {
+                match (&config.public_key_file, &config.jwks_file) {
+                    (Some(path), None) => {
+                        let pem = read(path)?;
+                        let key = if config.algorithm == JwtAlgorithm::RS256 {
+                            DecodingKey::from_rsa_pem(&pem)
+                        } else {
+                            DecodingKey::from_ec_pem(&pem)
+                        }
+                        .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+                        vec![(None, key)]
+                    }
+                    (None, Some(path)) => {
+                        let set: JwkSet = serde_json::from_slice(&read(path)?)
+                            .map_err(|e| invalid(format!("{}: not a JWKS: {e}", path.display())))?;
+                        let keys = set
+                            .keys
+                            .iter()
+                            .filter_map(|jwk| {
+                                DecodingKey::from_jwk(jwk)
+                                    .ok()
+                                    .map(|key| (jwk.common.key_id.clone(), key))
+                            })
+                            .collect::<Vec<_>>();
+                        if keys.is_empty() {
+                            return Err(invalid(format!("{}: no usable key", path.display())));
+                        }
+                        keys
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "RS256/ES256 need exactly one of `public_key_file` or `jwks_file`"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+        };
+        let mut validation = Validation::new(config.algorithm.algorithm());
+        validation.leeway = config.leeway_secs;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp"]);
+        match &config.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &config.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        Ok(JwtVerifier {
+            algorithm: config.algorithm,
+            keys,
+            validation,
+            merchant_claim: config.merchant_claim.clone(),
+        })
+    }
+
+    /// Verifies `token` and returns the merchant it names.
+    pub fn merchant(&self, token: &str) -> Result<String, JwtError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            // `alg: none` (and any algorithm the library does not know) fails here.
+            match unverified_alg(token) {
+                Some(alg) => JwtError::WrongAlgorithm(alg, self.algorithm),
+                None => JwtError::Malformed,
+            }
+        })?;
+        if header.alg != self.algorithm.algorithm() {
+            return Err(JwtError::WrongAlgorithm(
+                format!("{:?}", header.alg),
+                self.algorithm,
+            ));
+        }
+        let key = match &header.kid {
+            Some(kid) if self.keys.iter().any(|(k, _)| k.is_some()) => self
+                .keys
+                .iter()
+                .find(|(k, _)| k.as_deref() == Some(kid))
+                .map(|(_, key)| key)
+                .ok_or(JwtError::UnknownKey)?,
+            _ => &self.keys[0].1,
+        };
+        let data = jsonwebtoken::decode::<Value>(token, key, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => JwtError::Expired,
+                ErrorKind::ImmatureSignature => JwtError::NotYetValid,
+                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                    JwtError::WrongIssuerOrAudience
+                }
+                ErrorKind::MissingRequiredClaim(_) => JwtError::MissingExpiry,
+                ErrorKind::InvalidSignature => JwtError::BadSignature,
+                _ => JwtError::Malformed,
+            }
+        })?;
+        let claims = data.claims;
+        let merchant = claims
+            .get(&self.merchant_claim)
+            .or_else(|| claims.get("sub"))
+            .and_then(|v| match v {
+                Value::String(s) if !s.is_empty() => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            });
+        merchant.ok_or_else(|| JwtError::NoMerchant(self.merchant_claim.clone()))
+    }
+}
+
+/// The `alg` a token claims, read without trusting it (for the error message only).
+fn unverified_alg(token: &str) -> Option<String> {
+    use base64::Engine;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let value: Value = serde_json::from_slice(&bytes).ok()?;
+    let alg = value.get("alg")?.as_str()?;
+    Some(alg.chars().take(16).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+    const HS_SECRET: &str = "merchant-jwt-secret-0123456789";
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    fn config(algorithm: JwtAlgorithm) -> JwtConfig {
+        JwtConfig {
+            algorithm,
+            secret: (algorithm == JwtAlgorithm::HS256).then(|| Secret::new(HS_SECRET)),
+            public_key_file: match algorithm {
+                JwtAlgorithm::HS256 => None,
+                JwtAlgorithm::RS256 => Some(format!("{FIXTURES}/rs256-public.pem").into()),
+                JwtAlgorithm::ES256 => Some(format!("{FIXTURES}/es256-public.pem").into()),
+            },
+            jwks_file: None,
+            issuer: None,
+            audience: None,
+            merchant_claim: default_merchant_claim(),
+            leeway_secs: 5,
+        }
+    }
+
+    fn hs(claims: Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(HS_SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn pem(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+    }
+
+    #[test]
+    fn hs256_tokens_name_their_merchant() {
+        let v = JwtVerifier::new(&config(JwtAlgorithm::HS256)).unwrap();
+        let token = hs(json!({"merchant_id": "merchant_001", "exp": now() + 60}));
+        assert_eq!(v.merchant(&token).unwrap(), "merchant_001");
+        let token = hs(json!({"sub": "m2", "exp": now() + 60}));
+        assert_eq!(v.merchant(&token).unwrap(), "m2", "falls back to sub");
+    }
+
+    #[test]
+    fn time_claims_are_enforced() {
+        let v = JwtVerifier::new(&config(JwtAlgorithm::HS256)).unwrap();
+        let expired = hs(json!({"merchant_id": "m", "exp": now() - 60}));
+        assert_eq!(v.merchant(&expired), Err(JwtError::Expired));
+        let early = hs(json!({"merchant_id": "m", "exp": now() + 600, "nbf": now() + 300}));
+        assert_eq!(v.merchant(&early), Err(JwtError::NotYetValid));
+        let forever = hs(json!({"merchant_id": "m"}));
+        assert_eq!(v.merchant(&forever), Err(JwtError::MissingExpiry));
+        // Within the leeway is fine.
+        let just = hs(json!({"merchant_id": "m", "exp": now() - 2}));
+        assert!(v.merchant(&just).is_ok());
+    }
+
+    #[test]
+    fn alg_none_and_algorithm_confusion_are_refused() {
+        use base64::Engine;
+        let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let none = format!(
+            "{}.{}.",
+            b64(json!({"alg": "none", "typ": "JWT"})),
+            b64(json!({"merchant_id": "m", "exp": now() + 60}))
+        );
+        let hs_verifier = JwtVerifier::new(&config(JwtAlgorithm::HS256)).unwrap();
+        assert!(
+            matches!(hs_verifier.merchant(&none), Err(JwtError::WrongAlgorithm(a, _)) if a == "none")
+        );
+
+        // An RS256 app's public key used as an HS256 secret.
+        let rs_verifier = JwtVerifier::new(&config(JwtAlgorithm::RS256)).unwrap();
+        let confused = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"merchant_id": "m", "exp": now() + 60}),
+            &EncodingKey::from_secret(&pem("rs256-public.pem")),
+        )
+        .unwrap();
+        assert!(matches!(
+            rs_verifier.merchant(&confused),
+            Err(JwtError::WrongAlgorithm(..))
+        ));
+        assert_eq!(rs_verifier.merchant("not.a.jwt"), Err(JwtError::Malformed));
+    }
+
+    #[test]
+    fn rs256_and_es256_verify_with_pem_public_keys() {
+        let claims = json!({"merchant_id": "m-rs", "exp": now() + 60});
+        let rs = encode(
+            &Header::new(Algorithm::RS256),
+            &claims,
+            &EncodingKey::from_rsa_pem(&pem("rs256-private.pem")).unwrap(),
+        )
+        .unwrap();
+        let v = JwtVerifier::new(&config(JwtAlgorithm::RS256)).unwrap();
+        assert_eq!(v.merchant(&rs).unwrap(), "m-rs");
+
+        let es = encode(
+            &Header::new(Algorithm::ES256),
+            &json!({"merchant_id": "m-es", "exp": now() + 60}),
+            &EncodingKey::from_ec_pem(&pem("es256-private.pem")).unwrap(),
+        )
+        .unwrap();
+        let v = JwtVerifier::new(&config(JwtAlgorithm::ES256)).unwrap();
+        assert_eq!(v.merchant(&es).unwrap(), "m-es");
+        // A token signed by another key does not verify.
+        let tampered = format!("{}x", &es[..es.len() - 1]);
+        assert!(v.merchant(&tampered).is_err());
+    }
+
+    #[test]
+    fn issuer_and_audience_when_configured() {
+        let mut c = config(JwtAlgorithm::HS256);
+        c.issuer = Some("https://api.example".into());
+        c.audience = Some("payrelay".into());
+        let v = JwtVerifier::new(&c).unwrap();
+        let good = hs(
+            json!({"merchant_id": "m", "exp": now() + 60, "iss": "https://api.example", "aud": "payrelay"}),
+        );
+        assert!(v.merchant(&good).is_ok());
+        let wrong = hs(
+            json!({"merchant_id": "m", "exp": now() + 60, "iss": "https://evil", "aud": "payrelay"}),
+        );
+        assert_eq!(v.merchant(&wrong), Err(JwtError::WrongIssuerOrAudience));
+    }
+
+    #[test]
+    fn weak_or_missing_key_material_is_a_config_error() {
+        let mut c = config(JwtAlgorithm::HS256);
+        c.secret = Some(Secret::new("short"));
+        assert!(JwtVerifier::new(&c).is_err());
+        let mut c = config(JwtAlgorithm::RS256);
+        c.public_key_file = None;
+        assert!(JwtVerifier::new(&c).is_err());
+    }
+}

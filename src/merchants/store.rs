@@ -1,0 +1,260 @@
+//! Merchants and their API keys, in SQLite (the embedded default).
+//!
+//! Keys are random 160-bit secrets, so a plain SHA-256 is enough to store them: there is
+//! nothing to brute-force that a slow hash would protect. The plaintext is returned once,
+//! by [`MerchantStore::create_key`], and never stored or logged; lookups hash what the
+//! client presents and compare hashes.
+
+use std::str::FromStr;
+
+use rand::RngExt;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+
+const SCHEMA: &str = include_str!("schema.sql");
+
+/// Prefix of every API key, so a leaked key is recognisable in a code scan.
+pub const KEY_PREFIX: &str = "prk_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("merchant store: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("merchant id `{0}` must be 1-64 letters, digits, `_` or `-`")]
+    BadMerchantId(String),
+}
+
+/// A key as listed: never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyInfo {
+    pub key_id: String,
+    pub merchant_id: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A key just created: the only time its plaintext exists outside the client.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NewKey {
+    pub key_id: String,
+    pub merchant_id: String,
+    pub api_key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MerchantStore {
+    pool: SqlitePool,
+}
+
+/// Merchant ids end up in channel names (`private-merchant.{id}`), so they use the
+/// characters channel names allow, minus the separators.
+pub fn valid_merchant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
+fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl MerchantStore {
+    /// Opens (creating if needed) the store at `url` (`sqlite://path` or
+    /// `sqlite::memory:`) and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<MerchantStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        // An in-memory database exists per connection: keep exactly one.
+        let max = if url.contains(":memory:") { 1 } else { 4 };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        // The schema is idempotent (`IF NOT EXISTS`) and compiled into the binary, so a
+        // fresh machine needs nothing but the file path.
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        Ok(MerchantStore { pool })
+    }
+
+    /// Creates an API key for `merchant_id` (creating the merchant on first use).
+    pub async fn create_key(&self, app_id: &str, merchant_id: &str) -> Result<NewKey, StoreError> {
+        if !valid_merchant_id(merchant_id) {
+            return Err(StoreError::BadMerchantId(merchant_id.to_string()));
+        }
+        let secret: [u8; 20] = rand::rng().random();
+        let api_key = format!("{KEY_PREFIX}{}", hex::encode(secret));
+        let id_bytes: [u8; 6] = rand::rng().random();
+        let key_id = format!("key_{}", hex::encode(id_bytes));
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO merchants (app_id, merchant_id, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(app_id)
+        .bind(merchant_id)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO api_keys (key_id, app_id, merchant_id, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&key_id)
+        .bind(app_id)
+        .bind(merchant_id)
+        .bind(hash_key(&api_key))
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(NewKey {
+            key_id,
+            merchant_id: merchant_id.to_string(),
+            api_key,
+        })
+    }
+
+    /// Revokes a key; returns the merchant it belonged to, or `None` if there was no such
+    /// live key in `app_id`.
+    pub async fn revoke_key(
+        &self,
+        app_id: &str,
+        key_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE api_keys SET revoked_at = ? WHERE app_id = ? AND key_id = ? AND revoked_at IS NULL RETURNING merchant_id",
+        )
+        .bind(now())
+        .bind(app_id)
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// The merchant a presented key belongs to, if the key is live in `app_id`.
+    pub async fn merchant_for_key(
+        &self,
+        app_id: &str,
+        api_key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT merchant_id FROM api_keys WHERE app_id = ? AND key_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(app_id)
+        .bind(hash_key(api_key))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    pub async fn list_keys(
+        &self,
+        app_id: &str,
+        merchant_id: Option<&str>,
+    ) -> Result<Vec<KeyInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key_id, merchant_id, created_at, revoked_at FROM api_keys
+             WHERE app_id = ? AND (? IS NULL OR merchant_id = ?) ORDER BY created_at, key_id",
+        )
+        .bind(app_id)
+        .bind(merchant_id)
+        .bind(merchant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| KeyInfo {
+                key_id: r.get(0),
+                merchant_id: r.get(1),
+                created_at: r.get(2),
+                revoked_at: r.get(3),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keys_are_shown_once_found_by_hash_and_revocable() {
+        let store = MerchantStore::open("sqlite::memory:").await.unwrap();
+        let key = store.create_key("1", "merchant_001").await.unwrap();
+        assert!(key.api_key.starts_with(KEY_PREFIX));
+        assert_eq!(
+            store
+                .merchant_for_key("1", &key.api_key)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("merchant_001")
+        );
+        // Another app's store entries are not this app's.
+        assert_eq!(
+            store.merchant_for_key("2", &key.api_key).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.merchant_for_key("1", "prk_wrong").await.unwrap(),
+            None
+        );
+
+        let listed = store.list_keys("1", Some("merchant_001")).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        let listing = serde_json::to_string(&listed).unwrap();
+        assert!(!listing.contains(&key.api_key), "listing leaks the key");
+
+        assert_eq!(
+            store.revoke_key("1", &key.key_id).await.unwrap().as_deref(),
+            Some("merchant_001")
+        );
+        assert_eq!(
+            store.merchant_for_key("1", &key.api_key).await.unwrap(),
+            None
+        );
+        assert_eq!(store.revoke_key("1", &key.key_id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn keys_survive_a_reopen_of_the_file() {
+        let dir = std::env::temp_dir().join(format!("payrelay-store-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("payrelay.db").display());
+        let key = {
+            let store = MerchantStore::open(&url).await.unwrap();
+            store.create_key("1", "m1").await.unwrap()
+        };
+        let store = MerchantStore::open(&url).await.unwrap();
+        assert_eq!(
+            store
+                .merchant_for_key("1", &key.api_key)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("m1")
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn merchant_ids_must_fit_channel_names() {
+        let store = MerchantStore::open("sqlite::memory:").await.unwrap();
+        for bad in ["", "a.b", "a b", &"x".repeat(65)] {
+            assert!(store.create_key("1", bad).await.is_err(), "{bad:?}");
+        }
+    }
+}
