@@ -74,6 +74,10 @@ pub struct Config {
     pub cache_ttl_secs: u64,
     #[serde(default)]
     pub apps: Vec<AppConfig>,
+    /// Where merchants and API keys live: `sqlite://path` (created if missing) or
+    /// `sqlite::memory:`.
+    #[serde(default = "defaults::database_url")]
+    pub database_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +115,10 @@ pub struct AppConfig {
     /// Events one REST `batch_events` call may carry (Pusher allows 10).
     #[serde(default = "defaults::batch_size")]
     pub max_batch_size: usize,
+    /// How this app's merchant backends prove who they are (`[apps.jwt]`); without it
+    /// the merchant auth endpoint refuses every request for this app.
+    #[serde(default)]
+    pub jwt: Option<crate::merchants::JwtConfig>,
 }
 
 mod defaults {
@@ -118,6 +126,9 @@ mod defaults {
 
     pub fn bind() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 6001))
+    }
+    pub fn database_url() -> String {
+        "sqlite://payrelay.db".into()
     }
     pub fn log_level() -> String {
         "info".into()
@@ -307,6 +318,10 @@ impl AppConfig {
         }
         if self.secret.expose().len() < 8 {
             return Err(invalid(at("secret"), "must be at least 8 characters"));
+        }
+        if let Some(jwt) = &self.jwt {
+            crate::merchants::JwtVerifier::new(jwt)
+                .map_err(|e| invalid(at("jwt"), e.to_string()))?;
         }
         if !(256..=1024 * 1024).contains(&self.max_message_size) {
             return Err(invalid(

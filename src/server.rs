@@ -51,10 +51,14 @@ impl Server {
         let listener =
             listen(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
         let local_addr = listener.local_addr()?;
+        let merchants = crate::merchants::Merchants::open(&config)
+            .await
+            .with_context(|| format!("cannot open the merchant store {}", config.database_url))?;
         let state = HttpState {
             core: core.clone(),
             tracker: TaskTracker::new(),
             prometheus,
+            merchants,
         };
         Ok(Server {
             listener,
@@ -62,6 +66,10 @@ impl Server {
             core,
             state,
         })
+    }
+
+    pub fn merchants(&self) -> &crate::merchants::Merchants {
+        &self.state.merchants
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -49,6 +49,7 @@ fn bad_configuration_stops_startup_naming_the_key() {
 /// Starts the binary and returns it with the address it logged and the log lines so far.
 fn spawn(args: &[&str]) -> (std::process::Child, String, Vec<String>) {
     let mut child = Command::new(BIN)
+        .current_dir(std::env::temp_dir())
         .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())

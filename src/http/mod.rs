@@ -22,6 +22,8 @@ pub struct HttpState {
     /// Tracks WebSocket tasks so shutdown can wait for them to close.
     pub tracker: TaskTracker,
     pub prometheus: PrometheusHandle,
+    /// Merchant accounts: the API key store and each app's JWT verifier.
+    pub merchants: crate::merchants::Merchants,
 }
 
 pub fn router(state: HttpState) -> Router {

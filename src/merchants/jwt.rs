@@ -82,7 +82,7 @@ pub enum JwtError {
     NoMerchant(String),
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum JwtConfigError {
     #[error("{0}")]
     Invalid(String),

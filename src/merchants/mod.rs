@@ -11,3 +11,37 @@ pub mod store;
 
 pub use jwt::{JwtConfig, JwtError, JwtVerifier};
 pub use store::{MerchantStore, StoreError};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::Config;
+
+/// Everything the merchant-facing endpoints need: the key store and each app's JWT
+/// verifier.
+#[derive(Debug, Clone)]
+pub struct Merchants {
+    pub store: MerchantStore,
+    verifiers: Arc<HashMap<String, JwtVerifier>>,
+}
+
+impl Merchants {
+    pub async fn open(config: &Config) -> anyhow::Result<Merchants> {
+        let store = MerchantStore::open(&config.database_url).await?;
+        let mut verifiers = HashMap::new();
+        for app in &config.apps {
+            if let Some(jwt) = &app.jwt {
+                verifiers.insert(app.id.clone(), JwtVerifier::new(jwt)?);
+            }
+        }
+        Ok(Merchants {
+            store,
+            verifiers: Arc::new(verifiers),
+        })
+    }
+
+    /// The app's verifier, if the app accepts merchant JWTs.
+    pub fn verifier(&self, app_id: &str) -> Option<&JwtVerifier> {
+        self.verifiers.get(app_id)
+    }
+}

@@ -160,6 +160,17 @@ impl MerchantStore {
         Ok(row.map(|r| r.get::<String, _>(0)))
     }
 
+    /// The app and merchant a presented key belongs to, if it is live in any app.
+    pub async fn find_key(&self, api_key: &str) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT app_id, merchant_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(hash_key(api_key))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))))
+    }
+
     pub async fn list_keys(
         &self,
         app_id: &str,

@@ -35,6 +35,7 @@ enable_client_messages = true
 pub struct TestServer {
     pub addr: SocketAddr,
     pub core: std::sync::Arc<payrelay::core::Core>,
+    merchants: payrelay::merchants::Merchants,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -45,10 +46,15 @@ impl TestServer {
     }
 
     pub async fn with_config(toml: &str) -> TestServer {
-        let config = Config::parse(toml).expect("test config is valid");
+        let mut config = Config::parse(toml).expect("test config is valid");
+        // Tests never leave a payrelay.db behind unless they ask for a file.
+        if !toml.contains("database_url") {
+            config.database_url = "sqlite::memory:".into();
+        }
         let server = Server::bind(config).await.expect("server binds");
         let addr = server.local_addr();
         let core = server.core().clone();
+        let merchants = server.merchants().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
@@ -56,9 +62,14 @@ impl TestServer {
         TestServer {
             addr,
             core,
+            merchants,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    pub fn merchants(&self) -> &payrelay::merchants::Merchants {
+        &self.merchants
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod frames;
 mod http_api;
+mod merchant_auth;
 pub mod request_auth;
 pub mod socket;
 
@@ -40,4 +41,8 @@ pub(crate) fn routes() -> Router<HttpState> {
     Router::new()
         .route("/app/{key}", get(socket::upgrade))
         .merge(http_api::routes())
+        .route(
+            "/v1/websocket/auth",
+            axum::routing::post(merchant_auth::authorize),
+        )
 }

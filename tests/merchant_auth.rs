@@ -1,0 +1,198 @@
+//! `POST /v1/websocket/auth` (seed 000): JWT + API key in, Pusher signature out.
+
+mod common;
+
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+
+const JWT_SECRET: &str = "merchant-jwt-secret-0123456789";
+
+const CONFIG: &str = r#"
+bind = "127.0.0.1:0"
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+[apps.jwt]
+algorithm = "HS256"
+secret = "merchant-jwt-secret-0123456789"
+"#;
+
+fn jwt(merchant: &str, exp_offset: i64) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"merchant_id": merchant, "exp": now() + exp_offset}),
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+async fn auth(server: &TestServer, token: &str, key: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/websocket/auth"))
+        .bearer_auth(token)
+        .header("x-api-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_merchant_gets_a_signature_that_subscribes_to_its_own_channel_only() {
+    let server = TestServer::with_config(CONFIG).await;
+    let store = &server.merchants().store;
+    let key = store.create_key("1", "merchant_001").await.unwrap();
+    let other = store.create_key("1", "merchant_002").await.unwrap();
+    let token = jwt("merchant_001", 60);
+
+    let (mut client, socket_id) = server.connect_established().await;
+    let channel = "private-merchant.merchant_001";
+    let (status, body) = auth(
+        &server,
+        &token,
+        &key.api_key,
+        json!({"socket_id": socket_id, "channel_name": channel}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let signature = body["auth"].as_str().unwrap();
+    assert!(signature.starts_with("app-key:"), "{body}");
+    client.subscribe_with(channel, signature, None).await;
+    client.event("pusher_internal:subscription_succeeded").await;
+
+    // Another merchant's channel: 403.
+    let (status, body) = auth(
+        &server,
+        &token,
+        &key.api_key,
+        json!({"socket_id": socket_id, "channel_name": "private-payments.merchant_002"}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("merchant_001"),
+        "{body}"
+    );
+
+    // Presence: the merchant is the member.
+    let (status, body) = auth(
+        &server,
+        &token,
+        &key.api_key,
+        json!({"socket_id": socket_id, "channel_name": "presence-payments.merchant_001"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["channel_data"], r#"{"user_id":"merchant_001"}"#);
+
+    // Credentials that disagree, expire, are revoked or are missing: 401.
+    let ok_body = json!({"socket_id": socket_id, "channel_name": channel});
+    assert_eq!(
+        auth(&server, &token, &other.api_key, ok_body.clone())
+            .await
+            .0,
+        401,
+        "wrong-merchant key"
+    );
+    assert_eq!(
+        auth(
+            &server,
+            &jwt("merchant_001", -120),
+            &key.api_key,
+            ok_body.clone()
+        )
+        .await
+        .0,
+        401,
+        "expired"
+    );
+    assert_eq!(
+        auth(&server, &token, "prk_unknown", ok_body.clone())
+            .await
+            .0,
+        401,
+        "unknown key"
+    );
+    let none = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(&json!({"merchant_id":"merchant_001","exp": now()+60}).to_string())
+    );
+    let (status, body) = auth(&server, &none, &key.api_key, ok_body.clone()).await;
+    assert_eq!(status, 401, "alg none");
+    assert!(body["error"].as_str().unwrap().contains("none"), "{body}");
+    store.revoke_key("1", &key.key_id).await.unwrap();
+    assert_eq!(
+        auth(&server, &token, &key.api_key, ok_body).await.0,
+        401,
+        "revoked"
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_and_422() {
+    let server = TestServer::with_config(CONFIG).await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "m1")
+        .await
+        .unwrap();
+    let token = jwt("m1", 60);
+    let (status, _) = auth(
+        &server,
+        &token,
+        &key.api_key,
+        json!({"channel_name": "private-merchant.m1"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = auth(
+        &server,
+        &token,
+        &key.api_key,
+        json!({"socket_id": "abc", "channel_name": "private-merchant.m1"}),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/websocket/auth"))
+        .json(&json!({"socket_id": "1.2", "channel_name": "private-merchant.m1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn the_form_body_pusher_js_sends_is_accepted() {
+    let server = TestServer::with_config(CONFIG).await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "m1")
+        .await
+        .unwrap();
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/websocket/auth"))
+        .bearer_auth(jwt("m1", 60))
+        .header("x-api-key", &key.api_key)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("socket_id=123.456&channel_name=private-payments.m1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    let expected = private_auth("123.456", "private-payments.m1");
+    assert_eq!(body["auth"], expected);
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
