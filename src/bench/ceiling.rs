@@ -74,9 +74,7 @@ async fn publish(
         event.name.into(),
         event.data.into(),
     );
-    if let Ok(frame) = Utf8Bytes::try_from(frames::event(&publication)) {
-        let _ = frames.send(frame);
-    }
+    let _ = frames.send(Utf8Bytes::from(frames::event(&publication)));
     "{}"
 }
 

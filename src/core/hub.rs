@@ -246,9 +246,7 @@ impl Hub {
             app: publication.app_id.clone(),
             channel: publication.channel.clone(),
         };
-        // Client events are relayed, never cached: replaying one to a later subscriber
-        // (or back to its sender) would make a peer's message look like the server's.
-        if is_cache_channel(&publication.channel) && !publication.event.starts_with("client-") {
+        if is_cache_channel(&publication.channel) && !publication.relay_only {
             let mut state = self.channels.entry(key).or_default();
             state.last = Some((publication.clone(), Instant::now()));
             Self::push_to_subscribers(&state, publication)

@@ -92,6 +92,9 @@ pub struct NewPublication {
     pub data: String,
     pub exclude: Option<SocketId>,
     pub user_id: Option<String>,
+    /// Relayed to current subscribers only, never kept as a cache channel's last event
+    /// (peer-to-peer messages such as Pusher client events).
+    pub relay_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -293,6 +296,7 @@ impl Core {
         );
         publication.exclude = new.exclude;
         publication.user_id = new.user_id.map(String::into_boxed_str);
+        publication.relay_only = new.relay_only;
         self.metrics.publications.increment(1);
         self.broker
             .publish(BrokerMessage::Publication(Arc::new(publication)))

@@ -5,7 +5,6 @@
 //! `subscription_succeeded` for a non-presence channel has no `data` at all (the seed's
 //! wscat transcript shows exactly `{"event":"...","channel":"test-channel"}`).
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -83,13 +82,13 @@ fn frame<D: Serialize>(event: &str, channel: Option<&str>, data: Option<D>) -> S
 }
 
 /// The event frame for a publication (what pusher-js hands to `channel.bind`).
-pub fn event(publication: &Publication) -> Bytes {
-    Bytes::from(to_string(&Frame {
+pub fn event(publication: &Publication) -> String {
+    to_string(&Frame {
         event: &publication.event,
         channel: Some(&publication.channel),
         data: Some(&*publication.data),
         user_id: publication.user_id.as_deref(),
-    }))
+    })
 }
 
 pub fn connection_established(socket_id: &str, activity_timeout_secs: u64) -> String {
@@ -247,13 +246,13 @@ mod tests {
     #[test]
     fn event_frames_keep_data_as_a_string() {
         let mut p = Publication::new(1, "1".into(), "ch".into(), "ev".into(), r#"{"n":1}"#.into());
-        let frame: Value = serde_json::from_slice(&event(&p)).unwrap();
+        let frame: Value = serde_json::from_str(&event(&p)).unwrap();
         assert_eq!(
             frame,
             json!({"event": "ev", "channel": "ch", "data": "{\"n\":1}"})
         );
         p.user_id = Some("u".into());
-        let frame: Value = serde_json::from_slice(&event(&p)).unwrap();
+        let frame: Value = serde_json::from_str(&event(&p)).unwrap();
         assert_eq!(frame["user_id"], "u");
     }
 

@@ -224,7 +224,7 @@ async fn publish(state: &HttpState, app: &App, event: &ValidEvent) -> Result<(),
             event: event.name.clone(),
             data: event.data.clone(),
             exclude: event.exclude,
-            user_id: None,
+            ..Default::default()
         };
         state
             .core

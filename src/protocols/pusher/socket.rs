@@ -321,9 +321,9 @@ impl PusherSocket {
                 // Publications are nearly every frame: written without the Vec that
                 // the rarer items need.
                 if let Outbound::Publication(publication) = item {
-                    if let Some(frame) = event_frame(publication) {
-                        self.ws.feed(Message::Text(frame)).await?;
-                    }
+                    self.ws
+                        .feed(Message::Text(event_frame(publication)))
+                        .await?;
                     continue;
                 }
                 for frame in encode(item) {
@@ -621,6 +621,9 @@ impl PusherSocket {
             event: frame.event,
             data,
             exclude: Some(self.session.connection().id),
+            // Replaying a peer's message to later subscribers (or back to its sender)
+            // would make it look like the server's.
+            relay_only: true,
         };
         match self.session.publish(publication).await {
             Ok(()) => Flow::Continue,
@@ -633,17 +636,14 @@ impl PusherSocket {
 }
 
 /// A publication's event frame, encoded once and shared by every subscriber.
-fn event_frame(publication: &Publication) -> Option<Utf8Bytes> {
-    let bytes = publication.encoded(PUSHER_JSON, frames::event);
-    // Our encoder writes JSON, so this never fails; a frame that somehow did is dropped
-    // rather than written corrupt.
-    Utf8Bytes::try_from(bytes).ok()
+fn event_frame(publication: &Publication) -> Utf8Bytes {
+    publication.encoded(PUSHER_JSON, |p| Utf8Bytes::from(frames::event(p)))
 }
 
 /// The Pusher frames for one queued item.
 fn encode(item: &Outbound) -> Vec<Utf8Bytes> {
     match item {
-        Outbound::Publication(publication) => event_frame(publication).into_iter().collect(),
+        Outbound::Publication(publication) => vec![event_frame(publication)],
         Outbound::Subscribed(subscribed) => {
             let mut out = vec![
                 frames::subscription_succeeded(&subscribed.channel, subscribed.presence.as_ref())
@@ -651,7 +651,7 @@ fn encode(item: &Outbound) -> Vec<Utf8Bytes> {
             ];
             match &subscribed.cache {
                 CacheState::NotACacheChannel => {}
-                CacheState::Hit(last) => out.extend(event_frame(last)),
+                CacheState::Hit(last) => out.push(event_frame(last)),
                 CacheState::Miss => out.push(frames::cache_miss(&subscribed.channel).into()),
             }
             out
