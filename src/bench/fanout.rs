@@ -5,7 +5,6 @@
 //! just before sending the HTTP request, each subscriber subtracts it on arrival. Both
 //! run on this machine, so they read the same clock.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::fleet::Fleet;
 use super::report::Report;
-use super::target::{Published, Publisher};
+use super::target::{Outcomes, Publisher};
 use super::worker::Command;
 use super::{MAX_SOCKETS, SpreadArgs, TargetArgs, cpu_secs, payload, plans, rss_kib};
 
@@ -77,7 +76,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
     let measured_from = Instant::now();
     let published = publish(&target, &channel, &args).await?;
     let finish = Command::Finish {
-        per_socket: published.ok,
+        per_socket: published.outcomes.ok,
         drain_ms: args.drain_ms,
     };
     let limit =
@@ -94,11 +93,11 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
     let rss = pid.and_then(rss_kib);
     fleet.stop().await;
 
-    let expected = published.ok * subscribed;
+    let expected = published.outcomes.ok * subscribed;
     let span_secs = merged.last_us.saturating_sub(published.first_us) as f64 / 1e6;
     let latency = merged.latency.summary();
     let ms = |us: u64| us as f64 / 1000.0;
-    let publish_errors: u64 = published.errors.values().sum();
+    let publish_errors = published.outcomes.error_count();
     let mut report = Report::new("fanout");
     report
         .add("subscribers", "subscribers requested", subscribers)
@@ -108,12 +107,12 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
         .add("messages", "messages", args.messages)
         .add("bytes", "data bytes", args.bytes)
         .add("rate", "publish rate (msg/s)", args.rate)
-        .add("published", "accepted by the API", published.ok)
+        .add("published", "accepted by the API", published.outcomes.ok)
         .add("publish_errors", "publish errors", publish_errors)
         .add(
             "publish_errors_by_status",
             "publish errors by status",
-            serde_json::to_value(&published.errors)?,
+            serde_json::to_value(&published.outcomes.errors)?,
         )
         .add("publish_secs", "publishing took (s)", published.secs)
         .add("expected", "deliveries expected", expected)
@@ -146,8 +145,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
 }
 
 struct PublishOutcome {
-    ok: u64,
-    errors: BTreeMap<String, u64>,
+    outcomes: Outcomes,
     first_us: u64,
     secs: f64,
 }
@@ -161,7 +159,7 @@ async fn publish(
 ) -> anyhow::Result<PublishOutcome> {
     let publisher = Publisher::new(target)?;
     let gate = Arc::new(Semaphore::new(PUBLISH_CONCURRENCY));
-    let outcome = Arc::new(Mutex::new((0u64, BTreeMap::<String, u64>::new())));
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
     let first_us = payload::now_micros();
     let started = Instant::now();
@@ -170,25 +168,19 @@ async fn publish(
         tokio::time::sleep_until((started + interval.mul_f64(seq as f64)).into()).await;
         let permit = gate.clone().acquire_owned().await?;
         let data = payload::stamp(payload::now_micros(), seq, args.bytes as usize);
-        let (publisher, outcome, channel) =
-            (publisher.clone(), outcome.clone(), channel.to_string());
+        let (publisher, outcomes, channel) =
+            (publisher.clone(), outcomes.clone(), channel.to_string());
         tokio::spawn(async move {
             let result = publisher.trigger(&channel, payload::EVENT, &data).await;
-            let mut outcome = outcome.lock();
-            match result {
-                Published::Ok => outcome.0 += 1,
-                Published::Status(code) => *outcome.1.entry(code.to_string()).or_default() += 1,
-                Published::Failed => *outcome.1.entry("transport".into()).or_default() += 1,
-            }
+            outcomes.lock().record(result);
             drop(permit);
         });
     }
     let _all = gate.acquire_many(PUBLISH_CONCURRENCY as u32).await?;
     let secs = started.elapsed().as_secs_f64();
-    let (ok, errors) = outcome.lock().clone();
+    let outcomes = outcomes.lock().clone();
     Ok(PublishOutcome {
-        ok,
-        errors,
+        outcomes,
         first_us,
         secs,
     })

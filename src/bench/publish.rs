@@ -1,6 +1,5 @@
 //! `bench publish`: signed HTTP API requests per second.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use super::TargetArgs;
 use super::latency::Latency;
 use super::payload;
 use super::report::Report;
-use super::target::{Published, Publisher};
+use super::target::{Outcomes, Publisher};
 
 #[derive(Debug, Clone, Args)]
 pub struct PublishArgs {
@@ -37,8 +36,7 @@ pub struct PublishArgs {
 
 #[derive(Default)]
 struct Tally {
-    ok: u64,
-    by_status: BTreeMap<String, u64>,
+    outcomes: Outcomes,
     latency: Latency,
 }
 
@@ -63,13 +61,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<Option<Report>> {
             let outcome = publisher.trigger(&channel, payload::EVENT, &data).await;
             let mut tally = tally.lock();
             tally.latency.record(began.elapsed().as_micros() as u64);
-            match outcome {
-                Published::Ok => tally.ok += 1,
-                Published::Status(code) => {
-                    *tally.by_status.entry(code.to_string()).or_default() += 1
-                }
-                Published::Failed => *tally.by_status.entry("transport".into()).or_default() += 1,
-            }
+            tally.outcomes.record(outcome);
             drop(permit);
         });
     }
@@ -78,18 +70,18 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<Option<Report>> {
     let secs = started.elapsed().as_secs_f64();
     let tally = tally.lock();
     let latency = tally.latency.summary();
-    let errors: u64 = tally.by_status.values().sum();
+    let errors = tally.outcomes.error_count();
     let mut report = Report::new("publish");
     report
         .add("requests", "requests sent", sent)
         .add("concurrency", "concurrency", args.concurrency)
         .add("bytes", "data bytes", args.bytes)
-        .add("ok", "accepted (2xx)", tally.ok)
+        .add("ok", "accepted (2xx)", tally.outcomes.ok)
         .add("errors", "errors", errors)
         .add(
             "errors_by_status",
             "errors by status",
-            serde_json::to_value(&tally.by_status)?,
+            serde_json::to_value(&tally.outcomes.errors)?,
         )
         .add("secs", "duration (s)", secs)
         .add(

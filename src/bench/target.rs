@@ -3,6 +3,7 @@
 //! Any Pusher-compatible server works; only loopback addresses are accepted, because the
 //! generator is built to saturate what it points at.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -66,6 +67,32 @@ pub enum Published {
     Ok,
     Status(u16),
     Failed,
+}
+
+/// Publish results: how many the server accepted, and the rest by HTTP status
+/// (`transport` when no response came).
+#[derive(Debug, Clone, Default)]
+pub struct Outcomes {
+    pub ok: u64,
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Outcomes {
+    pub fn record(&mut self, outcome: Published) {
+        let reason = match outcome {
+            Published::Ok => {
+                self.ok += 1;
+                return;
+            }
+            Published::Status(code) => code.to_string(),
+            Published::Failed => "transport".into(),
+        };
+        *self.errors.entry(reason).or_default() += 1;
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
 }
 
 impl Publisher {

@@ -141,6 +141,9 @@ async fn run() -> anyhow::Result<()> {
         Some(line) => serde_json::from_str(&line)?,
         None => return Ok(()),
     };
+    if plan.channels.is_empty() {
+        anyhow::bail!("the plan names no channel");
+    }
     let deadline = Duration::from_secs(plan.deadline_secs);
     match tokio::time::timeout(deadline, drive(plan, &mut stdin)).await {
         Ok(result) => result,
@@ -207,19 +210,17 @@ async fn drive(
 }
 
 /// Waits until `expected` deliveries arrived, or until `drain` passes with none arriving.
+/// The quiet time counts from the later of the last delivery and the call itself, so a
+/// slow first delivery is waited for too.
 async fn wait_for(shared: &Shared, expected: u64, drain: Duration) {
-    let mut seen = shared.delivered.load(Ordering::Acquire);
-    while seen < expected {
-        tokio::time::sleep(Duration::from_millis(20).min(drain)).await;
-        let now = shared.delivered.load(Ordering::Acquire);
-        if now == seen {
-            let quiet_since = shared.last_us.load(Ordering::Acquire);
-            let quiet = payload::now_micros().saturating_sub(quiet_since);
-            if quiet_since == 0 || quiet >= drain.as_micros() as u64 {
-                return;
-            }
+    let asked_at = payload::now_micros();
+    let drain_us = drain.as_micros() as u64;
+    while shared.delivered.load(Ordering::Acquire) < expected {
+        let last = shared.last_us.load(Ordering::Acquire).max(asked_at);
+        if payload::now_micros().saturating_sub(last) >= drain_us {
+            return;
         }
-        seen = now;
+        tokio::time::sleep(Duration::from_millis(20).min(drain)).await;
     }
 }
 
