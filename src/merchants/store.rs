@@ -144,22 +144,6 @@ impl MerchantStore {
         Ok(row.map(|r| r.get::<String, _>(0)))
     }
 
-    /// The merchant a presented key belongs to, if the key is live in `app_id`.
-    pub async fn merchant_for_key(
-        &self,
-        app_id: &str,
-        api_key: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query(
-            "SELECT merchant_id FROM api_keys WHERE app_id = ? AND key_hash = ? AND revoked_at IS NULL",
-        )
-        .bind(app_id)
-        .bind(hash_key(api_key))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| r.get::<String, _>(0)))
-    }
-
     /// The app and merchant a presented key belongs to, if it is live in any app.
     pub async fn find_key(&self, api_key: &str) -> Result<Option<(String, String)>, StoreError> {
         let row = sqlx::query(
@@ -206,23 +190,12 @@ mod tests {
         let store = MerchantStore::open("sqlite::memory:").await.unwrap();
         let key = store.create_key("1", "merchant_001").await.unwrap();
         assert!(key.api_key.starts_with(KEY_PREFIX));
+        // The key names its app as well as its merchant: no other app can use it.
         assert_eq!(
-            store
-                .merchant_for_key("1", &key.api_key)
-                .await
-                .unwrap()
-                .as_deref(),
-            Some("merchant_001")
+            store.find_key(&key.api_key).await.unwrap(),
+            Some(("1".into(), "merchant_001".into()))
         );
-        // Another app's store entries are not this app's.
-        assert_eq!(
-            store.merchant_for_key("2", &key.api_key).await.unwrap(),
-            None
-        );
-        assert_eq!(
-            store.merchant_for_key("1", "prk_wrong").await.unwrap(),
-            None
-        );
+        assert_eq!(store.find_key("prk_wrong").await.unwrap(), None);
 
         let listed = store.list_keys("1", Some("merchant_001")).await.unwrap();
         assert_eq!(listed.len(), 1);
@@ -233,10 +206,7 @@ mod tests {
             store.revoke_key("1", &key.key_id).await.unwrap().as_deref(),
             Some("merchant_001")
         );
-        assert_eq!(
-            store.merchant_for_key("1", &key.api_key).await.unwrap(),
-            None
-        );
+        assert_eq!(store.find_key(&key.api_key).await.unwrap(), None);
         assert_eq!(store.revoke_key("1", &key.key_id).await.unwrap(), None);
     }
 
@@ -251,12 +221,8 @@ mod tests {
         };
         let store = MerchantStore::open(&url).await.unwrap();
         assert_eq!(
-            store
-                .merchant_for_key("1", &key.api_key)
-                .await
-                .unwrap()
-                .as_deref(),
-            Some("m1")
+            store.find_key(&key.api_key).await.unwrap(),
+            Some(("1".into(), "m1".into()))
         );
         let _ = std::fs::remove_dir_all(dir);
     }
