@@ -256,17 +256,7 @@ async fn presence_counts_users_not_sockets() {
 
 #[tokio::test]
 async fn presence_rejects_bad_channel_data_and_full_channels() {
-    let server = TestServer::with_config(
-        r#"
-        bind = "127.0.0.1:0"
-        [[apps]]
-        id = "1"
-        key = "app-key"
-        secret = "app-secret"
-        max_presence_members = 1
-        "#,
-    )
-    .await;
+    let server = TestServer::with_settings("", "max_presence_members = 1").await;
     let (mut client, socket_id) = server.connect_established().await;
     let channel_data = r#"{"user_info":{}}"#;
     let auth = presence_auth(&socket_id, "presence-x", channel_data);
@@ -401,10 +391,7 @@ async fn client_events_are_refused_where_pusher_refuses_them() {
 
 #[tokio::test]
 async fn client_events_are_off_unless_the_app_enables_them() {
-    let server = TestServer::with_config(
-        "bind = \"127.0.0.1:0\"\n[[apps]]\nid=\"1\"\nkey=\"app-key\"\nsecret=\"app-secret\"",
-    )
-    .await;
+    let server = TestServer::with_settings("", "").await;
     let (mut a, _b) = private_pair(&server, "private-chat").await;
     a.send_json(json!({"event": "client-typing", "channel": "private-chat", "data": {}}))
         .await;
@@ -513,18 +500,8 @@ async fn oversized_frames_get_an_error_and_a_1009_close() {
 
 #[tokio::test]
 async fn idle_clients_are_pinged_and_dropped_with_4201_without_a_pong() {
-    let server = TestServer::with_config(
-        r#"
-        bind = "127.0.0.1:0"
-        activity_timeout_secs = 1
-        pong_timeout_secs = 1
-        [[apps]]
-        id = "1"
-        key = "app-key"
-        secret = "app-secret"
-        "#,
-    )
-    .await;
+    let server =
+        TestServer::with_settings("activity_timeout_secs = 1\npong_timeout_secs = 1", "").await;
     // A client that answers stays connected past several timeouts.
     let (mut lively, _) = server.connect_established().await;
     for _ in 0..3 {
@@ -603,17 +580,7 @@ async fn socket_id_exclusion_skips_only_that_socket() {
 
 #[tokio::test]
 async fn slow_consumers_are_disconnected_not_buffered() {
-    let server = TestServer::with_config(
-        r#"
-        bind = "127.0.0.1:0"
-        outbound_queue_size = 16
-        [[apps]]
-        id = "1"
-        key = "app-key"
-        secret = "app-secret"
-        "#,
-    )
-    .await;
+    let server = TestServer::with_settings("outbound_queue_size = 16", "").await;
     let (mut slow, _) = server.connect_established().await;
     slow.subscribed("firehose").await;
     let app = server.core.apps.by_id("1").unwrap().clone();
@@ -652,17 +619,7 @@ async fn graceful_shutdown_tells_clients_to_reconnect() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_its_replies_is_dropped() {
-    let server = TestServer::with_config(
-        r#"
-        bind = "127.0.0.1:0"
-        pong_timeout_secs = 1
-        [[apps]]
-        id = "1"
-        key = "app-key"
-        secret = "app-secret"
-        "#,
-    )
-    .await;
+    let server = TestServer::with_settings("pong_timeout_secs = 1", "").await;
     let (mut client, _) = server.connect_established().await;
     // Ask for pongs and never read them, until the server stops reading us too.
     let ping = json!({"event": "pusher:ping", "data": {}}).to_string();
@@ -687,17 +644,8 @@ async fn a_client_that_stops_reading_its_replies_is_dropped() {
 
 #[tokio::test]
 async fn client_events_are_never_cached() {
-    let server = TestServer::with_config(
-        r#"
-        bind = "127.0.0.1:0"
-        [[apps]]
-        id = "1"
-        key = "app-key"
-        secret = "app-secret"
-        enable_client_messages = true
-        "#,
-    )
-    .await;
+    // The default test app has client events enabled.
+    let server = TestServer::start().await;
     let channel = "private-cache-room";
     let (mut sender, sender_id) = server.connect_established().await;
     sender

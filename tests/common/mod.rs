@@ -45,6 +45,15 @@ impl TestServer {
         Self::with_config(DEFAULT_CONFIG).await
     }
 
+    /// The test app (client events off, as by default) with extra node-level and
+    /// app-level settings, as TOML lines.
+    pub async fn with_settings(node: &str, app: &str) -> TestServer {
+        let toml = format!(
+            "bind = \"127.0.0.1:0\"\n{node}\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n{app}\n"
+        );
+        Self::with_config(&toml).await
+    }
+
     pub async fn with_config(toml: &str) -> TestServer {
         let mut config = Config::parse(toml).expect("test config is valid");
         // Tests never leave a payrelay.db behind unless they ask for a file.
