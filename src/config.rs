@@ -78,6 +78,21 @@ pub struct Config {
     /// `sqlite::memory:`.
     #[serde(default = "defaults::database_url")]
     pub database_url: String,
+    /// Sandbox mode: every app serves the always-on `test-channel` stream and simulated
+    /// exchange rates (`src/sandbox.rs`). Never on by default.
+    #[serde(default)]
+    pub sandbox: bool,
+    /// Seconds between two sandbox test events on `test-channel`.
+    #[serde(default = "defaults::sandbox_test_interval")]
+    pub sandbox_test_interval_secs: u64,
+    /// The public `cache-` channel exchange rates are published on, so a new subscriber
+    /// gets the latest rates at once.
+    #[serde(default = "defaults::exchange_rates_channel")]
+    pub exchange_rates_channel: String,
+    /// Failed merchant authentications one API key, or one client address, may make per
+    /// minute before further attempts get 429 until the minute is over.
+    #[serde(default = "defaults::auth_failures_per_minute")]
+    pub auth_failures_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +141,15 @@ mod defaults {
 
     pub fn bind() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 6001))
+    }
+    pub fn sandbox_test_interval() -> u64 {
+        5
+    }
+    pub fn exchange_rates_channel() -> String {
+        "cache-exchange-rates".into()
+    }
+    pub fn auth_failures_per_minute() -> u32 {
+        20
     }
     pub fn database_url() -> String {
         "sqlite://payrelay.db".into()
@@ -233,6 +257,28 @@ impl Config {
         at_most("pong_timeout_secs", self.pong_timeout_secs, 600)?;
         positive("shutdown_timeout_secs", self.shutdown_timeout_secs)?;
         positive("cache_ttl_secs", self.cache_ttl_secs)?;
+        positive(
+            "sandbox_test_interval_secs",
+            self.sandbox_test_interval_secs,
+        )?;
+        at_most(
+            "sandbox_test_interval_secs",
+            self.sandbox_test_interval_secs,
+            3600,
+        )?;
+        positive(
+            "auth_failures_per_minute",
+            u64::from(self.auth_failures_per_minute),
+        )?;
+        match crate::core::channel::classify(&self.exchange_rates_channel) {
+            Ok(info) if info.cached && info.kind == crate::core::channel::ChannelKind::Public => {}
+            _ => {
+                return Err(invalid(
+                    "exchange_rates_channel",
+                    "must be a valid public cache channel name (`cache-...`)",
+                ));
+            }
+        }
         if self.outbound_queue_size < 16 {
             return Err(invalid("outbound_queue_size", "must be at least 16"));
         }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use payrelay::config::{Config, LogFormat};
+use payrelay::merchants::MerchantStore;
 use payrelay::server::Server;
 use payrelay::telemetry;
 
@@ -27,6 +28,38 @@ enum Command {
     Serve(ServeArgs),
     /// Load-test a Pusher-compatible server on this machine (see BENCHMARKS.md).
     Bench(payrelay::bench::BenchArgs),
+    /// Create, list or revoke merchant API keys in the node's store (the database_url of
+    /// --config). A running node sees the change at once.
+    Keys(KeysArgs),
+}
+
+#[derive(clap::Args)]
+struct KeysArgs {
+    /// TOML configuration file naming the store and the apps; without it, the
+    /// development app and ./payrelay.db, as `payrelay serve` uses.
+    #[arg(long, env = "PAYRELAY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// The app the keys belong to.
+    #[arg(long, default_value = "1", global = true)]
+    app: String,
+    #[command(subcommand)]
+    action: KeysAction,
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key for a merchant; the key is printed once and never again.
+    Create {
+        #[arg(long)]
+        merchant: String,
+    },
+    /// List keys (ids, merchants, dates; never the keys themselves).
+    List {
+        #[arg(long)]
+        merchant: Option<String>,
+    },
+    /// Revoke a key by its id (`key_...`).
+    Revoke { key_id: String },
 }
 
 #[derive(clap::Args)]
@@ -53,19 +86,79 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => payrelay::bench::main(args),
+        Command::Keys(args) => keys(args),
     }
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
-    let (mut config, development) = match &args.config {
+fn load_config(path: Option<&PathBuf>) -> Result<(Config, bool), ExitCode> {
+    match path {
         Some(path) => match Config::load(path) {
-            Ok(config) => (config, false),
+            Ok(config) => Ok((config, false)),
             Err(e) => {
                 eprintln!("payrelay: invalid configuration {}: {e}", path.display());
-                return ExitCode::from(2);
+                Err(ExitCode::from(2))
             }
         },
-        None => (Config::development(), true),
+        None => Ok((Config::development(), true)),
+    }
+}
+
+fn keys(args: KeysArgs) -> ExitCode {
+    let config = match load_config(args.config.as_ref()) {
+        Ok((config, _)) => config,
+        Err(code) => return code,
+    };
+    if !config.apps.iter().any(|app| app.id == args.app) {
+        eprintln!("payrelay: no app `{}` in the configuration", args.app);
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("payrelay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async {
+        let store = MerchantStore::open(&config.database_url).await?;
+        Ok(match args.action {
+            KeysAction::Create { merchant } => {
+                let key = store.create_key(&args.app, &merchant).await?;
+                println!("{}", serde_json::to_string(&key)?);
+                eprintln!("Store the api_key now: it is shown only once.");
+                ExitCode::SUCCESS
+            }
+            KeysAction::List { merchant } => {
+                for key in store.list_keys(&args.app, merchant.as_deref()).await? {
+                    println!("{}", serde_json::to_string(&key)?);
+                }
+                ExitCode::SUCCESS
+            }
+            KeysAction::Revoke { key_id } => match store.revoke_key(&args.app, &key_id).await? {
+                Some(merchant) => {
+                    eprintln!("Revoked {key_id} of merchant {merchant}.");
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("payrelay: no live key `{key_id}` in app {}", args.app);
+                    ExitCode::from(1)
+                }
+            },
+        })
+    });
+    result.unwrap_or_else(|e| {
+        eprintln!("payrelay: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let (mut config, development) = match load_config(args.config.as_ref()) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     if let Some(bind) = args.bind {
         config.bind = bind;

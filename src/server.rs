@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::core::Core;
 use crate::http::{self, HttpState};
+use crate::sandbox::Sandbox;
 use crate::telemetry;
 
 /// Pending connections the kernel holds for us; load tests open thousands at once.
@@ -30,6 +31,7 @@ pub struct Server {
     local_addr: SocketAddr,
     core: Arc<Core>,
     state: HttpState,
+    sandbox: Option<Sandbox>,
 }
 
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -60,11 +62,15 @@ impl Server {
             prometheus,
             merchants,
         };
+        if config.sandbox {
+            tracing::warn!("sandbox mode: serving test-channel and simulated exchange rates");
+        }
         Ok(Server {
             listener,
             local_addr,
             core,
             state,
+            sandbox: Sandbox::from_config(&config),
         })
     }
 
@@ -89,6 +95,7 @@ impl Server {
             listener,
             core,
             state,
+            sandbox,
             ..
         } = self;
         let tracker = state.tracker.clone();
@@ -114,10 +121,18 @@ impl Server {
             })
         };
 
+        let sandbox = sandbox.map(|sandbox| sandbox.spawn(core.clone()));
+        let stop_background = move || {
+            sweeper.abort();
+            if let Some(sandbox) = &sandbox {
+                sandbox.abort();
+            }
+        };
+
         tokio::select! {
             () = shutdown => {}
             result = &mut serving => {
-                sweeper.abort();
+                stop_background();
                 return match result {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(e).context("HTTP server failed"),
@@ -127,6 +142,7 @@ impl Server {
         }
 
         let deadline = tokio::time::Instant::now() + core.settings.shutdown_timeout;
+        stop_background();
         stop_accepting.cancel();
         let asked = core.begin_shutdown();
         tracing::info!(
@@ -149,7 +165,6 @@ impl Server {
         {
             serving.abort();
         }
-        sweeper.abort();
         tracing::info!("shutdown complete");
         Ok(())
     }

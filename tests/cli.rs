@@ -139,3 +139,56 @@ async fn serve_without_config_runs_the_development_app() {
         .status();
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
 }
+
+#[test]
+fn keys_are_created_listed_and_revoked_from_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("payrelay-cli-{}-keys", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("keys.db");
+    let _ = std::fs::remove_file(&db);
+    let config = temp_config(
+        "keys",
+        &format!(
+            "database_url = \"sqlite://{}\"\n[[apps]]\nid=\"7\"\nkey=\"k7\"\nsecret=\"secret-123\"\n",
+            db.display()
+        ),
+    );
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("keys")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .args(["--app", "7"])
+            .output()
+            .unwrap()
+    };
+
+    let created = run(&["create", "--merchant", "merchant_001"]);
+    assert!(created.status.success(), "{created:?}");
+    let key: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let api_key = key["api_key"].as_str().unwrap();
+    assert!(api_key.starts_with("prk_"));
+    assert!(String::from_utf8_lossy(&created.stderr).contains("only once"));
+
+    let listed = run(&["list"]);
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(listing.contains("merchant_001"), "{listing}");
+    assert!(!listing.contains(api_key), "the listing shows no key");
+
+    let key_id = key["key_id"].as_str().unwrap();
+    assert!(run(&["revoke", key_id]).status.success());
+    assert_eq!(run(&["revoke", key_id]).status.code(), Some(1));
+    let listed = run(&["list", "--merchant", "merchant_001"]);
+    let line: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(line["revoked_at"].is_number(), "{line}");
+
+    // An app the configuration does not have is refused.
+    let wrong = Command::new(BIN)
+        .args(["keys", "list", "--app", "nope", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -29,7 +29,7 @@ fn jwt(merchant: &str, exp_offset: i64) -> String {
 }
 
 async fn auth(server: &TestServer, token: &str, key: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = http()
         .post(server.url("/v1/websocket/auth"))
         .bearer_auth(token)
         .header("x-api-key", key)
@@ -159,7 +159,7 @@ async fn malformed_requests_get_400_and_422() {
     )
     .await;
     assert_eq!(status, 422);
-    let response = reqwest::Client::new()
+    let response = http()
         .post(server.url("/v1/websocket/auth"))
         .json(&json!({"socket_id": "1.2", "channel_name": "private-merchant.m1"}))
         .send()
@@ -177,7 +177,7 @@ async fn the_form_body_pusher_js_sends_is_accepted() {
         .create_key("1", "m1")
         .await
         .unwrap();
-    let response = reqwest::Client::new()
+    let response = http()
         .post(server.url("/v1/websocket/auth"))
         .bearer_auth(jwt("m1", 60))
         .header("x-api-key", &key.api_key)

@@ -336,7 +336,9 @@ async fn health_readiness_and_metrics() {
     assert_eq!(status, 200);
     assert_eq!(ready["status"], "ready");
 
-    let text = reqwest::get(server.url("/metrics"))
+    let text = http()
+        .get(server.url("/metrics"))
+        .send()
         .await
         .unwrap()
         .text()

@@ -97,7 +97,7 @@ impl Outcomes {
 
 impl Publisher {
     pub fn new(target: &Target) -> anyhow::Result<Publisher> {
-        let http = reqwest::Client::builder()
+        let http = crate::http_client::builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)

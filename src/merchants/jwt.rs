@@ -7,6 +7,10 @@
 //! configured, with a small leeway for clock skew.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -43,6 +47,12 @@ pub struct JwtConfig {
     pub public_key_file: Option<PathBuf>,
     /// JWKS file (RS256, ES256); the token's `kid` picks the key.
     pub jwks_file: Option<PathBuf>,
+    /// JWKS URL (RS256, ES256): fetched at start-up (a failure stops start-up), again
+    /// every `jwks_refresh_secs`, and at once (at most every 30 s) when a token names a
+    /// `kid` the current set lacks, so a key rotation needs no restart.
+    pub jwks_url: Option<String>,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     /// Claim naming the merchant; `sub` is used when it is absent.
@@ -59,6 +69,17 @@ fn default_merchant_claim() -> String {
 fn default_leeway() -> u64 {
     30
 }
+
+fn default_jwks_refresh() -> u64 {
+    300
+}
+
+/// Least time between two fetches caused by unknown `kid`s, so forged `kid`s cannot make
+/// us hammer the identity provider.
+const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// A JWKS is a few kilobytes; refuse to buffer anything much larger.
+const JWKS_MAX_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwtError {
@@ -88,19 +109,32 @@ pub enum JwtConfigError {
     Invalid(String),
 }
 
+type Keys = Arc<Vec<(Option<String>, DecodingKey)>>;
+
 /// A ready-to-use verifier for one app.
 pub struct JwtVerifier {
     algorithm: JwtAlgorithm,
-    keys: Vec<(Option<String>, DecodingKey)>,
+    keys: RwLock<Keys>,
     validation: Validation,
     merchant_claim: String,
+    remote: Option<RemoteJwks>,
+}
+
+/// Where a JWKS URL's keys come from and when they were last fetched.
+struct RemoteJwks {
+    url: String,
+    refresh: Duration,
+    fetched_at: RwLock<Instant>,
+    /// One fetch at a time; others wait for it and use its result.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtVerifier")
             .field("algorithm", &self.algorithm)
-            .field("keys", &self.keys.len())
+            .field("keys", &self.keys.read().len())
+            .field("jwks_url", &self.remote.as_ref().map(|r| &r.url))
             .finish()
     }
 }
@@ -121,8 +155,15 @@ impl JwtVerifier {
                 vec![(None, DecodingKey::from_secret(secret.as_bytes()))]
             }
             JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => {
-                match (&config.public_key_file, &config.jwks_file) {
-                    (Some(path), None) => {
+                match (&config.public_key_file, &config.jwks_file, &config.jwks_url) {
+                    (None, None, Some(url)) => {
+                        if !(url.starts_with("https://") || url.starts_with("http://")) {
+                            return Err(invalid(format!("jwks_url `{url}` is not an http(s) URL")));
+                        }
+                        // Filled by `load`, which fetches it.
+                        Vec::new()
+                    }
+                    (Some(path), None, None) => {
                         let pem = read(path)?;
                         let key = if config.algorithm == JwtAlgorithm::RS256 {
                             DecodingKey::from_rsa_pem(&pem)
@@ -132,26 +173,11 @@ impl JwtVerifier {
                         .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
                         vec![(None, key)]
                     }
-                    (None, Some(path)) => {
-                        let set: JwkSet = serde_json::from_slice(&read(path)?)
-                            .map_err(|e| invalid(format!("{}: not a JWKS: {e}", path.display())))?;
-                        let keys = set
-                            .keys
-                            .iter()
-                            .filter_map(|jwk| {
-                                DecodingKey::from_jwk(jwk)
-                                    .ok()
-                                    .map(|key| (jwk.common.key_id.clone(), key))
-                            })
-                            .collect::<Vec<_>>();
-                        if keys.is_empty() {
-                            return Err(invalid(format!("{}: no usable key", path.display())));
-                        }
-                        keys
-                    }
+                    (None, Some(path), None) => parse_jwks(&read(path)?)
+                        .map_err(|e| invalid(format!("{}: {e}", path.display())))?,
                     _ => {
                         return Err(invalid(
-                            "RS256/ES256 need exactly one of `public_key_file` or `jwks_file`"
+                            "RS256/ES256 need exactly one of `public_key_file`, `jwks_file` or `jwks_url`"
                                 .into(),
                         ));
                     }
@@ -169,16 +195,81 @@ impl JwtVerifier {
         if let Some(iss) = &config.issuer {
             validation.set_issuer(&[iss]);
         }
+        let remote = config
+            .jwks_url
+            .clone()
+            .filter(|_| config.algorithm != JwtAlgorithm::HS256)
+            .map(|url| RemoteJwks {
+                url,
+                refresh: Duration::from_secs(config.jwks_refresh_secs.max(1)),
+                fetched_at: RwLock::new(Instant::now()),
+                fetching: tokio::sync::Mutex::new(()),
+            });
         Ok(JwtVerifier {
             algorithm: config.algorithm,
-            keys,
+            keys: RwLock::new(Arc::new(keys)),
             validation,
             merchant_claim: config.merchant_claim.clone(),
+            remote,
         })
     }
 
-    /// Verifies `token` and returns the merchant it names.
-    pub fn merchant(&self, token: &str) -> Result<String, JwtError> {
+    /// Builds the verifier and, for a `jwks_url`, fetches its keys (an error if that fails:
+    /// a node that cannot verify any merchant should not start as if it could).
+    pub async fn load(config: &JwtConfig) -> Result<JwtVerifier, JwtConfigError> {
+        let verifier = JwtVerifier::new(config)?;
+        if let Some(remote) = &verifier.remote {
+            let keys = fetch_jwks(&remote.url)
+                .await
+                .map_err(|e| JwtConfigError::Invalid(format!("jwks_url {}: {e}", remote.url)))?;
+            *verifier.keys.write() = Arc::new(keys);
+            *remote.fetched_at.write() = Instant::now();
+        }
+        Ok(verifier)
+    }
+
+    /// Verifies `token` and returns the merchant it names, refreshing a remote JWKS when
+    /// it is due or when the token names a key the current set lacks.
+    pub async fn merchant(&self, token: &str) -> Result<String, JwtError> {
+        let Some(remote) = &self.remote else {
+            return self.verify(token);
+        };
+        let age = remote.fetched_at.read().elapsed();
+        if age >= remote.refresh {
+            self.refetch(remote, remote.refresh).await;
+        }
+        match self.verify(token) {
+            Err(JwtError::UnknownKey) => {
+                self.refetch(remote, JWKS_MIN_REFETCH).await;
+                self.verify(token)
+            }
+            result => result,
+        }
+    }
+
+    /// Fetches the JWKS again unless another fetch happened within `min_age`. A failed
+    /// fetch keeps the old keys: the identity provider being down must not lock every
+    /// merchant out.
+    async fn refetch(&self, remote: &RemoteJwks, min_age: Duration) {
+        let _one_at_a_time = remote.fetching.lock().await;
+        if remote.fetched_at.read().elapsed() < min_age {
+            return;
+        }
+        // Whatever the outcome, wait `min_age` before the next try.
+        *remote.fetched_at.write() = Instant::now();
+        match fetch_jwks(&remote.url).await {
+            Ok(keys) => {
+                tracing::info!(url = %remote.url, keys = keys.len(), "JWKS refreshed");
+                *self.keys.write() = Arc::new(keys);
+            }
+            Err(e) => {
+                tracing::warn!(url = %remote.url, "JWKS refresh failed, keeping the old keys: {e}")
+            }
+        }
+    }
+
+    /// Verifies `token` against the keys held now and returns the merchant it names.
+    pub fn verify(&self, token: &str) -> Result<String, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
             // `alg: none` (and any algorithm the library does not know) fails here.
             match unverified_alg(token) {
@@ -192,14 +283,14 @@ impl JwtVerifier {
                 self.algorithm,
             ));
         }
+        let keys = self.keys.read().clone();
         let key = match &header.kid {
-            Some(kid) if self.keys.iter().any(|(k, _)| k.is_some()) => self
-                .keys
+            Some(kid) if keys.iter().any(|(k, _)| k.is_some()) => keys
                 .iter()
                 .find(|(k, _)| k.as_deref() == Some(kid))
                 .map(|(_, key)| key)
                 .ok_or(JwtError::UnknownKey)?,
-            _ => &self.keys[0].1,
+            _ => &keys.first().ok_or(JwtError::UnknownKey)?.1,
         };
         let data = jsonwebtoken::decode::<Value>(token, key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
@@ -225,6 +316,49 @@ impl JwtVerifier {
             });
         merchant.ok_or_else(|| JwtError::NoMerchant(self.merchant_claim.clone()))
     }
+}
+
+fn parse_jwks(bytes: &[u8]) -> Result<Vec<(Option<String>, DecodingKey)>, String> {
+    let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS: {e}"))?;
+    let keys = set
+        .keys
+        .iter()
+        .filter_map(|jwk| {
+            DecodingKey::from_jwk(jwk)
+                .ok()
+                .map(|key| (jwk.common.key_id.clone(), key))
+        })
+        .collect::<Vec<_>>();
+    if keys.is_empty() {
+        return Err("no usable key".into());
+    }
+    Ok(keys)
+}
+
+async fn fetch_jwks(url: &str) -> Result<Vec<(Option<String>, DecodingKey)>, String> {
+    let response = crate::http_client::client()
+        .get(url)
+        .timeout(JWKS_FETCH_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| format!("fetch failed: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("answered {}", response.status()));
+    }
+    if response
+        .content_length()
+        .is_some_and(|n| n > JWKS_MAX_BYTES as u64)
+    {
+        return Err("response too large".into());
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the body failed: {e}"))?;
+    if body.len() > JWKS_MAX_BYTES {
+        return Err("response too large".into());
+    }
+    parse_jwks(&body)
 }
 
 /// The `alg` a token claims, read without trusting it (for the error message only).
@@ -265,6 +399,8 @@ mod tests {
                 JwtAlgorithm::ES256 => Some(format!("{FIXTURES}/es256-public.pem").into()),
             },
             jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_secs: 300,
             issuer: None,
             audience: None,
             merchant_claim: default_merchant_claim(),
@@ -289,23 +425,23 @@ mod tests {
     fn hs256_tokens_name_their_merchant() {
         let v = JwtVerifier::new(&config(JwtAlgorithm::HS256)).unwrap();
         let token = hs(json!({"merchant_id": "merchant_001", "exp": now() + 60}));
-        assert_eq!(v.merchant(&token).unwrap(), "merchant_001");
+        assert_eq!(v.verify(&token).unwrap(), "merchant_001");
         let token = hs(json!({"sub": "m2", "exp": now() + 60}));
-        assert_eq!(v.merchant(&token).unwrap(), "m2", "falls back to sub");
+        assert_eq!(v.verify(&token).unwrap(), "m2", "falls back to sub");
     }
 
     #[test]
     fn time_claims_are_enforced() {
         let v = JwtVerifier::new(&config(JwtAlgorithm::HS256)).unwrap();
         let expired = hs(json!({"merchant_id": "m", "exp": now() - 60}));
-        assert_eq!(v.merchant(&expired), Err(JwtError::Expired));
+        assert_eq!(v.verify(&expired), Err(JwtError::Expired));
         let early = hs(json!({"merchant_id": "m", "exp": now() + 600, "nbf": now() + 300}));
-        assert_eq!(v.merchant(&early), Err(JwtError::NotYetValid));
+        assert_eq!(v.verify(&early), Err(JwtError::NotYetValid));
         let forever = hs(json!({"merchant_id": "m"}));
-        assert_eq!(v.merchant(&forever), Err(JwtError::MissingExpiry));
+        assert_eq!(v.verify(&forever), Err(JwtError::MissingExpiry));
         // Within the leeway is fine.
         let just = hs(json!({"merchant_id": "m", "exp": now() - 2}));
-        assert!(v.merchant(&just).is_ok());
+        assert!(v.verify(&just).is_ok());
     }
 
     #[test]
@@ -319,7 +455,7 @@ mod tests {
         );
         let hs_verifier = JwtVerifier::new(&config(JwtAlgorithm::HS256)).unwrap();
         assert!(
-            matches!(hs_verifier.merchant(&none), Err(JwtError::WrongAlgorithm(a, _)) if a == "none")
+            matches!(hs_verifier.verify(&none), Err(JwtError::WrongAlgorithm(a, _)) if a == "none")
         );
 
         // An RS256 app's public key used as an HS256 secret.
@@ -331,10 +467,10 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            rs_verifier.merchant(&confused),
+            rs_verifier.verify(&confused),
             Err(JwtError::WrongAlgorithm(..))
         ));
-        assert_eq!(rs_verifier.merchant("not.a.jwt"), Err(JwtError::Malformed));
+        assert_eq!(rs_verifier.verify("not.a.jwt"), Err(JwtError::Malformed));
     }
 
     #[test]
@@ -347,7 +483,7 @@ mod tests {
         )
         .unwrap();
         let v = JwtVerifier::new(&config(JwtAlgorithm::RS256)).unwrap();
-        assert_eq!(v.merchant(&rs).unwrap(), "m-rs");
+        assert_eq!(v.verify(&rs).unwrap(), "m-rs");
 
         let es = encode(
             &Header::new(Algorithm::ES256),
@@ -356,10 +492,10 @@ mod tests {
         )
         .unwrap();
         let v = JwtVerifier::new(&config(JwtAlgorithm::ES256)).unwrap();
-        assert_eq!(v.merchant(&es).unwrap(), "m-es");
+        assert_eq!(v.verify(&es).unwrap(), "m-es");
         // A token signed by another key does not verify.
         let tampered = format!("{}x", &es[..es.len() - 1]);
-        assert!(v.merchant(&tampered).is_err());
+        assert!(v.verify(&tampered).is_err());
     }
 
     #[test]
@@ -371,11 +507,11 @@ mod tests {
         let good = hs(
             json!({"merchant_id": "m", "exp": now() + 60, "iss": "https://api.example", "aud": "payrelay"}),
         );
-        assert!(v.merchant(&good).is_ok());
+        assert!(v.verify(&good).is_ok());
         let wrong = hs(
             json!({"merchant_id": "m", "exp": now() + 60, "iss": "https://evil", "aud": "payrelay"}),
         );
-        assert_eq!(v.merchant(&wrong), Err(JwtError::WrongIssuerOrAudience));
+        assert_eq!(v.verify(&wrong), Err(JwtError::WrongIssuerOrAudience));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! to a merchant. The Pusher auth endpoint (`/v1/websocket/auth`) builds on these.
 
 pub mod channels;
+pub mod failures;
 pub mod jwt;
 pub mod store;
 
@@ -14,6 +15,9 @@ pub use store::{MerchantStore, StoreError};
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use failures::FailureLimiter;
 
 use crate::config::Config;
 
@@ -23,6 +27,8 @@ use crate::config::Config;
 pub struct Merchants {
     pub store: MerchantStore,
     verifiers: Arc<HashMap<String, JwtVerifier>>,
+    /// Failed authentications per API key and per client address.
+    pub failures: Arc<FailureLimiter>,
 }
 
 impl Merchants {
@@ -31,12 +37,16 @@ impl Merchants {
         let mut verifiers = HashMap::new();
         for app in &config.apps {
             if let Some(jwt) = &app.jwt {
-                verifiers.insert(app.id.clone(), JwtVerifier::new(jwt)?);
+                verifiers.insert(app.id.clone(), JwtVerifier::load(jwt).await?);
             }
         }
         Ok(Merchants {
             store,
             verifiers: Arc::new(verifiers),
+            failures: Arc::new(FailureLimiter::new(
+                config.auth_failures_per_minute,
+                Duration::from_secs(60),
+            )),
         })
     }
 

@@ -9,5 +9,9 @@ pub mod pusher;
 
 use crate::core::EncodingSlot;
 
-/// Pusher protocol, JSON text (or the same bytes in binary frames).
+/// Pusher protocol, JSON in text frames.
 pub const PUSHER_JSON_SLOT: EncodingSlot = EncodingSlot(0);
+/// Pusher protocol, the same JSON bytes in binary frames (`application/octet-stream`).
+pub const PUSHER_BINARY_SLOT: EncodingSlot = EncodingSlot(1);
+/// Pusher protocol, MessagePack in binary frames (`application/msgpack`).
+pub const PUSHER_MSGPACK_SLOT: EncodingSlot = EncodingSlot(2);

@@ -148,7 +148,7 @@ impl TestServer {
         path_and_query: &str,
         body: Vec<u8>,
     ) -> (u16, Value) {
-        let client = reqwest::Client::new();
+        let client = http();
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = client.request(method, self.url(path_and_query));
         if !body.is_empty() {
@@ -163,6 +163,25 @@ impl TestServer {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// A request authenticated with HTTP Basic `app-key:app-secret` (the simple routes).
+    pub async fn basic_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = http()
+            .request(method, self.url(path))
+            .basic_auth(KEY, Some(SECRET));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// Publishes through the Pusher HTTP API and asserts success.
@@ -210,6 +229,43 @@ impl Client {
             .await
             .expect("websocket connects");
         Client { ws }
+    }
+
+    /// Connects with one extra handshake header (`Content-Type` picks the frame format).
+    pub async fn connect_with_header(url: &str, name: &'static str, value: &str) -> Client {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert(name, value.parse().expect("header value"));
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
+        Client { ws }
+    }
+
+    /// The next text frame exactly as the server wrote it.
+    pub async fn text(&mut self) -> String {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame arrives in time")
+                .expect("connection open")
+                .expect("frame");
+            match message {
+                Message::Text(text) => return text.to_string(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next binary frame's bytes.
+    pub async fn binary(&mut self) -> Vec<u8> {
+        match self.next().await {
+            Received::Binary(bytes) => bytes,
+            other => panic!("expected a binary frame, got {other:?}"),
+        }
     }
 
     pub async fn send_json(&mut self, value: Value) {
@@ -341,4 +397,10 @@ pub fn signin_auth(socket_id: &str, user_data: &str) -> String {
         format!("{socket_id}::user::{user_data}").as_bytes(),
     );
     format!("{KEY}:{sig}")
+}
+
+/// A fresh HTTP client (with the TLS provider payrelay installs); one per call, so no
+/// pooled connection outlives the test's runtime.
+pub fn http() -> reqwest::Client {
+    payrelay::http_client::builder().build().unwrap()
 }

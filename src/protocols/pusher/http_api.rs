@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
@@ -18,7 +17,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::request_auth;
+use super::app_auth;
 use crate::core::channel::{self, ChannelKind, is_presence_channel};
 use crate::core::{App, MAX_EVENT_NAME_LEN, NewPublication, PublishError, SocketId};
 use crate::http::{ApiError, HttpState};
@@ -45,13 +44,8 @@ pub(super) fn routes() -> Router<HttpState> {
         )
 }
 
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Finds the app and checks the request's signature.
+/// Finds the app and checks the request's signature (the Pusher HTTP API accepts no
+/// other credential).
 fn authorize(
     state: &HttpState,
     app_id: &str,
@@ -59,24 +53,19 @@ fn authorize(
     uri: &axum::http::Uri,
     body: &[u8],
 ) -> Result<Arc<App>, ApiError> {
-    let app = state
-        .core
-        .apps
-        .by_id(app_id)
-        .ok_or_else(|| ApiError::not_found(format!("Unknown app id `{app_id}`")))?;
-    request_auth::verify(
-        app,
-        method.as_str(),
-        uri.path(),
-        uri.query().unwrap_or(""),
+    let headers = axum::http::HeaderMap::new();
+    let request = app_auth::Request {
+        method,
+        uri,
+        headers: &headers,
         body,
-        now_unix(),
+    };
+    app_auth::authenticate(
+        state,
+        Some(app_id),
+        app_auth::Accepts::SignatureOnly,
+        &request,
     )
-    .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-    if !app.enabled {
-        return Err(ApiError::forbidden("The app is disabled"));
-    }
-    Ok(app.clone())
 }
 
 fn query_params(uri: &axum::http::Uri) -> HashMap<String, String> {
@@ -209,7 +198,7 @@ fn validate_event(app: &App, request: EventRequest) -> Result<ValidEvent, ApiErr
     })
 }
 
-fn publish_error(e: PublishError) -> ApiError {
+pub(super) fn publish_error(e: PublishError) -> ApiError {
     match e {
         PublishError::DataTooLarge { .. } => ApiError::too_large(e.to_string()),
         PublishError::Broker(_) => ApiError::unavailable(e.to_string()),
@@ -445,16 +434,15 @@ async fn terminate_connections_by_key(
     OriginalUri(uri): OriginalUri,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let key = query_params(&uri).remove("auth_key").ok_or_else(|| {
-        ApiError::unauthorized(request_auth::RequestAuthError::Missing("auth_key").to_string())
-    })?;
-    let app_id = state
-        .core
-        .apps
-        .by_key(&key)
-        .map(|app| app.id.to_string())
-        .ok_or_else(|| ApiError::unauthorized("auth_key does not match any app"))?;
-    let app = authorize(&state, &app_id, &method, &uri, &body)?;
+    // Without an app id in the path, the signed `auth_key` names the app.
+    let headers = axum::http::HeaderMap::new();
+    let request = app_auth::Request {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &body,
+    };
+    let app = app_auth::authenticate(&state, None, app_auth::Accepts::SignatureOnly, &request)?;
     terminate(&state, &app, &user_id).await
 }
 

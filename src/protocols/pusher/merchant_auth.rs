@@ -7,22 +7,28 @@
 //! merchant never holds the app secret. Public channels (the seed's `test-channel`)
 //! need no signature to subscribe; signing them grants nothing, and the seed's own
 //! example expects an answer, so they are signed too.
+//!
+//! Failed attempts (401, 403) are counted per API key and per client address; past
+//! `auth_failures_per_minute` the next attempts get 429 with `Retry-After`, before any
+//! credential is looked at.
 
 use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::auth;
 use crate::core::SocketId;
 use crate::core::channel::{self, ChannelKind};
 use crate::http::{ApiError, HttpState};
-use crate::merchants::channels;
+use crate::merchants::{channels, failures};
 
 #[derive(Deserialize)]
 struct AuthRequest {
@@ -30,128 +36,185 @@ struct AuthRequest {
     channel_name: String,
 }
 
-fn refusal(status: StatusCode, reason: &'static str, message: String) -> Response {
-    metrics::counter!("payrelay_merchant_auth_refused_total", "reason" => reason).increment(1);
-    tracing::info!(reason, %status, "merchant auth refused");
-    ApiError::new(status, message).into_response()
+/// Why a request was refused: the status, a metric/log label, and the client's message.
+struct Refusal {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+fn refuse(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        reason,
+        message: message.into(),
+    }
 }
 
 pub(super) async fn authorize(
     State(state): State<HttpState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let merchants = &state.merchants;
+    let failures = &state.merchants.failures;
+    let api_key = header_value(&headers, "x-api-key");
+    let mut subjects = vec![failures::address_subject(remote.ip())];
+    if let Some(key) = api_key {
+        subjects.push(failures::key_subject(key));
+    }
+    if let Some(wait) = subjects.iter().filter_map(|s| failures.blocked(s)).max() {
+        metrics::counter!("payrelay_merchant_auth_refused_total", "reason" => "rate_limited")
+            .increment(1);
+        tracing::info!(%remote, "merchant auth refused: too many failed attempts");
+        let retry_after = wait.as_secs().max(1).to_string();
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many failed attempts; retry in {retry_after} s"),
+        )
+        .into_response();
+        if let Ok(value) = HeaderValue::from_str(&retry_after) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    match check(&state, &headers, api_key, &body).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(refusal) => {
+            let Refusal {
+                status,
+                reason,
+                message,
+            } = refusal;
+            metrics::counter!("payrelay_merchant_auth_refused_total", "reason" => reason)
+                .increment(1);
+            tracing::info!(reason, %status, %remote, "merchant auth refused");
+            // Credential failures count towards the limit; malformed bodies do not (they
+            // guess nothing).
+            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                for subject in &subjects {
+                    failures.record_failure(subject);
+                }
+            }
+            ApiError::new(status, message).into_response()
+        }
+    }
+}
 
-    let bearer = headers
-        .get(header::AUTHORIZATION)
+fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
         .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Checks both credentials and the channel; the answer is the body of a 200.
+async fn check(
+    state: &HttpState,
+    headers: &HeaderMap,
+    api_key: Option<&str>,
+    body: &[u8],
+) -> Result<Value, Refusal> {
+    let merchants = &state.merchants;
+    let bearer = header_value(headers, header::AUTHORIZATION.as_str())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty());
-    let api_key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
     let (Some(token), Some(api_key)) = (bearer, api_key) else {
-        return refusal(
+        return Err(refuse(
             StatusCode::UNAUTHORIZED,
             "missing_credentials",
-            "Both `Authorization: Bearer <JWT>` and `X-API-KEY` are required".into(),
-        );
+            "Both `Authorization: Bearer <JWT>` and `X-API-KEY` are required",
+        ));
     };
 
-    let request = match parse_body(&headers, &body) {
-        Ok(request) => request,
-        Err(message) => return refusal(StatusCode::BAD_REQUEST, "malformed_body", message),
-    };
+    let request = parse_body(headers, body)
+        .map_err(|message| refuse(StatusCode::BAD_REQUEST, "malformed_body", message))?;
     if SocketId::parse(&request.socket_id).is_none() {
-        return refusal(
+        return Err(refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
             "bad_socket_id",
             format!(
                 "`{}` is not a socket id (expected digits.digits)",
                 request.socket_id.chars().take(40).collect::<String>()
             ),
-        );
+        ));
     }
 
     let (app_id, key_merchant) = match merchants.store.find_key(api_key).await {
         Ok(Some(found)) => found,
         Ok(None) => {
-            return refusal(
+            return Err(refuse(
                 StatusCode::UNAUTHORIZED,
                 "bad_api_key",
-                "The API key is unknown or revoked".into(),
-            );
+                "The API key is unknown or revoked",
+            ));
         }
         Err(e) => {
             tracing::error!("merchant store: {e}");
-            return ApiError::unavailable("merchant store unavailable").into_response();
+            return Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "merchant store unavailable",
+            ));
         }
     };
-    let Some(verifier) = merchants.verifier(&app_id) else {
-        return refusal(
+    let verifier = merchants.verifier(&app_id).ok_or_else(|| {
+        refuse(
             StatusCode::UNAUTHORIZED,
             "no_jwt_config",
-            "This app does not accept merchant JWTs".into(),
-        );
-    };
-    let jwt_merchant = match verifier.merchant(token) {
-        Ok(merchant) => merchant,
-        Err(e) => {
-            return refusal(
-                StatusCode::UNAUTHORIZED,
-                "bad_jwt",
-                format!("JWT refused: {e}"),
-            );
-        }
-    };
+            "This app does not accept merchant JWTs",
+        )
+    })?;
+    let jwt_merchant = verifier.merchant(token).await.map_err(|e| {
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            "bad_jwt",
+            format!("JWT refused: {e}"),
+        )
+    })?;
     if jwt_merchant != key_merchant {
-        return refusal(
+        return Err(refuse(
             StatusCode::UNAUTHORIZED,
             "merchant_mismatch",
-            "The JWT and the API key belong to different merchants".into(),
-        );
+            "The JWT and the API key belong to different merchants",
+        ));
     }
-    let Some(app) = state.core.apps.by_id(&app_id).cloned() else {
-        return refusal(
+    let app = state.core.apps.by_id(&app_id).cloned().ok_or_else(|| {
+        refuse(
             StatusCode::UNAUTHORIZED,
             "unknown_app",
-            "The API key's app is not served here".into(),
-        );
-    };
+            "The API key's app is not served here",
+        )
+    })?;
 
     let channel_name = request.channel_name.as_str();
-    let kind = match channel::classify(channel_name) {
-        Ok(info) => info.kind,
-        Err(e) => {
-            return refusal(
+    let kind = channel::classify(channel_name)
+        .map_err(|e| {
+            refuse(
                 StatusCode::BAD_REQUEST,
                 "bad_channel",
                 format!("Invalid channel_name: {e}"),
-            );
-        }
-    };
+            )
+        })?
+        .kind;
     let socket_id = request.socket_id.as_str();
     match kind {
         ChannelKind::Public => {
-            Json(json!({"auth": auth::sign_private(&app, socket_id, channel_name)})).into_response()
+            Ok(json!({"auth": auth::sign_private(&app, socket_id, channel_name)}))
         }
-        _ if channels::owner(channel_name) != Some(jwt_merchant.as_str()) => refusal(
+        _ if channels::owner(channel_name) != Some(jwt_merchant.as_str()) => Err(refuse(
             StatusCode::FORBIDDEN,
             "not_your_channel",
             format!("{channel_name} is not a channel of merchant {jwt_merchant}"),
-        ),
+        )),
         ChannelKind::Presence => {
             let channel_data = json!({"user_id": jwt_merchant}).to_string();
             let signature = auth::sign_presence(&app, socket_id, channel_name, &channel_data);
-            Json(json!({"auth": signature, "channel_data": channel_data})).into_response()
+            Ok(json!({"auth": signature, "channel_data": channel_data}))
         }
-        _ => {
-            Json(json!({"auth": auth::sign_private(&app, socket_id, channel_name)})).into_response()
-        }
+        _ => Ok(json!({"auth": auth::sign_private(&app, socket_id, channel_name)})),
     }
 }
 

@@ -2,20 +2,20 @@
 //! HTTP API (`/apps/{app_id}/...`), so pusher-js and the Pusher server libraries work
 //! unchanged.
 
+mod app_auth;
 pub mod auth;
 pub mod frames;
 mod http_api;
+mod merchant_api;
 mod merchant_auth;
 pub mod request_auth;
 pub mod socket;
+pub mod wire_format;
 
 use axum::Router;
 use axum::routing::get;
 
-use crate::core::EncodingSlot;
 use crate::http::HttpState;
-
-pub(crate) const PUSHER_JSON: EncodingSlot = crate::protocols::PUSHER_JSON_SLOT;
 
 /// Close codes and `pusher:error` codes, as Pusher defines them.
 pub mod codes {
@@ -41,6 +41,7 @@ pub(crate) fn routes() -> Router<HttpState> {
     Router::new()
         .route("/app/{key}", get(socket::upgrade))
         .merge(http_api::routes())
+        .merge(merchant_api::routes())
         .route(
             "/v1/websocket/auth",
             axum::routing::post(merchant_auth::authorize),

@@ -17,20 +17,20 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 
 use super::auth::{self, AuthError};
+use super::codes;
 use super::frames::{self, ClientFrame, SigninData, SubscribeData, UnsubscribeData};
-use super::{PUSHER_JSON, codes};
+use super::wire_format::{WireFormat, json_frame};
 use crate::core::channel::{self, ChannelKind, SERVER_TO_USER_PREFIX};
 use crate::core::outbox::{CacheState, Drain, Outbound};
 use crate::core::presence::Member;
-use crate::core::{
-    App, Core, Disconnect, NewPublication, OpenError, Publication, Session, SubscribeError,
-};
-use crate::http::HttpState;
+use crate::core::{App, Core, Disconnect, NewPublication, OpenError, Session, SubscribeError};
+use crate::http::{ApiError, HttpState};
 
 /// Read buffer per socket: client frames are small, and idle sockets are the common case.
 /// Every socket keeps this much allocated for its whole life, so it is most of an idle
@@ -48,8 +48,15 @@ pub(crate) async fn upgrade(
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let format = match WireFormat::from_headers(&headers) {
+        Ok(format) => format,
+        Err(message) => {
+            return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response();
+        }
+    };
     let app = state.core.apps.by_key(&key).cloned();
     // Frames up to twice the app's limit are read and answered with an error; anything
     // larger is cut off by the WebSocket layer before it is buffered.
@@ -65,15 +72,13 @@ pub(crate) async fn upgrade(
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| async move {
             let _in_flight = in_flight;
-            serve(
-                socket,
-                core,
-                app,
+            let handshake = Handshake {
                 key,
-                query.get("protocol").cloned(),
+                protocol: query.get("protocol").cloned(),
                 remote,
-            )
-            .await;
+                format,
+            };
+            serve(socket, core, app, handshake).await;
         })
 }
 
@@ -90,20 +95,27 @@ fn check_protocol(protocol: Option<&str>) -> Result<(), (u16, &'static str)> {
     }
 }
 
-async fn serve(
-    mut ws: WebSocket,
-    core: Arc<Core>,
-    app: Option<Arc<App>>,
+/// What the upgrade request said, carried into the connection task.
+struct Handshake {
     key: String,
     protocol: Option<String>,
     remote: SocketAddr,
-) {
+    format: WireFormat,
+}
+
+async fn serve(mut ws: WebSocket, core: Arc<Core>, app: Option<Arc<App>>, handshake: Handshake) {
+    let Handshake {
+        key,
+        protocol,
+        remote,
+        format,
+    } = handshake;
     let Some(app) = app else {
         let message = format!("App key {key} does not exist");
-        return refuse(&mut ws, codes::APP_NOT_FOUND, &message).await;
+        return refuse(&mut ws, format, codes::APP_NOT_FOUND, &message).await;
     };
     if let Err((code, message)) = check_protocol(protocol.as_deref()) {
-        return refuse(&mut ws, code, message).await;
+        return refuse(&mut ws, format, code, message).await;
     }
     let session = match core.open_session(&app, "pusher", remote) {
         Ok(session) => session,
@@ -114,7 +126,7 @@ async fn serve(
                 OpenError::OverCapacity => codes::OVER_CAPACITY,
                 OpenError::ShuttingDown => codes::RECONNECT,
             };
-            return refuse(&mut ws, code, &refusal.to_string()).await;
+            return refuse(&mut ws, format, code, &refusal.to_string()).await;
         }
     };
     let socket_id = session.connection().id.to_string();
@@ -124,6 +136,7 @@ async fn serve(
         activity_timeout: core.settings.activity_timeout,
         pong_timeout: core.settings.pong_timeout,
         ws,
+        format,
         session,
         app,
         last_seen: Instant::now(),
@@ -138,8 +151,8 @@ async fn serve(
 
 /// Sends the refusal as the first frame (pusher-js acts on a handshake `pusher:error`),
 /// then closes with the same code.
-async fn refuse(ws: &mut WebSocket, code: u16, message: &str) {
-    let notice = Message::Text(frames::error(Some(code), message).into());
+async fn refuse(ws: &mut WebSocket, format: WireFormat, code: u16, message: &str) {
+    let notice = format.message(frames::error(Some(code), message).into());
     let _ = tokio::time::timeout(CLOSE_GRACE, ws.send(notice)).await;
     close(ws, code, message).await;
 }
@@ -198,6 +211,7 @@ enum End {
 
 struct PusherSocket {
     ws: WebSocket,
+    format: WireFormat,
     session: Session,
     app: Arc<App>,
     socket_id: String,
@@ -281,7 +295,7 @@ impl PusherSocket {
     /// reading one pong timeout: without the bound a full socket buffer would park this
     /// task forever, keeping the connection's subscriptions and presence alive.
     async fn send(&mut self, frame: String) -> Result<(), End> {
-        let write = self.ws.send(Message::Text(frame.into()));
+        let write = self.ws.send(self.format.message(frame.into()));
         Self::bounded(self.pong_timeout, write).await
     }
 
@@ -321,13 +335,11 @@ impl PusherSocket {
                 // Publications are nearly every frame: written without the Vec that
                 // the rarer items need.
                 if let Outbound::Publication(publication) = item {
-                    self.ws
-                        .feed(Message::Text(event_frame(publication)))
-                        .await?;
+                    self.ws.feed(self.format.publication(publication)).await?;
                     continue;
                 }
                 for frame in encode(item) {
-                    self.ws.feed(Message::Text(frame)).await?;
+                    self.ws.feed(self.format.message(frame)).await?;
                 }
             }
             self.ws.flush().await
@@ -367,9 +379,9 @@ impl PusherSocket {
     }
 
     async fn on_message(&mut self, message: Message) -> Flow {
-        let bytes = match message {
-            Message::Text(text) => axum::body::Bytes::from(text),
-            Message::Binary(bytes) => bytes,
+        let (binary, bytes) = match message {
+            Message::Text(text) => (false, axum::body::Bytes::from(text)),
+            Message::Binary(bytes) => (true, bytes),
             Message::Ping(_) => {
                 // tungstenite queued the pong; make sure it leaves now.
                 return match self.flush().await {
@@ -396,13 +408,9 @@ impl PusherSocket {
             close(&mut self.ws, codes::MESSAGE_TOO_BIG, "Message too big").await;
             return Flow::Stop(End::Oversized);
         }
-        let frame: ClientFrame = match serde_json::from_slice(&bytes) {
+        let frame: ClientFrame = match self.format.decode(binary, &bytes) {
             Ok(frame) => frame,
-            Err(e) => {
-                let message =
-                    format!("Malformed message: expected a JSON object with an `event` ({e})");
-                return self.send_error(codes::MALFORMED, &message).await;
-            }
+            Err(message) => return self.send_error(codes::MALFORMED, &message).await,
         };
         match frame.event.as_str() {
             "pusher:ping" => self.reply(frames::pong()).await,
@@ -635,15 +643,10 @@ impl PusherSocket {
     }
 }
 
-/// A publication's event frame, encoded once and shared by every subscriber.
-fn event_frame(publication: &Publication) -> Utf8Bytes {
-    publication.encoded(PUSHER_JSON, |p| Utf8Bytes::from(frames::event(p)))
-}
-
 /// The Pusher frames for one queued item.
 fn encode(item: &Outbound) -> Vec<Utf8Bytes> {
     match item {
-        Outbound::Publication(publication) => vec![event_frame(publication)],
+        Outbound::Publication(publication) => vec![json_frame(publication)],
         Outbound::Subscribed(subscribed) => {
             let mut out = vec![
                 frames::subscription_succeeded(&subscribed.channel, subscribed.presence.as_ref())
@@ -651,7 +654,7 @@ fn encode(item: &Outbound) -> Vec<Utf8Bytes> {
             ];
             match &subscribed.cache {
                 CacheState::NotACacheChannel => {}
-                CacheState::Hit(last) => out.push(event_frame(last)),
+                CacheState::Hit(last) => out.push(json_frame(last)),
                 CacheState::Miss => out.push(frames::cache_miss(&subscribed.channel).into()),
             }
             out

@@ -1,0 +1,130 @@
+//! Proving a request comes from the app's own backend, which holds the app secret.
+//!
+//! Two forms, both checked against the secret without ever logging it:
+//! - Pusher request signing (`auth_key`, `auth_timestamp`, `auth_version`, `body_md5`,
+//!   `auth_signature` in the query): what the Pusher server libraries send. The Pusher
+//!   HTTP API accepts only this, as Pusher does.
+//! - HTTP Basic `app_key:app_secret`: for the simpler routes a backend calls with curl
+//!   or any HTTP client (`/v1/events`, the merchant admin API). Use it over TLS only.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, Method, Uri, header};
+use base64::Engine;
+use subtle::ConstantTimeEq;
+
+use super::request_auth;
+use crate::core::App;
+use crate::http::{ApiError, HttpState};
+
+/// Which credential forms a route accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Accepts {
+    SignatureOnly,
+    SignatureOrBasic,
+}
+
+/// One request's view of the caller, for [`authenticate`].
+pub(crate) struct Request<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The app the request proves itself to be. `app_id` is the id in the route's path, if
+/// it has one; without it the credentials' key names the app.
+pub(crate) fn authenticate(
+    state: &HttpState,
+    app_id: Option<&str>,
+    accepts: Accepts,
+    request: &Request<'_>,
+) -> Result<Arc<App>, ApiError> {
+    let basic = match accepts {
+        Accepts::SignatureOrBasic => basic_credentials(request.headers)?,
+        Accepts::SignatureOnly => None,
+    };
+    let app = match (basic, app_id) {
+        (Some((key, secret)), _) => {
+            let app = state
+                .core
+                .apps
+                .by_key(&key)
+                .filter(|app| app.secret().as_bytes().ct_eq(secret.as_bytes()).into())
+                .ok_or_else(|| ApiError::unauthorized("Invalid app key or secret"))?;
+            if app_id.is_some_and(|id| id != &*app.id) {
+                return Err(ApiError::unauthorized(
+                    "The credentials belong to another app",
+                ));
+            }
+            app.clone()
+        }
+        (None, Some(id)) => {
+            let app = state
+                .core
+                .apps
+                .by_id(id)
+                .ok_or_else(|| ApiError::not_found(format!("Unknown app id `{id}`")))?;
+            verify_signature(app, request)?;
+            app.clone()
+        }
+        (None, None) => {
+            let key = form_urlencoded::parse(request.uri.query().unwrap_or("").as_bytes())
+                .find(|(k, _)| k == "auth_key")
+                .map(|(_, v)| v.into_owned())
+                .ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "Missing credentials: use HTTP Basic app_key:app_secret or a Pusher request signature",
+                    )
+                })?;
+            let app = state
+                .core
+                .apps
+                .by_key(&key)
+                .ok_or_else(|| ApiError::unauthorized("Unknown auth_key"))?;
+            verify_signature(app, request)?;
+            app.clone()
+        }
+    };
+    if !app.enabled {
+        return Err(ApiError::forbidden("The app is disabled"));
+    }
+    Ok(app)
+}
+
+fn verify_signature(app: &App, request: &Request<'_>) -> Result<(), ApiError> {
+    request_auth::verify(
+        app,
+        request.method.as_str(),
+        request.uri.path(),
+        request.uri.query().unwrap_or(""),
+        request.body,
+        now_unix(),
+    )
+    .map_err(|e| ApiError::unauthorized(e.to_string()))
+}
+
+/// `Authorization: Basic base64(key:secret)`, if present. A Basic header that does not
+/// decode is an error rather than "no credentials", so a typo is reported as such.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let Some(encoded) = value.to_str().ok().and_then(|v| v.strip_prefix("Basic ")) else {
+        return Ok(None);
+    };
+    let malformed = || ApiError::unauthorized("Malformed Basic credentials");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| malformed())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (key, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+    Ok(Some((key.to_string(), secret.to_string())))
+}

@@ -1,0 +1,214 @@
+//! The app backend's merchant routes, authenticated with the app's own credentials
+//! (Pusher request signing, or HTTP Basic `app_key:app_secret`; see `app_auth.rs`):
+//!
+//! - the admin API for merchant API keys: create (the key is in this one answer and
+//!   nowhere else), list (never the key itself), revoke. Changes apply at once: every
+//!   auth request looks the key up in the store.
+//!   `POST /apps/{app_id}/merchants/{merchant_id}/keys`,
+//!   `GET /apps/{app_id}/merchants/{merchant_id}/keys`, `GET /apps/{app_id}/keys`,
+//!   `DELETE /apps/{app_id}/keys/{key_id}`;
+//! - `POST /v1/events` `{merchant_id, kind, event, data}`: the simple way for a backend to
+//!   publish to a merchant. It lands on `private-{kind}.{merchant_id}`, the very channel
+//!   the Pusher HTTP API would publish to, through the same core publish path.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::app_auth::{self, Accepts};
+use crate::core::{App, NewPublication};
+use crate::http::{ApiError, HttpState};
+use crate::merchants::{StoreError, channels};
+
+pub(super) fn routes() -> Router<HttpState> {
+    Router::new()
+        .route(
+            "/apps/{app_id}/merchants/{merchant_id}/keys",
+            post(create_key).get(list_merchant_keys),
+        )
+        .route("/apps/{app_id}/keys", get(list_keys))
+        .route("/apps/{app_id}/keys/{key_id}", delete(revoke_key))
+        .route("/v1/events", post(publish_event))
+}
+
+/// The parts of a request `app_auth` needs, taken whole so every handler reads alike.
+struct Call {
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Call {
+    fn app(&self, state: &HttpState, app_id: Option<&str>) -> Result<Arc<App>, ApiError> {
+        let request = app_auth::Request {
+            method: &self.method,
+            uri: &self.uri,
+            headers: &self.headers,
+            body: &self.body,
+        };
+        app_auth::authenticate(state, app_id, Accepts::SignatureOrBasic, &request)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for Call {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let OriginalUri(uri) = OriginalUri::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let (method, headers) = (parts.method.clone(), parts.headers.clone());
+        let body = Bytes::from_request(axum::extract::Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Call {
+            method,
+            uri,
+            headers,
+            body,
+        })
+    }
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::BadMerchantId(_) => ApiError::bad_request(e.to_string()),
+        StoreError::Database(_) => {
+            tracing::error!("{e}");
+            ApiError::unavailable("merchant store unavailable")
+        }
+    }
+}
+
+async fn create_key(
+    State(state): State<HttpState>,
+    Path((app_id, merchant_id)): Path<(String, String)>,
+    call: Call,
+) -> Result<Response, ApiError> {
+    let app = call.app(&state, Some(&app_id))?;
+    let key = state
+        .merchants
+        .store
+        .create_key(&app.id, &merchant_id)
+        .await
+        .map_err(store_error)?;
+    tracing::info!(app = %app.id, merchant = %key.merchant_id, key_id = %key.key_id, "API key created");
+    Ok((StatusCode::CREATED, Json(key)).into_response())
+}
+
+async fn list_merchant_keys(
+    State(state): State<HttpState>,
+    Path((app_id, merchant_id)): Path<(String, String)>,
+    call: Call,
+) -> Result<Json<Value>, ApiError> {
+    let app = call.app(&state, Some(&app_id))?;
+    list(&state, &app, Some(&merchant_id)).await
+}
+
+async fn list_keys(
+    State(state): State<HttpState>,
+    Path(app_id): Path<String>,
+    call: Call,
+) -> Result<Json<Value>, ApiError> {
+    let app = call.app(&state, Some(&app_id))?;
+    list(&state, &app, None).await
+}
+
+async fn list(
+    state: &HttpState,
+    app: &App,
+    merchant_id: Option<&str>,
+) -> Result<Json<Value>, ApiError> {
+    let keys = state
+        .merchants
+        .store
+        .list_keys(&app.id, merchant_id)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(json!({ "keys": keys })))
+}
+
+async fn revoke_key(
+    State(state): State<HttpState>,
+    Path((app_id, key_id)): Path<(String, String)>,
+    call: Call,
+) -> Result<Json<Value>, ApiError> {
+    let app = call.app(&state, Some(&app_id))?;
+    match state
+        .merchants
+        .store
+        .revoke_key(&app.id, &key_id)
+        .await
+        .map_err(store_error)?
+    {
+        Some(merchant_id) => {
+            tracing::info!(app = %app.id, merchant = %merchant_id, %key_id, "API key revoked");
+            Ok(Json(
+                json!({"key_id": key_id, "merchant_id": merchant_id, "revoked": true}),
+            ))
+        }
+        None => Err(ApiError::not_found(format!(
+            "No live key `{key_id}` in app {}",
+            app.id
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MerchantEvent {
+    merchant_id: String,
+    kind: String,
+    event: String,
+    data: Value,
+}
+
+async fn publish_event(
+    State(state): State<HttpState>,
+    call: Call,
+) -> Result<Json<Value>, ApiError> {
+    let app = call.app(&state, None)?;
+    let request: MerchantEvent = serde_json::from_slice(&call.body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "Expected JSON {{merchant_id, kind, event, data}}: {e}"
+        ))
+    })?;
+    let channel =
+        channels::private_channel(&request.kind, &request.merchant_id).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`kind` must be one of {} and `merchant_id` 1-64 letters, digits, `_` or `-`",
+                channels::KINDS.join(", ")
+            ))
+        })?;
+    if request.event.starts_with("pusher:") || request.event.starts_with("pusher_internal:") {
+        return Err(ApiError::bad_request(
+            "Event names starting with `pusher` are reserved",
+        ));
+    }
+    let data = match request.data {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let publication = NewPublication {
+        channel: channel.clone(),
+        event: request.event,
+        data,
+        ..Default::default()
+    };
+    state
+        .core
+        .publish(&app, publication)
+        .await
+        .map_err(super::http_api::publish_error)?;
+    Ok(Json(json!({ "channel": channel })))
+}

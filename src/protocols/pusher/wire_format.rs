@@ -1,0 +1,170 @@
+//! Which WebSocket frames a Pusher connection speaks, chosen by the handshake's
+//! `Content-Type` (seed 000: "use the Content-Type header to switch between text and
+//! binary message data frame").
+//!
+//! - `application/json` (or no header): Pusher's JSON in text frames, what pusher-js expects.
+//! - `application/octet-stream`: the very same JSON bytes, in binary frames.
+//! - `application/msgpack`: each frame's JSON object re-encoded as a MessagePack map with
+//!   the same keys and values (so `data` of an event is still a string holding JSON), in
+//!   binary frames.
+//!
+//! The message layer (`frames.rs`) stays JSON-only; this is the one place that turns a
+//! frame into WebSocket bytes and client bytes back into a frame. Publications are
+//! converted once per format and cached on the publication like the text frame.
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message, Utf8Bytes};
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use serde_json::Value;
+
+use super::frames::{self, ClientFrame};
+use crate::core::Publication;
+use crate::protocols::{PUSHER_BINARY_SLOT, PUSHER_JSON_SLOT, PUSHER_MSGPACK_SLOT};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    JsonText,
+    JsonBinary,
+    MsgPack,
+}
+
+/// The media types a client may ask for, for the refusal message.
+pub const SUPPORTED: &str = "application/json, application/octet-stream, application/msgpack";
+
+impl WireFormat {
+    /// Reads the handshake's `Content-Type`; parameters (`; charset=utf-8`) are ignored.
+    /// An unknown type is an error rather than a silent fallback to JSON, so a client that
+    /// expects binary frames finds out at once.
+    pub fn from_headers(headers: &HeaderMap) -> Result<WireFormat, String> {
+        let Some(value) = headers.get(CONTENT_TYPE) else {
+            return Ok(WireFormat::JsonText);
+        };
+        let media_type = value
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match media_type.as_str() {
+            "" | "application/json" | "text/plain" => Ok(WireFormat::JsonText),
+            "application/octet-stream" => Ok(WireFormat::JsonBinary),
+            "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
+                Ok(WireFormat::MsgPack)
+            }
+            other => Err(format!(
+                "Unsupported Content-Type `{other}`; use one of {SUPPORTED}"
+            )),
+        }
+    }
+
+    /// A control frame (JSON text from `frames.rs`) as this format's message.
+    pub fn message(self, json: Utf8Bytes) -> Message {
+        match self {
+            WireFormat::JsonText => Message::Text(json),
+            WireFormat::JsonBinary => Message::Binary(Bytes::from(json)),
+            WireFormat::MsgPack => Message::Binary(json_to_msgpack(json.as_str())),
+        }
+    }
+
+    /// A publication's event frame in this format, encoded once per publication.
+    pub fn publication(self, publication: &Publication) -> Message {
+        match self {
+            WireFormat::JsonText => Message::Text(json_frame(publication)),
+            WireFormat::JsonBinary => Message::Binary(
+                publication.encoded(PUSHER_BINARY_SLOT, |p| Bytes::from(json_frame(p))),
+            ),
+            WireFormat::MsgPack => Message::Binary(
+                publication.encoded(PUSHER_MSGPACK_SLOT, |p| json_to_msgpack(&json_frame(p))),
+            ),
+        }
+    }
+
+    /// Parses a client frame. Text frames are always JSON; binary frames are JSON, or
+    /// MessagePack on a MessagePack connection.
+    pub fn decode(self, message_is_binary: bool, bytes: &[u8]) -> Result<ClientFrame, String> {
+        if message_is_binary && self == WireFormat::MsgPack {
+            rmp_serde::from_slice(bytes).map_err(|e| {
+                format!("Malformed message: expected a MessagePack map with an `event` ({e})")
+            })
+        } else {
+            serde_json::from_slice(bytes).map_err(|e| {
+                format!("Malformed message: expected a JSON object with an `event` ({e})")
+            })
+        }
+    }
+}
+
+/// The JSON text frame of a publication, shared by every text subscriber.
+pub fn json_frame(publication: &Publication) -> Utf8Bytes {
+    publication.encoded(PUSHER_JSON_SLOT, |p| Utf8Bytes::from(frames::event(p)))
+}
+
+fn json_to_msgpack(json: &str) -> Bytes {
+    // Our frames are always valid JSON objects, so neither step fails in practice; an
+    // empty map is still a well-formed MessagePack value if one ever did.
+    let value: Value = serde_json::from_str(json).unwrap_or(Value::Object(Default::default()));
+    Bytes::from(rmp_serde::to_vec_named(&value).unwrap_or_else(|_| vec![0x80]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn format_for(content_type: Option<&str>) -> Result<WireFormat, String> {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = content_type {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+        }
+        WireFormat::from_headers(&headers)
+    }
+
+    #[test]
+    fn content_type_chooses_the_format() {
+        assert_eq!(format_for(None), Ok(WireFormat::JsonText));
+        assert_eq!(
+            format_for(Some("application/json; charset=utf-8")),
+            Ok(WireFormat::JsonText)
+        );
+        assert_eq!(
+            format_for(Some("Application/Octet-Stream")),
+            Ok(WireFormat::JsonBinary)
+        );
+        assert_eq!(
+            format_for(Some("application/msgpack")),
+            Ok(WireFormat::MsgPack)
+        );
+        assert!(format_for(Some("application/xml")).is_err());
+    }
+
+    #[test]
+    fn msgpack_frames_carry_the_json_frame_keys_and_values() {
+        let Message::Binary(bytes) =
+            WireFormat::MsgPack.message(r#"{"event":"e","channel":"c","data":"{\"a\":1}"}"#.into())
+        else {
+            panic!("msgpack frames are binary");
+        };
+        let back: Value = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(
+            back,
+            serde_json::json!({"event": "e", "channel": "c", "data": "{\"a\":1}"})
+        );
+    }
+
+    #[test]
+    fn msgpack_client_frames_are_decoded() {
+        let frame = serde_json::json!({"event": "pusher:subscribe", "data": {"channel": "x"}});
+        let bytes = rmp_serde::to_vec_named(&frame).unwrap();
+        let decoded = WireFormat::MsgPack.decode(true, &bytes).unwrap();
+        assert_eq!(decoded.event, "pusher:subscribe");
+        // A MessagePack connection still accepts JSON text frames.
+        let text = WireFormat::MsgPack
+            .decode(false, br#"{"event":"pusher:ping"}"#)
+            .unwrap();
+        assert_eq!(text.event, "pusher:ping");
+        assert!(WireFormat::JsonBinary.decode(true, &bytes).is_err());
+    }
+}

@@ -1,0 +1,377 @@
+//! The app backend's side of merchant accounts: the key admin API and CLI, `/v1/events`,
+//! failed-attempt throttling, and JWT keys from a JWKS URL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+
+const JWT_SECRET: &str = "merchant-jwt-secret-0123456789";
+
+fn config(extra: &str) -> String {
+    format!(
+        r#"
+bind = "127.0.0.1:0"
+{extra}
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+[apps.jwt]
+algorithm = "HS256"
+secret = "{JWT_SECRET}"
+[[apps]]
+id = "2"
+key = "other-key"
+secret = "other-secret"
+"#
+    )
+}
+
+fn jwt(merchant: &str) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"merchant_id": merchant, "exp": now() + 60}),
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+async fn merchant_auth(server: &TestServer, token: &str, api_key: &str, channel: &str) -> u16 {
+    http()
+        .post(server.url("/v1/websocket/auth"))
+        .bearer_auth(token)
+        .header("x-api-key", api_key)
+        .json(&json!({"socket_id": "1.2", "channel_name": channel}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn keys_are_created_listed_and_revoked_through_the_admin_api() {
+    let server = TestServer::with_config(&config("")).await;
+
+    // HTTP Basic with the app's key and secret (curl -u app-key:app-secret).
+    let (status, created) = server
+        .basic_request("POST", "/apps/1/merchants/merchant_001/keys", None)
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let api_key = created["api_key"].as_str().unwrap().to_string();
+    let key_id = created["key_id"].as_str().unwrap().to_string();
+    assert!(api_key.starts_with("prk_"));
+    assert_eq!(
+        merchant_auth(
+            &server,
+            &jwt("merchant_001"),
+            &api_key,
+            "private-merchant.merchant_001"
+        )
+        .await,
+        200
+    );
+
+    // Pusher request signing works too; listings never show the key.
+    let (status, listed) = server
+        .api("GET", "/apps/1/merchants/merchant_001/keys", &[], None)
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["keys"][0]["key_id"], key_id.as_str());
+    assert!(!listed.to_string().contains(&api_key), "{listed}");
+    let (_, all) = server.basic_request("GET", "/apps/1/keys", None).await;
+    assert_eq!(all["keys"].as_array().unwrap().len(), 1);
+
+    // Revocation applies at once, without a restart.
+    let (status, revoked) = server
+        .api("DELETE", &format!("/apps/1/keys/{key_id}"), &[], None)
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["merchant_id"], "merchant_001");
+    assert_eq!(
+        merchant_auth(
+            &server,
+            &jwt("merchant_001"),
+            &api_key,
+            "private-merchant.merchant_001"
+        )
+        .await,
+        401
+    );
+    let (status, _) = server
+        .basic_request("DELETE", &format!("/apps/1/keys/{key_id}"), None)
+        .await;
+    assert_eq!(status, 404, "a revoked key cannot be revoked again");
+
+    // Wrong secret, another app's credentials, no credentials, a bad merchant id.
+    let status = http()
+        .post(server.url("/apps/1/merchants/m/keys"))
+        .basic_auth("app-key", Some("wrong-secret"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+    let status = http()
+        .post(server.url("/apps/1/merchants/m/keys"))
+        .basic_auth("other-key", Some("other-secret"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401, "app 2's credentials cannot manage app 1");
+    let (status, _) = server
+        .raw_request("POST", "/apps/1/merchants/m/keys", Vec::new())
+        .await;
+    assert_eq!(status, 401);
+    let (status, body) = server
+        .basic_request("POST", "/apps/1/merchants/bad.id/keys", None)
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn v1_events_and_the_pusher_api_land_on_the_same_merchant_channel() {
+    let server = TestServer::with_config(&config("")).await;
+    let (mut client, socket_id) = server.connect_established().await;
+    let channel = "private-payments.m1";
+    client
+        .subscribe_with(channel, &private_auth(&socket_id, channel), None)
+        .await;
+    client.event("pusher_internal:subscription_succeeded").await;
+
+    let event = json!({"merchant_id": "m1", "kind": "payments", "event": "payment.updated", "data": {"status": "paid"}});
+    let (status, reply) = server
+        .basic_request("POST", "/v1/events", Some(&event))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply, json!({"channel": channel}));
+    let got = client.event("payment.updated").await;
+    assert_eq!(got["channel"], channel);
+    assert_eq!(got["data"], r#"{"status":"paid"}"#);
+
+    // The same channel through the Pusher HTTP API.
+    server.trigger(channel, "payment.refunded", "{}").await;
+    assert_eq!(client.event("payment.refunded").await["channel"], channel);
+
+    // Refusals: bad kind, reserved name, oversized data, no credentials.
+    let bad_kind = json!({"merchant_id": "m1", "kind": "wallets", "event": "e", "data": {}});
+    assert_eq!(
+        server
+            .basic_request("POST", "/v1/events", Some(&bad_kind))
+            .await
+            .0,
+        400
+    );
+    let reserved =
+        json!({"merchant_id": "m1", "kind": "payments", "event": "pusher:x", "data": {}});
+    assert_eq!(
+        server
+            .basic_request("POST", "/v1/events", Some(&reserved))
+            .await
+            .0,
+        400
+    );
+    let huge =
+        json!({"merchant_id": "m1", "kind": "payments", "event": "e", "data": "x".repeat(20_000)});
+    assert_eq!(
+        server
+            .basic_request("POST", "/v1/events", Some(&huge))
+            .await
+            .0,
+        413
+    );
+    let (status, _) = server
+        .raw_request("POST", "/v1/events", serde_json::to_vec(&event).unwrap())
+        .await;
+    assert_eq!(status, 401);
+    client.silent_for(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn failed_attempts_are_throttled_per_key_and_per_address() {
+    let server = TestServer::with_config(&config("auth_failures_per_minute = 3")).await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "m1")
+        .await
+        .unwrap();
+    let good = jwt("m1");
+    for _ in 0..3 {
+        assert_eq!(
+            merchant_auth(
+                &server,
+                &good,
+                &key.api_key,
+                "private-merchant.someone_else"
+            )
+            .await,
+            403
+        );
+    }
+    // The limit is reached: even good credentials from this address wait.
+    let response = http()
+        .post(server.url("/v1/websocket/auth"))
+        .bearer_auth(&good)
+        .header("x-api-key", &key.api_key)
+        .json(&json!({"socket_id": "1.2", "channel_name": "private-merchant.m1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after));
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("Too many"),
+        "{body}"
+    );
+
+    // Malformed requests do not count: a fresh node, three 400s, then a success.
+    let server = TestServer::with_config(&config("auth_failures_per_minute = 3")).await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "m1")
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        let status = http()
+            .post(server.url("/v1/websocket/auth"))
+            .bearer_auth(&good)
+            .header("x-api-key", &key.api_key)
+            .body("not json")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 400);
+    }
+    assert_eq!(
+        merchant_auth(&server, &good, &key.api_key, "private-merchant.m1").await,
+        200
+    );
+}
+
+/// A JWKS endpoint on loopback whose key set the test can change.
+async fn jwks_server(set: std::sync::Arc<parking_lot::Mutex<JwkSet>>) -> std::net::SocketAddr {
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let set = set.clone();
+            async move { axum::Json(set.lock().clone()) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+fn rsa_key(kid: &str) -> (EncodingKey, Jwk) {
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/jwt/rs256-private.pem"
+    ))
+    .unwrap();
+    let key = EncodingKey::from_rsa_pem(&pem).unwrap();
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some(kid.to_string());
+    (key, jwk)
+}
+
+fn rs_token(key: &EncodingKey, kid: &str, merchant: &str) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_string());
+    encode(
+        &header,
+        &json!({"merchant_id": merchant, "exp": now() + 60}),
+        key,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn jwt_keys_come_from_a_jwks_url_and_follow_its_rotation() {
+    let (key, jwk_a) = rsa_key("key-a");
+    let set = std::sync::Arc::new(parking_lot::Mutex::new(JwkSet { keys: vec![jwk_a] }));
+    let jwks = jwks_server(set.clone()).await;
+    let server = TestServer::with_config(&format!(
+        r#"
+bind = "127.0.0.1:0"
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+[apps.jwt]
+algorithm = "RS256"
+jwks_url = "http://{jwks}/jwks.json"
+jwks_refresh_secs = 1
+"#
+    ))
+    .await;
+    let api_key = server
+        .merchants()
+        .store
+        .create_key("1", "m1")
+        .await
+        .unwrap()
+        .api_key;
+    let channel = "private-merchant.m1";
+    assert_eq!(
+        merchant_auth(&server, &rs_token(&key, "key-a", "m1"), &api_key, channel).await,
+        200
+    );
+    assert_eq!(
+        merchant_auth(&server, &rs_token(&key, "key-b", "m1"), &api_key, channel).await,
+        401,
+        "a kid the set does not hold"
+    );
+
+    // The provider rotates to key-b; the node picks it up without a restart.
+    let (_, jwk_b) = rsa_key("key-b");
+    *set.lock() = JwkSet { keys: vec![jwk_b] };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        merchant_auth(&server, &rs_token(&key, "key-b", "m1"), &api_key, channel).await,
+        200
+    );
+    assert_eq!(
+        merchant_auth(&server, &rs_token(&key, "key-a", "m1"), &api_key, channel).await,
+        401,
+        "the retired key no longer verifies"
+    );
+}
+
+#[tokio::test]
+async fn a_jwks_url_that_does_not_answer_stops_start_up() {
+    let config = payrelay::config::Config::parse(
+        r#"
+bind = "127.0.0.1:0"
+database_url = "sqlite::memory:"
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+[apps.jwt]
+algorithm = "ES256"
+jwks_url = "http://127.0.0.1:9/jwks.json"
+"#,
+    )
+    .unwrap();
+    let error = payrelay::server::Server::bind(config)
+        .await
+        .err()
+        .expect("start-up fails");
+    assert!(format!("{error:#}").contains("jwks_url"), "{error:#}");
+}
