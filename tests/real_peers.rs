@@ -8,7 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, now};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::json;
 use tokio::process::Command;
 
 const PEER_TIMEOUT: Duration = Duration::from_secs(90);
@@ -37,7 +39,12 @@ fn require_node_modules() {
 
 /// Runs a peer script against `server` and fails the test with its output if it fails.
 async fn run_peer(server: &TestServer, program: &Path, script: &str) {
+    run_peer_with(server, program, script, &[]).await;
+}
+
+async fn run_peer_with(server: &TestServer, program: &Path, script: &str, env: &[(&str, String)]) {
     let mut command = Command::new(program);
+    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     command
         .arg(repo().join("tests/peers").join(script))
         .current_dir(repo().join("tests/peers"))
@@ -74,4 +81,47 @@ async fn pypi_pusher_library_reads_channels_and_sees_refusals() {
     let server = TestServer::start().await;
     let python = python();
     run_peer(&server, &python, "pusher_py_channels.py").await;
+}
+
+#[tokio::test]
+async fn pusher_js_custom_authorizer_calls_the_merchant_auth_endpoint() {
+    require_node_modules();
+    const JWT_SECRET: &str = "merchant-jwt-secret-0123456789";
+    let server = TestServer::with_settings(
+        "",
+        "[apps.jwt]\nalgorithm = \"HS256\"\nsecret = \"merchant-jwt-secret-0123456789\"",
+    )
+    .await;
+    let store = &server.merchants().store;
+    let good = store.create_key("1", "merchant_001").await.unwrap();
+    let revoked = store.create_key("1", "merchant_001").await.unwrap();
+    store.revoke_key("1", &revoked.key_id).await.unwrap();
+    let other = store.create_key("1", "merchant_002").await.unwrap();
+    let jwt = |exp_offset: i64| {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"merchant_id": "merchant_001", "exp": now() + exp_offset}),
+            &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let b64 = |v: serde_json::Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let alg_none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(json!({"merchant_id": "merchant_001", "exp": now() + 60}))
+    );
+    let env = [
+        ("PAYRELAY_MERCHANT", "merchant_001".to_string()),
+        ("PAYRELAY_JWT", jwt(300)),
+        ("PAYRELAY_API_KEY", good.api_key),
+        ("PAYRELAY_JWT_EXPIRED", jwt(-300)),
+        ("PAYRELAY_JWT_ALG_NONE", alg_none),
+        ("PAYRELAY_API_KEY_REVOKED", revoked.api_key),
+        ("PAYRELAY_API_KEY_OTHER", other.api_key),
+    ];
+    run_peer_with(&server, Path::new("node"), "pusher_js_merchant.mjs", &env).await;
 }
