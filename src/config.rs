@@ -93,6 +93,13 @@ pub struct Config {
     /// minute before further attempts get 429 until the minute is over.
     #[serde(default = "defaults::auth_failures_per_minute")]
     pub auth_failures_per_minute: u32,
+    /// Redis (`redis://host:port/db`): when set, access tokens of the plain JSON protocol
+    /// are read from (and minted into) Redis instead of the SQLite file.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Prefix of access-token keys in Redis (see `src/tokens/redis.rs` for the layout).
+    #[serde(default = "defaults::redis_token_prefix")]
+    pub redis_token_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +141,49 @@ pub struct AppConfig {
     /// the merchant auth endpoint refuses every request for this app.
     #[serde(default)]
     pub jwt: Option<crate::merchants::JwtConfig>,
+    /// The plain JSON protocol (`/api/v1/ws`, `[apps.plain]`).
+    #[serde(default)]
+    pub plain: PlainConfig,
+}
+
+/// `[apps.plain]`: the plain JSON channel protocol of seed 002.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlainConfig {
+    /// When false, `/api/v1/ws` answers 503 for this app's users.
+    #[serde(default = "defaults::yes")]
+    pub websocket_enabled: bool,
+    /// Browser origins allowed to connect: exact (`https://app.example.com`) or a
+    /// subdomain pattern (`https://*.example.com`). Empty = any origin. Requests without
+    /// an `Origin` header (mobile apps, servers) are not browsers and are let through.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Channels that reach every user of the app (`settings` is subscribed on connect).
+    #[serde(default = "defaults::global_channels")]
+    pub global_channels: Vec<String>,
+    /// Channels whose events reach only the user they are published for.
+    #[serde(default = "defaults::user_channels")]
+    pub user_channels: Vec<String>,
+    /// Sockets one user may hold; a newer one closes the oldest beyond this (4409).
+    #[serde(default = "defaults::one")]
+    pub max_sockets_per_user: usize,
+    /// How often an open socket's token is looked up again, so a token revoked directly
+    /// in the store (not through the API) closes its sockets too.
+    #[serde(default = "defaults::token_recheck")]
+    pub token_recheck_secs: u64,
+    /// Malformed messages a socket may send before it is closed (4400).
+    #[serde(default = "defaults::max_invalid_messages")]
+    pub max_invalid_messages: u32,
+    /// The seed's unauthenticated `GET /api/v1/ws/test?user_id=` route. Never enable it in
+    /// production.
+    #[serde(default)]
+    pub enable_test_route: bool,
+}
+
+impl Default for PlainConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("the default plain config is valid")
+    }
 }
 
 mod defaults {
@@ -150,6 +200,34 @@ mod defaults {
     }
     pub fn auth_failures_per_minute() -> u32 {
         20
+    }
+    pub fn global_channels() -> Vec<String> {
+        vec!["settings".into()]
+    }
+    pub fn user_channels() -> Vec<String> {
+        [
+            "notification.events",
+            "payment_order.events",
+            "card.events",
+            "card.create.events",
+            "card.withdraw.events",
+            "kyc.events",
+            "mobile.force.logout",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+    pub fn one() -> usize {
+        1
+    }
+    pub fn token_recheck() -> u64 {
+        30
+    }
+    pub fn max_invalid_messages() -> u32 {
+        10
+    }
+    pub fn redis_token_prefix() -> String {
+        "payrelay:token:".into()
     }
     pub fn database_url() -> String {
         "sqlite://payrelay.db".into()
@@ -279,6 +357,20 @@ impl Config {
                 ));
             }
         }
+        if self.redis_token_prefix.contains(['*', '?', '[', ']', '\\']) {
+            return Err(invalid(
+                "redis_token_prefix",
+                "must not contain Redis glob characters (* ? [ ] \\)",
+            ));
+        }
+        if let Some(url) = &self.redis_url
+            && !url.starts_with("redis://")
+        {
+            return Err(invalid(
+                "redis_url",
+                "must start with redis:// (TLS is not built in)",
+            ));
+        }
         if self.outbound_queue_size < 16 {
             return Err(invalid("outbound_queue_size", "must be at least 16"));
         }
@@ -343,6 +435,57 @@ fn is_url_safe_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+impl PlainConfig {
+    fn validate(&self, at: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let channel_ok = |c: &String| {
+            !c.is_empty()
+                && c.len() <= 64
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        };
+        for (field, list) in [
+            ("global_channels", &self.global_channels),
+            ("user_channels", &self.user_channels),
+        ] {
+            if let Some(bad) = list.iter().find(|c| !channel_ok(c)) {
+                return Err(invalid(
+                    at(field),
+                    format!("`{bad}` must be 1-64 letters, digits, `_`, `-` or `.`"),
+                ));
+            }
+        }
+        if let Some(both) = self
+            .global_channels
+            .iter()
+            .find(|c| self.user_channels.contains(c))
+        {
+            return Err(invalid(
+                at("user_channels"),
+                format!("`{both}` is also a global channel"),
+            ));
+        }
+        if self.max_sockets_per_user == 0 {
+            return Err(invalid(at("max_sockets_per_user"), "must be at least 1"));
+        }
+        positive(&at("token_recheck_secs"), self.token_recheck_secs)?;
+        positive(
+            &at("max_invalid_messages"),
+            u64::from(self.max_invalid_messages),
+        )?;
+        if let Some(bad) = self
+            .allowed_origins
+            .iter()
+            .find(|o| !(o.starts_with("https://") || o.starts_with("http://")))
+        {
+            return Err(invalid(
+                at("allowed_origins"),
+                format!("`{bad}` must start with https:// or http://"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl AppConfig {
     pub fn development() -> Self {
         toml::from_str("id = \"1\"\nkey = \"app-key\"\nsecret = \"app-secret\"")
@@ -365,6 +508,7 @@ impl AppConfig {
         if self.secret.expose().len() < 8 {
             return Err(invalid(at("secret"), "must be at least 8 characters"));
         }
+        self.plain.validate(&|f: &str| at(&format!("plain.{f}")))?;
         if let Some(jwt) = &self.jwt {
             crate::merchants::JwtVerifier::new(jwt)
                 .map_err(|e| invalid(at("jwt"), e.to_string()))?;

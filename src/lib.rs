@@ -15,3 +15,4 @@ pub mod sandbox;
 pub mod server;
 pub mod signing;
 pub mod telemetry;
+pub mod tokens;

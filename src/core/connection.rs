@@ -21,6 +21,9 @@ pub struct Connection {
     pub connected_at: SystemTime,
     pub outbox: Outbox,
     user_id: OnceLock<Arc<str>>,
+    /// An id of the credential the connection was opened with (never the credential
+    /// itself), so revoking it can close exactly these connections.
+    credential: OnceLock<Arc<str>>,
     subscriptions: AtomicUsize,
 }
 
@@ -40,6 +43,7 @@ impl Connection {
             connected_at: SystemTime::now(),
             outbox: Outbox::new(queue_capacity),
             user_id: OnceLock::new(),
+            credential: OnceLock::new(),
             subscriptions: AtomicUsize::new(0),
         }
     }
@@ -51,6 +55,15 @@ impl Connection {
 
     pub(crate) fn set_user_id(&self, user_id: Arc<str>) -> Result<(), Arc<str>> {
         self.user_id.set(user_id)
+    }
+
+    pub fn credential(&self) -> Option<&Arc<str>> {
+        self.credential.get()
+    }
+
+    /// Records the credential id once, when the connection is opened.
+    pub fn set_credential(&self, credential: Arc<str>) {
+        let _ = self.credential.set(credential);
     }
 
     pub fn subscription_count(&self) -> usize {

@@ -366,4 +366,42 @@ impl Hub {
         }
         conns.len()
     }
+
+    /// Closes the local connections of `user` that `which` selects; returns how many.
+    pub fn close_user_connections(
+        &self,
+        app: &Arc<str>,
+        user: &str,
+        which: &super::WhichConnections,
+        reason: Disconnect,
+    ) -> usize {
+        use super::WhichConnections;
+        let conns = self.user_connections(app, user);
+        let doomed: Vec<&Arc<Connection>> = match which {
+            WhichConnections::Protocol(protocol) => {
+                conns.iter().filter(|c| c.protocol == *protocol).collect()
+            }
+            WhichConnections::Credential(credential) => conns
+                .iter()
+                .filter(|c| c.credential() == Some(credential))
+                .collect(),
+            WhichConnections::OlderThan {
+                protocol,
+                newest,
+                keep,
+            } => {
+                let mut others: Vec<&Arc<Connection>> = conns
+                    .iter()
+                    .filter(|c| c.protocol == *protocol && c.id != *newest)
+                    .collect();
+                // Newest first; the newest `keep - 1` others stay beside `newest`.
+                others.sort_by_key(|c| std::cmp::Reverse(c.connected_at));
+                others.into_iter().skip(keep.saturating_sub(1)).collect()
+            }
+        };
+        for conn in &doomed {
+            conn.outbox.close(reason);
+        }
+        doomed.len()
+    }
 }

@@ -25,7 +25,9 @@ use dashmap::DashMap;
 use metrics::{Counter, Gauge, Histogram};
 
 pub use apps::{App, AppRegistry};
-pub use broker::{Broker, BrokerError, BrokerMessage, BrokerSink, InProcessBroker};
+pub use broker::{
+    Broker, BrokerError, BrokerMessage, BrokerSink, InProcessBroker, WhichConnections,
+};
 pub use connection::Connection;
 pub use hub::{ChannelStats, Hub};
 pub use outbox::{Disconnect, Outbound, Outbox};
@@ -155,6 +157,17 @@ impl BrokerSink for LocalDelivery {
                     .hub
                     .disconnect_user(&app_id, &user_id, Disconnect::Terminated);
                 tracing::info!(app = %app_id, closed, "terminated a user's connections");
+            }
+            BrokerMessage::CloseUserConnections {
+                app_id,
+                user_id,
+                which,
+                reason,
+            } => {
+                let closed = self
+                    .hub
+                    .close_user_connections(&app_id, &user_id, &which, reason);
+                tracing::debug!(app = %app_id, closed, ?reason, "closed a user's connections");
             }
         }
     }
@@ -310,6 +323,24 @@ impl Core {
             .publish(BrokerMessage::TerminateUser {
                 app_id: app.id.clone(),
                 user_id: Arc::from(user_id),
+            })
+            .await
+    }
+
+    /// Closes the connections of `user_id` that `which` selects, on every node.
+    pub async fn close_user_connections(
+        &self,
+        app: &App,
+        user_id: &str,
+        which: WhichConnections,
+        reason: Disconnect,
+    ) -> Result<(), BrokerError> {
+        self.broker
+            .publish(BrokerMessage::CloseUserConnections {
+                app_id: app.id.clone(),
+                user_id: Arc::from(user_id),
+                which,
+                reason,
             })
             .await
     }

@@ -1,6 +1,7 @@
 //! The node's HTTP surface: one axum router carrying every adapter's routes plus the
 //! operational endpoints (`/healthz`, `/readyz`, `/metrics`).
 
+pub mod app_auth;
 pub mod error;
 mod ops;
 

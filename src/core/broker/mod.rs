@@ -24,6 +24,30 @@ pub enum BrokerMessage {
         app_id: Arc<str>,
         user_id: Arc<str>,
     },
+    /// Close some of a user's connections, on every node (token revocation, one socket
+    /// per user, forced logout).
+    CloseUserConnections {
+        app_id: Arc<str>,
+        user_id: Arc<str>,
+        which: WhichConnections,
+        reason: super::Disconnect,
+    },
+}
+
+/// Which of a user's connections [`BrokerMessage::CloseUserConnections`] closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WhichConnections {
+    /// Every connection of one protocol.
+    Protocol(&'static str),
+    /// Connections opened with this credential id.
+    Credential(Arc<str>),
+    /// The oldest connections of one protocol beyond the newest `keep`, never `newest`
+    /// itself (a node enforces this over its own connections).
+    OlderThan {
+        protocol: &'static str,
+        newest: super::SocketId,
+        keep: usize,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,9 +17,9 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::app_auth;
 use crate::core::channel::{self, ChannelKind, is_presence_channel};
 use crate::core::{App, MAX_EVENT_NAME_LEN, NewPublication, PublishError, SocketId};
+use crate::http::app_auth;
 use crate::http::{ApiError, HttpState};
 
 pub(super) fn routes() -> Router<HttpState> {

@@ -23,8 +23,8 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::app_auth::{self, Accepts};
 use crate::core::{App, NewPublication};
+use crate::http::app_auth::{self, Accepts};
 use crate::http::{ApiError, HttpState};
 use crate::merchants::{StoreError, channels};
 

@@ -2,7 +2,6 @@
 //! HTTP API (`/apps/{app_id}/...`), so pusher-js and the Pusher server libraries work
 //! unchanged.
 
-mod app_auth;
 pub mod auth;
 pub mod frames;
 mod http_api;

@@ -14,19 +14,19 @@ use axum::http::{HeaderMap, Method, Uri, header};
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
-use super::request_auth;
 use crate::core::App;
 use crate::http::{ApiError, HttpState};
+use crate::protocols::pusher::request_auth;
 
 /// Which credential forms a route accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Accepts {
+pub enum Accepts {
     SignatureOnly,
     SignatureOrBasic,
 }
 
 /// One request's view of the caller, for [`authenticate`].
-pub(crate) struct Request<'a> {
+pub struct Request<'a> {
     pub method: &'a Method,
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
@@ -41,7 +41,7 @@ fn now_unix() -> i64 {
 
 /// The app the request proves itself to be. `app_id` is the id in the route's path, if
 /// it has one; without it the credentials' key names the app.
-pub(crate) fn authenticate(
+pub fn authenticate(
     state: &HttpState,
     app_id: Option<&str>,
     accepts: Accepts,
