@@ -167,6 +167,10 @@ pub struct PlainConfig {
     /// Sockets one user may hold; a newer one closes the oldest beyond this (4409).
     #[serde(default = "defaults::one")]
     pub max_sockets_per_user: usize,
+    /// Seconds between WebSocket pings; a socket silent for `pong_timeout_secs` after a
+    /// ping (or until the next ping, if sooner) is closed with 4408.
+    #[serde(default = "defaults::ping_interval")]
+    pub ping_interval_secs: u64,
     /// How often an open socket's token is looked up again, so a token revoked directly
     /// in the store (not through the API) closes its sockets too.
     #[serde(default = "defaults::token_recheck")]
@@ -219,6 +223,9 @@ mod defaults {
     }
     pub fn one() -> usize {
         1
+    }
+    pub fn ping_interval() -> u64 {
+        25
     }
     pub fn token_recheck() -> u64 {
         30
@@ -468,6 +475,9 @@ impl PlainConfig {
             return Err(invalid(at("max_sockets_per_user"), "must be at least 1"));
         }
         positive(&at("token_recheck_secs"), self.token_recheck_secs)?;
+        positive(&at("ping_interval_secs"), self.ping_interval_secs)?;
+        at_most(&at("ping_interval_secs"), self.ping_interval_secs, 3600)?;
+        at_most(&at("token_recheck_secs"), self.token_recheck_secs, 86400)?;
         positive(
             &at("max_invalid_messages"),
             u64::from(self.max_invalid_messages),

@@ -56,11 +56,15 @@ impl Server {
         let merchants = crate::merchants::Merchants::open(&config)
             .await
             .with_context(|| format!("cannot open the merchant store {}", config.database_url))?;
+        let tokens = crate::tokens::open(&config)
+            .await
+            .context("cannot open the access-token store")?;
         let state = HttpState {
             core: core.clone(),
             tracker: TaskTracker::new(),
             prometheus,
             merchants,
+            tokens,
         };
         if config.sandbox {
             tracing::warn!("sandbox mode: serving test-channel and simulated exchange rates");

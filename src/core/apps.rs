@@ -17,6 +17,8 @@ pub struct App {
     secret: Secret,
     pub enabled: bool,
     pub limits: AppLimits,
+    /// Settings of the plain JSON protocol adapter.
+    pub plain: crate::config::PlainConfig,
     /// Connections of this app currently open on this node.
     connections: AtomicUsize,
 }
@@ -52,6 +54,7 @@ impl App {
                 max_event_channels: config.max_event_channels,
                 max_batch_size: config.max_batch_size,
             },
+            plain: config.plain.clone(),
             connections: AtomicUsize::new(0),
         }
     }

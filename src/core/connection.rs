@@ -25,6 +25,8 @@ pub struct Connection {
     /// itself), so revoking it can close exactly these connections.
     credential: OnceLock<Arc<str>>,
     subscriptions: AtomicUsize,
+    /// Names of the subscribed channels, for diagnostics (`/api/v1/ws/connections`).
+    channel_names: parking_lot::Mutex<Vec<Arc<str>>>,
 }
 
 impl Connection {
@@ -44,6 +46,7 @@ impl Connection {
             outbox: Outbox::new(queue_capacity),
             user_id: OnceLock::new(),
             credential: OnceLock::new(),
+            channel_names: parking_lot::Mutex::new(Vec::new()),
             subscriptions: AtomicUsize::new(0),
         }
     }
@@ -68,6 +71,19 @@ impl Connection {
 
     pub fn subscription_count(&self) -> usize {
         self.subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// The channels this connection is subscribed to, as the core names them.
+    pub fn channels(&self) -> Vec<Arc<str>> {
+        self.channel_names.lock().clone()
+    }
+
+    pub(crate) fn note_subscribed(&self, channel: Arc<str>) {
+        self.channel_names.lock().push(channel);
+    }
+
+    pub(crate) fn note_unsubscribed(&self, channel: &str) {
+        self.channel_names.lock().retain(|c| &**c != channel);
     }
 
     pub(crate) fn add_subscriptions(&self, delta: isize) {

@@ -64,8 +64,11 @@ pub enum Disconnect {
 }
 
 impl Disconnect {
+    /// Whether frames queued before the close are still written. Only a slow consumer's
+    /// queue is dropped (it is the problem); a logout or replacement is announced after
+    /// whatever was published before it, such as the force-logout event itself.
     fn flushes_queue(self) -> bool {
-        matches!(self, Disconnect::Shutdown)
+        !matches!(self, Disconnect::SlowConsumer)
     }
 }
 
@@ -225,7 +228,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn shutdown_flushes_first_but_terminate_does_not() {
+    async fn closes_flush_first_except_for_a_slow_consumer() {
         let outbox = Outbox::new(8);
         outbox.push(frame(1));
         outbox.close(Disconnect::Shutdown);
@@ -238,13 +241,24 @@ mod tests {
             Drain::Close(Disconnect::Shutdown)
         );
 
+        // A logout is announced after what was published before it; the first reason wins.
         let outbox = Outbox::new(8);
         outbox.push(frame(1));
         outbox.close(Disconnect::Terminated);
         outbox.close(Disconnect::Shutdown);
+        assert_eq!(outbox.drain(&mut out).await, Drain::Frames);
+        out.clear();
         assert_eq!(
             outbox.drain(&mut out).await,
             Drain::Close(Disconnect::Terminated)
+        );
+
+        let outbox = Outbox::new(8);
+        outbox.push(frame(1));
+        outbox.close(Disconnect::SlowConsumer);
+        assert_eq!(
+            outbox.drain(&mut out).await,
+            Drain::Close(Disconnect::SlowConsumer)
         );
         assert!(out.is_empty());
     }

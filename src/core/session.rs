@@ -81,7 +81,9 @@ impl Session {
                 .hub
                 .subscribe(&self.conn, channel, member, limits.max_presence_members)?;
         if added {
-            self.channels.insert(Arc::from(channel), user);
+            let name: Arc<str> = Arc::from(channel);
+            self.conn.note_subscribed(name.clone());
+            self.channels.insert(name, user);
             self.conn.add_subscriptions(1);
             self.core.metrics.subscriptions.increment(1.0);
         }
@@ -93,6 +95,7 @@ impl Session {
             return false;
         }
         self.core.hub.unsubscribe(&self.conn, channel);
+        self.conn.note_unsubscribed(channel);
         self.conn.add_subscriptions(-1);
         self.core.metrics.subscriptions.decrement(1.0);
         true

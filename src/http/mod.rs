@@ -25,11 +25,14 @@ pub struct HttpState {
     pub prometheus: PrometheusHandle,
     /// Merchant accounts: the API key store and each app's JWT verifier.
     pub merchants: crate::merchants::Merchants,
+    /// Access tokens of app users (plain JSON protocol).
+    pub tokens: std::sync::Arc<dyn crate::tokens::TokenStore>,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .merge(protocols::pusher::routes())
+        .merge(protocols::plain::routes())
         .merge(ops::routes())
         .fallback(|| async { ApiError::not_found("No such route") })
         .with_state(state)

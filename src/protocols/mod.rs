@@ -5,6 +5,7 @@
 //! [`Publication`](crate::core::Publication)'s cache. They are all listed here so no two
 //! formats share one.
 
+pub mod plain;
 pub mod pusher;
 
 use crate::core::EncodingSlot;
@@ -15,3 +16,5 @@ pub const PUSHER_JSON_SLOT: EncodingSlot = EncodingSlot(0);
 pub const PUSHER_BINARY_SLOT: EncodingSlot = EncodingSlot(1);
 /// Pusher protocol, MessagePack in binary frames (`application/msgpack`).
 pub const PUSHER_MSGPACK_SLOT: EncodingSlot = EncodingSlot(2);
+/// Plain JSON protocol (`{"event","channel","data"}` with `data` as JSON).
+pub const PLAIN_JSON_SLOT: EncodingSlot = EncodingSlot(3);

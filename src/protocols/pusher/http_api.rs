@@ -198,7 +198,7 @@ fn validate_event(app: &App, request: EventRequest) -> Result<ValidEvent, ApiErr
     })
 }
 
-pub(super) fn publish_error(e: PublishError) -> ApiError {
+pub(crate) fn publish_error(e: PublishError) -> ApiError {
     match e {
         PublishError::DataTooLarge { .. } => ApiError::too_large(e.to_string()),
         PublishError::Broker(_) => ApiError::unavailable(e.to_string()),

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod frames;
 mod http_api;
+pub(crate) use http_api::publish_error;
 mod merchant_api;
 mod merchant_auth;
 pub mod request_auth;

@@ -1,0 +1,413 @@
+//! The backend's HTTP API for the plain protocol. Every route but the opt-in test route
+//! requires the app credentials (HTTP Basic `app_key:app_secret` or a Pusher request
+//! signature): the seed left `connections` and `test` open; here they are not.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::channels::{self, Scope};
+use super::envelope::{Refusal, ok};
+use super::{FORCE_LOGOUT_CHANNEL, FORCE_LOGOUT_EVENT, PROTOCOL};
+use crate::core::{App, Disconnect, NewPublication, WhichConnections};
+use crate::http::HttpState;
+use crate::http::app_auth::{self, Accepts};
+use crate::tokens;
+
+/// Longest token lifetime the API mints (30 days).
+const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+
+fn authenticate(
+    state: &HttpState,
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Arc<App>, Refusal> {
+    let request = app_auth::Request {
+        method,
+        uri,
+        headers,
+        body,
+    };
+    Ok(app_auth::authenticate(
+        state,
+        None,
+        Accepts::SignatureOrBasic,
+        &request,
+    )?)
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8], shape: &str) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("Expected JSON {shape}: {e}"),
+        )
+    })
+}
+
+fn store_unavailable(e: tokens::TokenError) -> Refusal {
+    match e {
+        tokens::TokenError::BadUserId(_) => Refusal::new(StatusCode::BAD_REQUEST, e.to_string()),
+        tokens::TokenError::Unavailable(_) => {
+            tracing::error!("{e}");
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "Token store unavailable")
+        }
+    }
+}
+
+fn broker_unavailable(e: impl std::fmt::Display) -> Refusal {
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventRequest {
+    #[serde(default)]
+    user_id: Option<Value>,
+    channel: String,
+    event: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// A user id as backends send it: a string, or a number (the seed's ids are numbers).
+fn user_id_of(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `POST /api/v1/events` `{user_id?, channel, event, data}`.
+pub(super) async fn publish(
+    State(state): State<HttpState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let app = authenticate(&state, &method, &uri, &headers, &body)?;
+    let request: EventRequest = parse(&body, "{user_id?, channel, event, data}")?;
+    let user_id = match &request.user_id {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            user_id_of(value)
+                .filter(|id| tokens::valid_user_id(id))
+                .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "Invalid `user_id`"))?,
+        ),
+    };
+    let core_channel = match (channels::scope(&app, &request.channel), &user_id) {
+        (None, _) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("Unknown channel `{}`", request.channel),
+            ));
+        }
+        (Some(Scope::Global), None) => channels::core_channel(Scope::Global, &request.channel, ""),
+        (Some(Scope::Global), Some(_)) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "A global channel reaches every user: omit `user_id`",
+            ));
+        }
+        (Some(Scope::User), Some(user)) => {
+            channels::core_channel(Scope::User, &request.channel, user)
+        }
+        (Some(Scope::User), None) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "A user channel needs the `user_id` it is for",
+            ));
+        }
+    };
+    if request.event.starts_with("pusher:") || request.event.starts_with("pusher_internal:") {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "Event names starting with `pusher` are reserved",
+        ));
+    }
+    let data = match request.data {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let publication = NewPublication {
+        channel: core_channel,
+        event: request.event,
+        data,
+        ..Default::default()
+    };
+    state.core.publish(&app, publication).await.map_err(|e| {
+        let api = crate::protocols::pusher::publish_error(e);
+        Refusal::new(api.status, api.message)
+    })?;
+    Ok(ok(StatusCode::OK, json!({"channel": request.channel})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintRequest {
+    user_id: Value,
+    #[serde(default = "default_ttl")]
+    ttl_secs: u64,
+}
+
+fn default_ttl() -> u64 {
+    24 * 3600
+}
+
+/// `POST /api/v1/tokens` `{user_id, ttl_secs?}`: mints an access token (shown once).
+pub(super) async fn mint_token(
+    State(state): State<HttpState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let app = authenticate(&state, &method, &uri, &headers, &body)?;
+    let request: MintRequest = parse(&body, "{user_id, ttl_secs?}")?;
+    let user_id = user_id_of(&request.user_id)
+        .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "Invalid `user_id`"))?;
+    if !(1..=MAX_TTL_SECS).contains(&request.ttl_secs) {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("`ttl_secs` must be 1 to {MAX_TTL_SECS}"),
+        ));
+    }
+    let minted = state
+        .tokens
+        .mint(&app.id, &user_id, Duration::from_secs(request.ttl_secs))
+        .await
+        .map_err(store_unavailable)?;
+    Ok(ok(
+        StatusCode::CREATED,
+        serde_json::to_value(minted).unwrap_or_default(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    token: String,
+}
+
+/// `POST /api/v1/tokens/revoke` `{token}`: revokes it and closes its sockets at once.
+pub(super) async fn revoke_token(
+    State(state): State<HttpState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let app = authenticate(&state, &method, &uri, &headers, &body)?;
+    let request: RevokeRequest = parse(&body, "{token}")?;
+    let record = state
+        .tokens
+        .lookup(&request.token)
+        .await
+        .map_err(store_unavailable)?
+        .filter(|r| r.app_id.as_deref().is_none_or(|a| a == &*app.id))
+        .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "Unknown token"))?;
+    state
+        .tokens
+        .revoke(&request.token)
+        .await
+        .map_err(store_unavailable)?;
+    let credential = Arc::from(tokens::credential_id(&request.token));
+    state
+        .core
+        .close_user_connections(
+            &app,
+            &record.user_id,
+            WhichConnections::Credential(credential),
+            Disconnect::Revoked,
+        )
+        .await
+        .map_err(broker_unavailable)?;
+    Ok(ok(
+        StatusCode::OK,
+        json!({"user_id": record.user_id, "revoked": true}),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogoutRequest {
+    #[serde(default)]
+    revoke_tokens: bool,
+}
+
+/// `POST /api/v1/users/{user_id}/force-logout` `{revoke_tokens?}`: tells the user on
+/// `mobile.force.logout`, then closes every plain socket of theirs (4403).
+pub(super) async fn force_logout(
+    State(state): State<HttpState>,
+    Path(user_id): Path<String>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let app = authenticate(&state, &method, &uri, &headers, &body)?;
+    if !tokens::valid_user_id(&user_id) {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "Invalid user id"));
+    }
+    let request: LogoutRequest = if body.is_empty() {
+        LogoutRequest::default()
+    } else {
+        parse(&body, "{revoke_tokens?}")?
+    };
+    let numeric = user_id.parse::<u64>().map(Value::from);
+    let data = json!({
+        "mobile_user_id": numeric.unwrap_or_else(|_| Value::String(user_id.clone())),
+        "is_force_logout": true,
+    });
+    let channel = channels::core_channel(Scope::User, FORCE_LOGOUT_CHANNEL, &user_id);
+    let publication = NewPublication {
+        channel,
+        event: FORCE_LOGOUT_EVENT.into(),
+        data: data.to_string(),
+        ..Default::default()
+    };
+    state
+        .core
+        .publish(&app, publication)
+        .await
+        .map_err(broker_unavailable)?;
+    let revoked = if request.revoke_tokens {
+        state
+            .tokens
+            .revoke_user(&app.id, &user_id)
+            .await
+            .map_err(store_unavailable)?
+            .len()
+    } else {
+        0
+    };
+    // Queued frames are written before the close, so the event above arrives first.
+    state
+        .core
+        .close_user_connections(
+            &app,
+            &user_id,
+            WhichConnections::Protocol(PROTOCOL),
+            Disconnect::Terminated,
+        )
+        .await
+        .map_err(broker_unavailable)?;
+    tracing::info!(app = %app.id, user = %user_id, revoked, "forced logout");
+    Ok(ok(
+        StatusCode::OK,
+        json!({"user_id": user_id, "tokens_revoked": revoked}),
+    ))
+}
+
+/// `GET /api/v1/ws/connected-users`: user ids with a plain socket on this node.
+pub(super) async fn connected_users(
+    State(state): State<HttpState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let app = authenticate(&state, &method, &uri, &headers, b"")?;
+    let mut users: Vec<String> = state
+        .core
+        .connections()
+        .iter()
+        .filter(|c| c.app.id == app.id && c.protocol == PROTOCOL)
+        .filter_map(|c| c.user_id().map(|u| u.to_string()))
+        .collect();
+    users.sort();
+    users.dedup();
+    Ok(ok(
+        StatusCode::OK,
+        json!({"count": users.len(), "user_ids": users}),
+    ))
+}
+
+/// `GET /api/v1/ws/connections`: every socket of the app on this node, any protocol.
+pub(super) async fn connections(
+    State(state): State<HttpState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let app = authenticate(&state, &method, &uri, &headers, b"")?;
+    let list: Vec<Value> = state
+        .core
+        .connections()
+        .iter()
+        .filter(|c| c.app.id == app.id)
+        .map(|c| {
+            let since = c
+                .connected_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let names = c.channels();
+            let subscriptions: Vec<&str> =
+                names.iter().map(|n| channels::logical_channel(n)).collect();
+            json!({
+                "socket_id": c.id.to_string(),
+                "user_id": c.user_id().map(|u| u.to_string()),
+                "protocol": c.protocol,
+                "remote_addr": c.remote.to_string(),
+                "connected_since": since,
+                "subscriptions": subscriptions,
+                "queue_depth": c.outbox.len(),
+            })
+        })
+        .collect();
+    Ok(ok(
+        StatusCode::OK,
+        json!({"count": list.len(), "connections": list}),
+    ))
+}
+
+/// `GET /api/v1/ws/test?user_id=`: the seed's unauthenticated test route, only for apps
+/// with `enable_test_route = true` (404 otherwise). Sends the user a test notification.
+pub(super) async fn test_route(
+    State(state): State<HttpState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, Refusal> {
+    let Some(app) = state
+        .core
+        .apps
+        .iter()
+        .find(|a| a.plain.enable_test_route)
+        .cloned()
+    else {
+        return Err(Refusal::new(StatusCode::NOT_FOUND, "No such route"));
+    };
+    let user_id = query
+        .get("user_id")
+        .filter(|u| tokens::valid_user_id(u))
+        .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "`user_id` is required"))?;
+    let channel = "notification.events";
+    if channels::scope(&app, channel) != Some(Scope::User) {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "No test channel configured",
+        ));
+    }
+    let publication = NewPublication {
+        channel: channels::core_channel(Scope::User, channel, user_id),
+        event: "TEST_EVENT".into(),
+        data: json!({"message": "payrelay test event", "timestamp": tokens::now_unix()})
+            .to_string(),
+        ..Default::default()
+    };
+    state
+        .core
+        .publish(&app, publication)
+        .await
+        .map_err(broker_unavailable)?;
+    Ok(ok(StatusCode::OK, json!({"user_id": user_id})))
+}

@@ -1,0 +1,609 @@
+//! One plain JSON socket: `GET /api/v1/ws?token=...`.
+//!
+//! Everything that can refuse the connection happens before the upgrade, so a refusal is
+//! an HTTP status with the seed's JSON body rather than a socket that opens and closes.
+//! After the upgrade one task owns the socket, as in the Pusher adapter: it drains the
+//! outbox, reads client messages, sends WebSocket pings on a timer and drops a socket that
+//! stops answering, and looks its token up again now and then so a token revoked behind
+//! payrelay's back still closes the socket.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::channels::{self, Scope};
+use super::envelope::Refusal;
+use super::{PLAIN_SLOT, PROTOCOL, codes};
+use crate::core::outbox::{Drain, Outbound};
+use crate::core::{App, Disconnect, Publication, Session, WhichConnections};
+use crate::http::HttpState;
+use crate::tokens::{self, TokenStore};
+
+/// The subprotocol a browser offers with its token (`new WebSocket(url, ["bearer", token])`).
+const BEARER_PROTOCOL: &str = "bearer";
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+const READ_BUFFER: usize = 1024;
+const WRITE_BUFFER: usize = 8 * 1024;
+
+/// Where the client put its token.
+fn presented_token(query: &HashMap<String, String>, headers: &HeaderMap) -> Option<(String, bool)> {
+    if let Some(token) = query.get("token").filter(|t| !t.is_empty()) {
+        return Some((token.clone(), false));
+    }
+    if let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        return Some((token.to_string(), false));
+    }
+    // `Sec-WebSocket-Protocol: bearer, <token>`: the token follows the `bearer` entry.
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let at = offered.iter().position(|p| *p == BEARER_PROTOCOL)?;
+    offered
+        .get(at + 1)
+        .filter(|t| !t.is_empty())
+        .map(|t| (t.to_string(), true))
+}
+
+/// `https://app.example.com` exactly, or `https://*.example.com` for any subdomain.
+pub fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
+    let Some(origin) = origin else {
+        // No Origin: not a browser, so there is no cross-site request to stop.
+        return true;
+    };
+    if allowed.is_empty() {
+        return true;
+    }
+    let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+    allowed.iter().any(|pattern| {
+        let pattern = pattern.trim_end_matches('/').to_ascii_lowercase();
+        match pattern.split_once("://*.") {
+            Some((scheme, domain)) => origin
+                .strip_prefix(scheme)
+                .and_then(|rest| rest.strip_prefix("://"))
+                .is_some_and(|host| {
+                    host.strip_suffix(domain)
+                        .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1)
+                }),
+            None => origin == pattern,
+        }
+    })
+}
+
+/// The app a token's record names (the node's first app when it names none).
+fn app_of(state: &HttpState, record: &tokens::TokenRecord) -> Option<Arc<App>> {
+    match &record.app_id {
+        Some(id) => state.core.apps.by_id(id).cloned(),
+        None => state.core.apps.iter().next().cloned(),
+    }
+}
+
+pub(super) async fn upgrade(
+    State(state): State<HttpState>,
+    Query(query): Query<HashMap<String, String>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match admit(&state, &query, remote, &headers).await {
+        Ok(admitted) => {
+            let ws = match ws {
+                Ok(ws) => ws,
+                Err(e) => {
+                    return Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("Not a WebSocket upgrade: {e}"),
+                    )
+                    .into_response();
+                }
+            };
+            let ws = if admitted.via_subprotocol {
+                ws.protocols([BEARER_PROTOCOL])
+            } else {
+                ws
+            };
+            let in_flight = state.tracker.token();
+            let tokens = state.tokens.clone();
+            ws.read_buffer_size(READ_BUFFER)
+                .write_buffer_size(WRITE_BUFFER)
+                .max_message_size(64 * 1024)
+                .max_frame_size(64 * 1024)
+                .on_upgrade(move |socket| async move {
+                    let _in_flight = in_flight;
+                    serve(socket, admitted, tokens).await;
+                })
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// A connection that passed every check, ready to be upgraded.
+struct Admitted {
+    session: Session,
+    token: String,
+    user_id: Arc<str>,
+    expires_at: Option<i64>,
+    via_subprotocol: bool,
+}
+
+async fn admit(
+    state: &HttpState,
+    query: &HashMap<String, String>,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<Admitted, Refusal> {
+    let unauthorized = |message: &str| Refusal::new(StatusCode::UNAUTHORIZED, message);
+    let Some((token, via_subprotocol)) = presented_token(query, headers) else {
+        return Err(unauthorized("Missing access token"));
+    };
+    let record = match state.tokens.lookup(&token).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return Err(unauthorized("Invalid or expired token")),
+        Err(e) => {
+            tracing::error!("{e}");
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Token store unavailable",
+            ));
+        }
+    };
+    if record.revoked || record.is_expired(tokens::now_unix()) {
+        return Err(unauthorized("Invalid or expired token"));
+    }
+    if !tokens::valid_user_id(&record.user_id) {
+        return Err(unauthorized("The token names an invalid user id"));
+    }
+    let Some(app) = app_of(state, &record) else {
+        return Err(unauthorized("The token's app is not served here"));
+    };
+    if !app.plain.websocket_enabled {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "WebSocket is disabled",
+        ));
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !origin_allowed(&app.plain.allowed_origins, origin) {
+        return Err(Refusal::new(StatusCode::FORBIDDEN, "Origin not allowed"));
+    }
+    let session = state
+        .core
+        .open_session(&app, PROTOCOL, remote)
+        .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Admitted {
+        session,
+        token,
+        user_id: Arc::from(record.user_id.as_str()),
+        expires_at: record.expires_at,
+        via_subprotocol,
+    })
+}
+
+#[derive(Deserialize)]
+struct ClientMessage {
+    event: String,
+    #[serde(default)]
+    channel: Option<String>,
+}
+
+/// How a socket ended, for the debug log.
+#[derive(Debug)]
+#[allow(dead_code)]
+enum End {
+    ClientClosed,
+    SocketError,
+    Kicked(Disconnect),
+    PingTimeout,
+    Garbage,
+    Oversized,
+    TokenGone,
+}
+
+struct PlainSocket {
+    ws: WebSocket,
+    session: Session,
+    app: Arc<App>,
+    user_id: Arc<str>,
+    token: String,
+    expires_at: Option<i64>,
+    tokens: Arc<dyn TokenStore>,
+    pong_timeout: Duration,
+    invalid_messages: u32,
+    batch: Vec<Outbound>,
+}
+
+async fn serve(ws: WebSocket, admitted: Admitted, tokens: Arc<dyn TokenStore>) {
+    let Admitted {
+        session,
+        token,
+        user_id,
+        expires_at,
+        ..
+    } = admitted;
+    let conn = session.connection().clone();
+    let app = conn.app.clone();
+    conn.set_credential(Arc::from(tokens::credential_id(&token)));
+    let mut socket = PlainSocket {
+        ws,
+        pong_timeout: session.core().settings.pong_timeout,
+        session,
+        app,
+        user_id,
+        token,
+        expires_at,
+        tokens,
+        invalid_messages: 0,
+        batch: Vec::new(),
+    };
+    let end = socket.run().await;
+    tracing::debug!(socket_id = %conn.id, user = %socket.user_id, ?end, "plain socket closed");
+}
+
+impl PlainSocket {
+    async fn run(&mut self) -> End {
+        // Signing in puts the socket in the user index, which replacement and logout use.
+        if let Err(e) = self.session.sign_in(&self.user_id) {
+            tracing::warn!("plain socket sign-in failed: {e}");
+            return End::SocketError;
+        }
+        for channel in self.app.plain.global_channels.clone() {
+            let core_channel = channels::core_channel(Scope::Global, &channel, &self.user_id);
+            if let Err(e) = self.session.subscribe(&core_channel, None) {
+                tracing::warn!(%channel, "auto-subscription failed: {e}");
+            }
+        }
+        // Only now, with the new socket established, are older ones told to go.
+        let newest = self.session.connection().id;
+        let keep = self.app.plain.max_sockets_per_user;
+        let core = self.session.core().clone();
+        let which = WhichConnections::OlderThan {
+            protocol: PROTOCOL,
+            newest,
+            keep,
+        };
+        if let Err(e) = core
+            .close_user_connections(&self.app, &self.user_id, which, Disconnect::Replaced)
+            .await
+        {
+            tracing::warn!("could not replace older sockets: {e}");
+        }
+
+        let conn = self.session.connection().clone();
+        let ping_every = Duration::from_secs(self.app.plain.ping_interval_secs);
+        let mut ping_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let recheck_every = Duration::from_secs(self.app.plain.token_recheck_secs);
+        let mut recheck_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + recheck_every, recheck_every);
+        let mut last_seen = Instant::now();
+        let mut ping_sent: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                drained = conn.outbox.drain(&mut self.batch) => match drained {
+                    Drain::Frames => {
+                        if let Err(end) = self.write_batch().await {
+                            return end;
+                        }
+                    }
+                    Drain::Close(reason) => {
+                        let (code, message) = close_for(reason);
+                        self.close(code, message).await;
+                        return End::Kicked(reason);
+                    }
+                },
+                incoming = self.ws.next() => {
+                    let message = match incoming {
+                        None => return End::ClientClosed,
+                        Some(Err(_)) => return End::SocketError,
+                        Some(Ok(message)) => message,
+                    };
+                    last_seen = Instant::now();
+                    ping_sent = None;
+                    if let Some(end) = Box::pin(self.on_message(message)).await {
+                        return end;
+                    }
+                }
+                _ = ping_tick.tick() => {
+                    if let Some(sent) = ping_sent
+                        && last_seen < sent
+                        && sent.elapsed() >= self.pong_timeout.min(ping_every)
+                    {
+                        self.close(codes::PING_TIMEOUT, "No pong received").await;
+                        return End::PingTimeout;
+                    }
+                    if ping_sent.is_none() {
+                        if self.send(Message::Ping(Default::default())).await.is_err() {
+                            return End::SocketError;
+                        }
+                        ping_sent = Some(Instant::now());
+                    }
+                }
+                _ = recheck_tick.tick() => {
+                    let (tokens, token, expires_at) =
+                        (self.tokens.clone(), self.token.clone(), self.expires_at);
+                    if Box::pin(token_is_gone(tokens, token, expires_at)).await {
+                        self.close(codes::TOKEN_REVOKED, "Token revoked").await;
+                        return End::TokenGone;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), End> {
+        match tokio::time::timeout(self.pong_timeout, self.ws.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::SocketError),
+        }
+    }
+
+    async fn reply(&mut self, frame: Value) -> Option<End> {
+        self.send(Message::Text(frame.to_string().into()))
+            .await
+            .err()
+    }
+
+    async fn error(&mut self, channel: Option<&str>, code: &str, message: &str) -> Option<End> {
+        let mut frame = json!({"event": "error", "data": {"code": code, "message": message}});
+        if let Some(channel) = channel {
+            frame["channel"] = json!(channel);
+        }
+        self.reply(frame).await
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        };
+        let sent =
+            tokio::time::timeout(CLOSE_GRACE, self.ws.send(Message::Close(Some(frame)))).await;
+        if matches!(sent, Ok(Ok(()))) {
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                while let Some(Ok(_)) = self.ws.next().await {}
+            })
+            .await;
+        }
+    }
+
+    async fn write_batch(&mut self) -> Result<(), End> {
+        let batch = std::mem::take(&mut self.batch);
+        let write = async {
+            for item in &batch {
+                if let Some(frame) = encode(item) {
+                    self.ws.feed(Message::Text(frame)).await?;
+                }
+            }
+            self.ws.flush().await
+        };
+        let result = match tokio::time::timeout(self.pong_timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::SocketError),
+            Err(_) => {
+                self.session.core().record_slow_consumer();
+                Err(End::SocketError)
+            }
+        };
+        self.batch = batch;
+        self.batch.clear();
+        self.batch.shrink_to(64);
+        result
+    }
+
+    /// Handles one client message; `Some` ends the socket.
+    async fn on_message(&mut self, message: Message) -> Option<End> {
+        let bytes = match message {
+            Message::Text(text) => axum::body::Bytes::from(text),
+            Message::Binary(bytes) => bytes,
+            Message::Ping(_) | Message::Pong(_) => {
+                return tokio::time::timeout(self.pong_timeout, self.ws.flush())
+                    .await
+                    .ok()
+                    .and_then(Result::err)
+                    .map(|_| End::SocketError);
+            }
+            Message::Close(_) => return Some(End::ClientClosed),
+        };
+        let limit = self.app.limits.max_message_size;
+        if bytes.len() > limit {
+            self.close(codes::MESSAGE_TOO_BIG, "Message too big").await;
+            return Some(End::Oversized);
+        }
+        let parsed: ClientMessage = match serde_json::from_slice(&bytes) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                self.invalid_messages += 1;
+                if self.invalid_messages > self.app.plain.max_invalid_messages {
+                    self.close(codes::TOO_MANY_BAD_MESSAGES, "Too many malformed messages")
+                        .await;
+                    return Some(End::Garbage);
+                }
+                let message =
+                    format!("Malformed message: expected JSON {{\"event\", \"channel\"?}} ({e})");
+                return self.error(None, "malformed", &message).await;
+            }
+        };
+        match parsed.event.as_str() {
+            "ping" => self.reply(json!({"event": "pong"})).await,
+            "subscribe" | "unsubscribe" => {
+                let Some(channel) = parsed.channel.filter(|c| !c.is_empty()) else {
+                    return self
+                        .error(None, "missing_channel", "`channel` is required")
+                        .await;
+                };
+                let Some(scope) = channels::scope(&self.app, &channel) else {
+                    let message = format!(
+                        "Unknown channel `{}`",
+                        channel.chars().take(64).collect::<String>()
+                    );
+                    return self
+                        .error(Some(&channel), "unknown_channel", &message)
+                        .await;
+                };
+                let core_channel = channels::core_channel(scope, &channel, &self.user_id);
+                if parsed.event == "unsubscribe" {
+                    self.session.unsubscribe(&core_channel);
+                    return self
+                        .reply(json!({"event": "unsubscribed", "channel": channel}))
+                        .await;
+                }
+                match self.session.subscribe(&core_channel, None) {
+                    // The hub queues `subscribed` ahead of any event on the channel.
+                    Ok(()) => None,
+                    Err(e) => {
+                        self.error(Some(&channel), "subscription_refused", &e.to_string())
+                            .await
+                    }
+                }
+            }
+            other => {
+                let message = format!(
+                    "Unknown event `{}`",
+                    other.chars().take(64).collect::<String>()
+                );
+                self.error(None, "unknown_event", &message).await
+            }
+        }
+    }
+}
+
+/// Whether the token was revoked since the socket opened. Expiry alone does not close
+/// an open socket (tokens are checked at connect), but a key that vanished from the store
+/// before its own expiry was deleted, i.e. revoked.
+async fn token_is_gone(store: Arc<dyn TokenStore>, token: String, expires_at: Option<i64>) -> bool {
+    match store.lookup(&token).await {
+        Ok(Some(record)) => record.revoked,
+        Ok(None) => expires_at.is_none_or(|at| at > tokens::now_unix()),
+        // A store outage must not log everyone out.
+        Err(_) => false,
+    }
+}
+
+fn close_for(reason: Disconnect) -> (u16, &'static str) {
+    match reason {
+        Disconnect::Shutdown => (codes::RESTARTING, "Server restarting; reconnect shortly"),
+        Disconnect::SlowConsumer => (codes::TRY_AGAIN_LATER, "Slow consumer; reconnect"),
+        Disconnect::Terminated => (codes::LOGGED_OUT, "Logged out"),
+        Disconnect::Replaced => (codes::REPLACED, "Replaced by a newer connection"),
+        Disconnect::Revoked => (codes::TOKEN_REVOKED, "Token revoked"),
+    }
+}
+
+/// A publication as this protocol writes it: `data` is the published JSON itself (not a
+/// string holding it, unlike Pusher), or a string when what was published is not JSON.
+fn event_frame(publication: &Publication) -> Utf8Bytes {
+    publication.encoded(PLAIN_SLOT, |p| {
+        let channel = channels::logical_channel(&p.channel);
+        let data = serde_json::from_str::<&serde_json::value::RawValue>(&p.data)
+            .map(|raw| raw.get().to_string())
+            .unwrap_or_else(|_| Value::String(p.data.to_string()).to_string());
+        let head = json!({"event": &*p.event, "channel": channel}).to_string();
+        // `{"event":..,"channel":..}` + `,"data":<data>}`: data spliced in unparsed.
+        Utf8Bytes::from(format!("{},\"data\":{data}}}", &head[..head.len() - 1]))
+    })
+}
+
+fn encode(item: &Outbound) -> Option<Utf8Bytes> {
+    match item {
+        Outbound::Publication(publication) => Some(event_frame(publication)),
+        Outbound::Subscribed(subscribed) => Some(Utf8Bytes::from(
+            json!({"event": "subscribed", "channel": channels::logical_channel(&subscribed.channel)})
+                .to_string(),
+        )),
+        // Plain channels have no presence.
+        Outbound::MemberAdded { .. } | Outbound::MemberRemoved { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_exact_and_subdomain_patterns() {
+        let allowed = vec![
+            "https://app.example.com".to_string(),
+            "https://*.pay.example".to_string(),
+        ];
+        assert!(origin_allowed(&allowed, Some("https://app.example.com")));
+        assert!(origin_allowed(&allowed, Some("https://shop.pay.example")));
+        assert!(!origin_allowed(&allowed, Some("https://pay.example")));
+        assert!(!origin_allowed(&allowed, Some("https://evilpay.example")));
+        assert!(!origin_allowed(&allowed, Some("http://app.example.com")));
+        assert!(!origin_allowed(
+            &allowed,
+            Some("https://app.example.com.evil.io")
+        ));
+        assert!(origin_allowed(&allowed, None), "no Origin: not a browser");
+        assert!(origin_allowed(&[], Some("https://anything")));
+    }
+
+    #[test]
+    fn tokens_from_query_header_or_subprotocol() {
+        let mut query = HashMap::new();
+        let mut headers = HeaderMap::new();
+        assert_eq!(presented_token(&query, &headers), None);
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "bearer, prt_abc".parse().unwrap(),
+        );
+        assert_eq!(
+            presented_token(&query, &headers),
+            Some(("prt_abc".into(), true))
+        );
+        headers.insert(header::AUTHORIZATION, "Bearer prt_hdr".parse().unwrap());
+        assert_eq!(
+            presented_token(&query, &headers),
+            Some(("prt_hdr".into(), false))
+        );
+        query.insert("token".into(), "prt_q".into());
+        assert_eq!(
+            presented_token(&query, &headers),
+            Some(("prt_q".into(), false))
+        );
+    }
+
+    #[test]
+    fn event_frames_carry_data_as_json() {
+        let p = Publication::new(
+            1,
+            "1".into(),
+            "private-user-7.notification.events".into(),
+            "NOTIFICATION_UPDATE".into(),
+            r#"{"unread_count":3}"#.into(),
+        );
+        let frame: Value = serde_json::from_str(&event_frame(&p)).unwrap();
+        assert_eq!(
+            frame,
+            json!({"event": "NOTIFICATION_UPDATE", "channel": "notification.events", "data": {"unread_count": 3}})
+        );
+        let p = Publication::new(
+            2,
+            "1".into(),
+            "private-all.settings".into(),
+            "e".into(),
+            "plain text".into(),
+        );
+        let frame: Value = serde_json::from_str(&event_frame(&p)).unwrap();
+        assert_eq!(frame["data"], "plain text");
+    }
+}

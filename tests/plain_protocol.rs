@@ -1,0 +1,474 @@
+//! The plain JSON protocol (seed 002) over a real WebSocket client (tokio-tungstenite):
+//! token refusals before the upgrade, origins, auto-subscription, user isolation, one
+//! socket per user, forced logout, revocation, ping/pong, and the secured diagnostics.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn config(extra_app: &str) -> String {
+    config_with("", extra_app)
+}
+
+fn config_with(node: &str, extra_app: &str) -> String {
+    format!(
+        r#"
+bind = "127.0.0.1:0"
+pong_timeout_secs = 1
+{node}
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+[apps.plain]
+allowed_origins = ["https://app.example.com", "https://*.example.org"]
+token_recheck_secs = 1
+{extra_app}
+"#
+    )
+}
+
+async fn mint(server: &TestServer, user: &str, ttl: u64) -> String {
+    let (status, body) = server
+        .basic_request(
+            "POST",
+            "/api/v1/tokens",
+            Some(&json!({"user_id": user, "ttl_secs": ttl})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["data"]["token"].as_str().unwrap().to_string()
+}
+
+async fn connect(server: &TestServer, token: &str) -> Client {
+    let mut client = Client::connect(&server.ws_url(&format!("/api/v1/ws?token={token}"))).await;
+    assert_eq!(
+        client.json().await,
+        json!({"event": "subscribed", "channel": "settings"}),
+        "every socket starts subscribed to settings"
+    );
+    client
+}
+
+/// The HTTP refusal of an upgrade: status and the seed's JSON body.
+async fn refused(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut request = server.ws_url(path).into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response.body().clone().unwrap_or_default();
+            (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+        }
+        Ok(_) => panic!("{path}: the upgrade was accepted"),
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+async fn publish(server: &TestServer, body: Value) -> (u16, Value) {
+    server
+        .basic_request("POST", "/api/v1/events", Some(&body))
+        .await
+}
+
+fn assert_envelope(body: &Value, status: u16, message: &str) {
+    assert_eq!(body["status_code"], status, "{body}");
+    assert_eq!(body["message"], message, "{body}");
+    assert_eq!(body["data"], Value::Null);
+    let trace = body["trace_id"].as_str().unwrap();
+    assert!(
+        trace.len() == 16 && trace.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_and_origins_are_refused_before_the_upgrade() {
+    let server = TestServer::with_config(&config("")).await;
+    let (status, body) = refused(&server, "/api/v1/ws", &[]).await;
+    assert_eq!(status, 401);
+    assert_envelope(&body, 401, "Missing access token");
+    let (status, body) = refused(&server, "/api/v1/ws?token=prt_unknown", &[]).await;
+    assert_eq!(status, 401);
+    assert_envelope(&body, 401, "Invalid or expired token");
+
+    let expired = mint(&server, "u1", 1).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, body) = refused(&server, &format!("/api/v1/ws?token={expired}"), &[]).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (401, Some("Invalid or expired token"))
+    );
+
+    let revoked = mint(&server, "u1", 60).await;
+    let (status, _) = server
+        .basic_request(
+            "POST",
+            "/api/v1/tokens/revoke",
+            Some(&json!({"token": revoked})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = refused(&server, &format!("/api/v1/ws?token={revoked}"), &[]).await;
+    assert_eq!(status, 401);
+
+    let good = mint(&server, "u1", 60).await;
+    let path = format!("/api/v1/ws?token={good}");
+    let (status, body) = refused(&server, &path, &[("origin", "https://evil.example.com")]).await;
+    assert_eq!(status, 403);
+    assert_envelope(&body, 403, "Origin not allowed");
+    // Allowed origins, exact and by pattern, and the header and subprotocol token forms.
+    for origin in ["https://app.example.com", "https://shop.example.org"] {
+        let mut request = server.ws_url(&path).into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+            .await
+            .expect(origin);
+    }
+    let mut request = server.ws_url("/api/v1/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {good}").parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("Authorization: Bearer");
+    let mut request = server.ws_url("/api/v1/ws").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("bearer, {good}").parse().unwrap(),
+    );
+    let (_, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("subprotocol");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "bearer");
+}
+
+#[tokio::test]
+async fn websocket_disabled_in_config_is_503() {
+    let server = TestServer::with_config(&config("websocket_enabled = false")).await;
+    let token = mint(&server, "u1", 60).await;
+    let (status, body) = refused(&server, &format!("/api/v1/ws?token={token}"), &[]).await;
+    assert_eq!(status, 503);
+    assert_envelope(&body, 503, "WebSocket is disabled");
+}
+
+#[tokio::test]
+async fn users_get_global_events_and_only_their_own_user_events() {
+    let server = TestServer::with_config(&config("max_sockets_per_user = 2")).await;
+    let mut alice = connect(&server, &mint(&server, "120045", 60).await).await;
+    let mut bob = connect(&server, &mint(&server, "777", 60).await).await;
+    for client in [&mut alice, &mut bob] {
+        client
+            .send_json(json!({"event": "subscribe", "channel": "notification.events"}))
+            .await;
+        assert_eq!(
+            client.json().await,
+            json!({"event": "subscribed", "channel": "notification.events"})
+        );
+    }
+    let settings = json!({"type": "withdrawal_settings_updated", "withdrawal_fee_rate": "1.50"});
+    let (status, body) = publish(
+        &server,
+        json!({"channel": "settings", "event": "withdrawal_settings_updated", "data": settings}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(
+            client.json().await,
+            json!({"event": "withdrawal_settings_updated", "channel": "settings", "data": settings})
+        );
+    }
+    let unread = json!({"mobile_user_id": 120045, "unread_count": 3, "event_type": "NOTIFICATION_UPDATE", "timestamp": 1740748800});
+    let (status, _) = publish(
+        &server,
+        json!({"user_id": 120045, "channel": "notification.events", "event": "NOTIFICATION_UPDATE", "data": unread}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        alice.json().await,
+        json!({"event": "NOTIFICATION_UPDATE", "channel": "notification.events", "data": unread})
+    );
+    bob.silent_for(Duration::from_millis(300)).await;
+
+    // Refusals: unknown channel, user channel without a user, global with one.
+    for body in [
+        json!({"channel": "nope", "event": "e", "data": {}}),
+        json!({"channel": "notification.events", "event": "e", "data": {}}),
+        json!({"user_id": "777", "channel": "settings", "event": "e", "data": {}}),
+    ] {
+        let (status, reply) = publish(&server, body).await;
+        assert_eq!(status, 400, "{reply}");
+        assert_eq!(reply["status_code"], 400);
+    }
+}
+
+#[tokio::test]
+async fn client_messages_ping_errors_and_unsubscribe() {
+    let server = TestServer::with_config(&config("max_invalid_messages = 2")).await;
+    let mut client = connect(&server, &mint(&server, "u1", 60).await).await;
+    client.send_json(json!({"event": "ping"})).await;
+    assert_eq!(client.json().await, json!({"event": "pong"}));
+
+    client
+        .send_json(json!({"event": "subscribe", "channel": "secret.events"}))
+        .await;
+    let error = client.json().await;
+    assert_eq!(error["event"], "error");
+    assert_eq!(error["channel"], "secret.events");
+    assert_eq!(error["data"]["code"], "unknown_channel");
+
+    client
+        .send_json(json!({"event": "subscribe", "channel": "kyc.events"}))
+        .await;
+    client.json().await;
+    client
+        .send_json(json!({"event": "unsubscribe", "channel": "kyc.events"}))
+        .await;
+    assert_eq!(
+        client.json().await,
+        json!({"event": "unsubscribed", "channel": "kyc.events"})
+    );
+    publish(
+        &server,
+        json!({"user_id": "u1", "channel": "kyc.events", "event": "KYC", "data": {}}),
+    )
+    .await;
+    client.silent_for(Duration::from_millis(300)).await;
+
+    // Garbage gets an error event and the socket stays up, until there is too much.
+    for _ in 0..2 {
+        client.send_text("{not json").await;
+        assert_eq!(client.json().await["data"]["code"], "malformed");
+    }
+    client.send_text("still not json").await;
+    assert_eq!(client.closed().await.0, 4400);
+}
+
+#[tokio::test]
+async fn the_server_pings_and_drops_a_socket_that_does_not_answer() {
+    let server = TestServer::with_config(&config("ping_interval_secs = 1")).await;
+    let token = mint(&server, "u1", 60).await;
+    // A client that answers pings (tungstenite does) stays connected.
+    let mut lively = connect(&server, &token).await;
+    let raw = tokio_tungstenite::connect_async(server.ws_url(&format!(
+        "/api/v1/ws?token={}",
+        mint(&server, "u2", 60).await
+    )))
+    .await
+    .unwrap()
+    .0;
+    // A client that never reads cannot answer: it is closed within a few intervals
+    // (ping, one pong timeout, then the close grace for a close reply that never comes).
+    let (_sink, _never_read) = futures_util::StreamExt::split(raw);
+    // Reading is what lets tungstenite answer the server's pings.
+    lively.silent_for(Duration::from_millis(5000)).await;
+    lively.send_json(json!({"event": "ping"})).await;
+    assert_eq!(lively.json().await, json!({"event": "pong"}));
+    let (status, body) = server
+        .basic_request("GET", "/api/v1/ws/connected-users", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["data"]["user_ids"],
+        json!(["u1"]),
+        "the silent socket was dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_new_socket_replaces_the_old_one_with_4409() {
+    let server = TestServer::with_config(&config("")).await;
+    let token = mint(&server, "u1", 60).await;
+    let mut old = connect(&server, &token).await;
+    let mut new = connect(&server, &token).await;
+    assert_eq!(
+        old.closed().await,
+        (4409, "Replaced by a newer connection".to_string())
+    );
+    new.send_json(json!({"event": "ping"})).await;
+    assert_eq!(new.json().await, json!({"event": "pong"}));
+}
+
+#[tokio::test]
+async fn forced_logout_announces_then_closes_and_can_revoke() {
+    let server = TestServer::with_config(&config("")).await;
+    let token = mint(&server, "120045", 60).await;
+    let mut client = connect(&server, &token).await;
+    client
+        .send_json(json!({"event": "subscribe", "channel": "mobile.force.logout"}))
+        .await;
+    client.json().await;
+    let (status, body) = server
+        .basic_request(
+            "POST",
+            "/api/v1/users/120045/force-logout",
+            Some(&json!({"revoke_tokens": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["tokens_revoked"], 1);
+    assert_eq!(
+        client.json().await,
+        json!({"event": "MOBILE_USER_FORCE_LOGOUT_EVENT", "channel": "mobile.force.logout", "data": {"mobile_user_id": 120045, "is_force_logout": true}})
+    );
+    assert_eq!(client.closed().await, (4403, "Logged out".to_string()));
+    let (status, _) = refused(&server, &format!("/api/v1/ws?token={token}"), &[]).await;
+    assert_eq!(status, 401, "the token was revoked too");
+}
+
+#[tokio::test]
+async fn revoking_a_token_closes_its_sockets_at_once() {
+    let server = TestServer::with_config(&config("max_sockets_per_user = 2")).await;
+    let doomed_token = mint(&server, "u1", 60).await;
+    let mut doomed = connect(&server, &doomed_token).await;
+    let mut other = connect(&server, &mint(&server, "u1", 60).await).await;
+    let (status, _) = server
+        .basic_request(
+            "POST",
+            "/api/v1/tokens/revoke",
+            Some(&json!({"token": doomed_token})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(doomed.closed().await.0, 4401);
+    other.send_json(json!({"event": "ping"})).await;
+    assert_eq!(
+        other.json().await,
+        json!({"event": "pong"}),
+        "another token's socket stays"
+    );
+}
+
+#[tokio::test]
+async fn diagnostics_need_the_app_credentials_and_the_test_route_is_off() {
+    let server = TestServer::with_config(&config("")).await;
+    let _client = connect(&server, &mint(&server, "u1", 60).await).await;
+    for path in ["/api/v1/ws/connected-users", "/api/v1/ws/connections"] {
+        let (status, body) = server.raw_request("GET", path, Vec::new()).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        assert_eq!(body["status_code"], 401);
+    }
+    let (status, body) = server
+        .basic_request("GET", "/api/v1/ws/connections", None)
+        .await;
+    assert_eq!(status, 200);
+    let conn = &body["data"]["connections"][0];
+    assert_eq!(conn["user_id"], "u1");
+    assert_eq!(conn["protocol"], "plain");
+    assert_eq!(conn["subscriptions"], json!(["settings"]));
+    assert!(
+        conn["remote_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(conn["connected_since"].as_u64().unwrap() > 0);
+    assert_eq!(conn["queue_depth"], 0);
+    let (status, _) = server
+        .raw_request("GET", "/api/v1/ws/test?user_id=u1", Vec::new())
+        .await;
+    assert_eq!(status, 404, "the stress-test route is off by default");
+
+    let server = TestServer::with_config(&config("enable_test_route = true")).await;
+    let mut client = connect(&server, &mint(&server, "u1", 60).await).await;
+    client
+        .send_json(json!({"event": "subscribe", "channel": "notification.events"}))
+        .await;
+    client.json().await;
+    let (status, _) = server
+        .raw_request("GET", "/api/v1/ws/test?user_id=u1", Vec::new())
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(client.json().await["event"], "TEST_EVENT");
+}
+
+#[tokio::test]
+async fn tokens_in_redis_written_by_another_backend_work() {
+    let url = "redis://127.0.0.1:6379/";
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = match tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    {
+        Ok(Ok(connection)) => connection,
+        _ if std::env::var_os("PAYRELAY_REQUIRE_REDIS").is_some() => {
+            panic!(
+                "Redis at {url} does not answer, and PAYRELAY_REQUIRE_REDIS is set (scripts/test sets it)"
+            )
+        }
+        _ => {
+            println!(
+                "SKIPPED: no Redis answers at {url} (set PAYRELAY_REQUIRE_REDIS to fail instead)"
+            );
+            return;
+        }
+    };
+    let prefix = format!("payrelay-test-{}:", rand::random::<u32>());
+    let server = TestServer::with_config(&config_with(
+        &format!("redis_url = \"{url}\"\nredis_token_prefix = \"{prefix}\""),
+        "",
+    ))
+    .await;
+    // The existing backend writes a token in its own layout, with a Redis TTL.
+    let token = "backend-issued-token-1";
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}{token}"))
+        .arg(r#"{"user_id":120045}"#)
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let mut ws = connect(&server, token).await;
+    ws.send_json(json!({"event": "ping"})).await;
+    assert_eq!(ws.json().await, json!({"event": "pong"}));
+
+    // Deleting the key in Redis (the backend's revocation) closes the socket at the next
+    // recheck; minting through the API writes the same layout.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}{token}"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(ws.closed().await.0, 4401);
+    let minted = mint(&server, "u9", 60).await;
+    let stored: String = redis::cmd("GET")
+        .arg(format!("{prefix}{minted}"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&stored).unwrap()["user_id"],
+        "u9"
+    );
+    let _client = connect(&server, &minted).await;
+    let (status, _) = server
+        .basic_request(
+            "POST",
+            "/api/v1/users/u9/force-logout",
+            Some(&json!({"revoke_tokens": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(format!("{prefix}{minted}"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(!exists, "force logout with revoke_tokens deleted the key");
+}
