@@ -10,7 +10,10 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri};
 use axum::http::{HeaderMap, Method, Uri, header};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
@@ -127,4 +130,47 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ap
     let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
     let (key, secret) = decoded.split_once(':').ok_or_else(malformed)?;
     Ok(Some((key.to_string(), secret.to_string())))
+}
+
+/// A request taken whole for [`authenticate`], so handlers of the simpler routes (HTTP
+/// Basic or signature) read alike.
+pub struct Call {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Call {
+    /// The app these credentials prove the caller to be (HTTP Basic or signature).
+    pub fn app(&self, state: &HttpState, app_id: Option<&str>) -> Result<Arc<App>, ApiError> {
+        let request = Request {
+            method: &self.method,
+            uri: &self.uri,
+            headers: &self.headers,
+            body: &self.body,
+        };
+        authenticate(state, app_id, Accepts::SignatureOrBasic, &request)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for Call {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let OriginalUri(uri) = OriginalUri::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let (method, headers) = (parts.method.clone(), parts.headers.clone());
+        let body = Bytes::from_request(axum::extract::Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Call {
+            method,
+            uri,
+            headers,
+            body,
+        })
+    }
 }

@@ -67,23 +67,29 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// A pool on the SQLite database at `url` (`sqlite://path`, created if missing, or
+/// `sqlite::memory:`), as every embedded store uses it.
+pub async fn open_pool(url: &str) -> Result<SqlitePool, sqlx::Error> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    // An in-memory database exists per connection: keep exactly one.
+    let max = if url.contains(":memory:") { 1 } else { 4 };
+    SqlitePoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options)
+        .await
+}
+
 impl MerchantStore {
     /// Opens (creating if needed) the store at `url` (`sqlite://path` or
     /// `sqlite::memory:`) and brings its schema up to date.
     pub async fn open(url: &str) -> Result<MerchantStore, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        // An in-memory database exists per connection: keep exactly one.
-        let max = if url.contains(":memory:") { 1 } else { 4 };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
+        let pool = open_pool(url).await?;
         // The schema is idempotent (`IF NOT EXISTS`) and compiled into the binary, so a
         // fresh machine needs nothing but the file path.
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;

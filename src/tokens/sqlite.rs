@@ -1,13 +1,12 @@
 //! Access tokens in the embedded SQLite file: only SHA-256 hashes are stored, so a copy
 //! of the file yields no usable token.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqlitePool;
 
 use super::{MintedToken, TokenError, TokenRecord, TokenStore, credential_id, now_unix};
 
@@ -37,18 +36,7 @@ fn hash(token: &str) -> String {
 
 impl SqliteTokens {
     pub async fn open(url: &str) -> Result<SqliteTokens, TokenError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(unavailable)?
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5));
-        let max = if url.contains(":memory:") { 1 } else { 4 };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
+        let pool = crate::merchants::store::open_pool(url)
             .await
             .map_err(unavailable)?;
         sqlx::raw_sql(SCHEMA)

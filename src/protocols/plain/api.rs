@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,34 +15,13 @@ use serde_json::{Value, json};
 use super::channels::{self, Scope};
 use super::envelope::{Refusal, ok};
 use super::{FORCE_LOGOUT_CHANNEL, FORCE_LOGOUT_EVENT, PROTOCOL};
-use crate::core::{App, Disconnect, NewPublication, WhichConnections};
+use crate::core::{Disconnect, NewPublication, WhichConnections};
 use crate::http::HttpState;
-use crate::http::app_auth::{self, Accepts};
+use crate::http::app_auth::Call;
 use crate::tokens;
 
 /// Longest token lifetime the API mints (30 days).
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
-
-fn authenticate(
-    state: &HttpState,
-    method: &Method,
-    uri: &axum::http::Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Arc<App>, Refusal> {
-    let request = app_auth::Request {
-        method,
-        uri,
-        headers,
-        body,
-    };
-    Ok(app_auth::authenticate(
-        state,
-        None,
-        Accepts::SignatureOrBasic,
-        &request,
-    )?)
-}
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8], shape: &str) -> Result<T, Refusal> {
     serde_json::from_slice(body).map_err(|e| {
@@ -91,13 +69,11 @@ fn user_id_of(value: &Value) -> Option<String> {
 /// `POST /api/v1/events` `{user_id?, channel, event, data}`.
 pub(super) async fn publish(
     State(state): State<HttpState>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    call: Call,
 ) -> Result<Response, Refusal> {
-    let app = authenticate(&state, &method, &uri, &headers, &body)?;
-    let request: EventRequest = parse(&body, "{user_id?, channel, event, data}")?;
+    let app = call.app(&state, None)?;
+    let body = &call.body;
+    let request: EventRequest = parse(body, "{user_id?, channel, event, data}")?;
     let user_id = match &request.user_id {
         None | Some(Value::Null) => None,
         Some(value) => Some(
@@ -168,13 +144,11 @@ fn default_ttl() -> u64 {
 /// `POST /api/v1/tokens` `{user_id, ttl_secs?}`: mints an access token (shown once).
 pub(super) async fn mint_token(
     State(state): State<HttpState>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    call: Call,
 ) -> Result<Response, Refusal> {
-    let app = authenticate(&state, &method, &uri, &headers, &body)?;
-    let request: MintRequest = parse(&body, "{user_id, ttl_secs?}")?;
+    let app = call.app(&state, None)?;
+    let body = &call.body;
+    let request: MintRequest = parse(body, "{user_id, ttl_secs?}")?;
     let user_id = user_id_of(&request.user_id)
         .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "Invalid `user_id`"))?;
     if !(1..=MAX_TTL_SECS).contains(&request.ttl_secs) {
@@ -203,13 +177,11 @@ struct RevokeRequest {
 /// `POST /api/v1/tokens/revoke` `{token}`: revokes it and closes its sockets at once.
 pub(super) async fn revoke_token(
     State(state): State<HttpState>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    call: Call,
 ) -> Result<Response, Refusal> {
-    let app = authenticate(&state, &method, &uri, &headers, &body)?;
-    let request: RevokeRequest = parse(&body, "{token}")?;
+    let app = call.app(&state, None)?;
+    let body = &call.body;
+    let request: RevokeRequest = parse(body, "{token}")?;
     let record = state
         .tokens
         .lookup(&request.token)
@@ -251,19 +223,17 @@ struct LogoutRequest {
 pub(super) async fn force_logout(
     State(state): State<HttpState>,
     Path(user_id): Path<String>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    call: Call,
 ) -> Result<Response, Refusal> {
-    let app = authenticate(&state, &method, &uri, &headers, &body)?;
+    let app = call.app(&state, None)?;
+    let body = &call.body;
     if !tokens::valid_user_id(&user_id) {
         return Err(Refusal::new(StatusCode::BAD_REQUEST, "Invalid user id"));
     }
     let request: LogoutRequest = if body.is_empty() {
         LogoutRequest::default()
     } else {
-        parse(&body, "{revoke_tokens?}")?
+        parse(body, "{revoke_tokens?}")?
     };
     let numeric = user_id.parse::<u64>().map(Value::from);
     let data = json!({
@@ -313,11 +283,9 @@ pub(super) async fn force_logout(
 /// `GET /api/v1/ws/connected-users`: user ids with a plain socket on this node.
 pub(super) async fn connected_users(
     State(state): State<HttpState>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    call: Call,
 ) -> Result<Response, Refusal> {
-    let app = authenticate(&state, &method, &uri, &headers, b"")?;
+    let app = call.app(&state, None)?;
     let mut users: Vec<String> = state
         .core
         .connections()
@@ -336,11 +304,9 @@ pub(super) async fn connected_users(
 /// `GET /api/v1/ws/connections`: every socket of the app on this node, any protocol.
 pub(super) async fn connections(
     State(state): State<HttpState>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    call: Call,
 ) -> Result<Response, Refusal> {
-    let app = authenticate(&state, &method, &uri, &headers, b"")?;
+    let app = call.app(&state, None)?;
     let list: Vec<Value> = state
         .core
         .connections()

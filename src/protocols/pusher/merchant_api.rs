@@ -11,20 +11,17 @@
 //!   publish to a merchant. It lands on `private-{kind}.{merchant_id}`, the very channel
 //!   the Pusher HTTP API would publish to, through the same core publish path.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::core::{App, NewPublication};
-use crate::http::app_auth::{self, Accepts};
+use crate::http::app_auth::Call;
 use crate::http::{ApiError, HttpState};
 use crate::merchants::{StoreError, channels};
 
@@ -37,47 +34,6 @@ pub(super) fn routes() -> Router<HttpState> {
         .route("/apps/{app_id}/keys", get(list_keys))
         .route("/apps/{app_id}/keys/{key_id}", delete(revoke_key))
         .route("/v1/events", post(publish_event))
-}
-
-/// The parts of a request `app_auth` needs, taken whole so every handler reads alike.
-struct Call {
-    method: Method,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Call {
-    fn app(&self, state: &HttpState, app_id: Option<&str>) -> Result<Arc<App>, ApiError> {
-        let request = app_auth::Request {
-            method: &self.method,
-            uri: &self.uri,
-            headers: &self.headers,
-            body: &self.body,
-        };
-        app_auth::authenticate(state, app_id, Accepts::SignatureOrBasic, &request)
-    }
-}
-
-impl<S: Send + Sync> FromRequest<S> for Call {
-    type Rejection = Response;
-
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
-        let (mut parts, body) = request.into_parts();
-        let OriginalUri(uri) = OriginalUri::from_request_parts(&mut parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let (method, headers) = (parts.method.clone(), parts.headers.clone());
-        let body = Bytes::from_request(axum::extract::Request::from_parts(parts, body), state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        Ok(Call {
-            method,
-            uri,
-            headers,
-            body,
-        })
-    }
 }
 
 fn store_error(e: StoreError) -> ApiError {
