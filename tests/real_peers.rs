@@ -1,5 +1,5 @@
 //! Real, unmodified third-party peers against a real node: pusher-js under Node, the npm
-//! `pusher` server library, the PyPI `pusher` library. The scripts in `tests/peers/` are
+//! `pusher` server library, the PyPI `pusher` library, npm `ws` for the plain JSON protocol. The scripts in `tests/peers/` are
 //! self-checking; `scripts/setup-test-deps` installs what they need (and `scripts/test`
 //! runs it first). A missing install fails these tests loudly rather than skipping them.
 
@@ -124,4 +124,19 @@ async fn pusher_js_custom_authorizer_calls_the_merchant_auth_endpoint() {
         ("PAYRELAY_API_KEY_OTHER", other.api_key),
     ];
     run_peer_with(&server, Path::new("node"), "pusher_js_merchant.mjs", &env).await;
+}
+
+#[tokio::test]
+async fn plain_json_protocol_with_the_npm_ws_client() {
+    require_node_modules();
+    let plain = |extra: &str| {
+        format!(
+            "[apps.plain]\nallowed_origins = [\"https://app.example.com\", \"https://*.example.org\"]\n\
+             max_invalid_messages = 2\nping_interval_secs = 1\ntoken_recheck_secs = 30\n{extra}"
+        )
+    };
+    let server = TestServer::with_settings("pong_timeout_secs = 1", &plain("")).await;
+    let disabled = TestServer::with_settings("", &plain("websocket_enabled = false")).await;
+    let env = [("PAYRELAY_DISABLED_PORT", disabled.addr.port().to_string())];
+    run_peer_with(&server, Path::new("node"), "plain_ws.mjs", &env).await;
 }
