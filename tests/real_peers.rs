@@ -1,7 +1,8 @@
 //! Real, unmodified third-party peers against a real node: pusher-js under Node, the npm
-//! `pusher` server library, the PyPI `pusher` library, npm `ws` for the plain JSON protocol. The scripts in `tests/peers/` are
-//! self-checking; `scripts/setup-test-deps` installs what they need (and `scripts/test`
-//! runs it first). A missing install fails these tests loudly rather than skipping them.
+//! `pusher` server library, the PyPI `pusher` library, npm `ws` for the plain JSON
+//! protocol. The scripts in `tests/peers/` are self-checking; `scripts/setup-test-deps`
+//! installs what they need (and `scripts/test` runs it first). A missing install fails
+//! these tests loudly rather than skipping them.
 
 mod common;
 
