@@ -144,6 +144,76 @@ pub struct AppConfig {
     /// The plain JSON protocol (`/api/v1/ws`, `[apps.plain]`).
     #[serde(default)]
     pub plain: PlainConfig,
+    /// The Socket.IO gateway (`/socket.io/`, `[apps.socketio]`).
+    #[serde(default)]
+    pub socketio: SocketIoConfig,
+}
+
+/// `[apps.socketio]`: the Socket.IO v4 gateway of seed 003.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketIoConfig {
+    /// When false, this app's API keys and client tokens get `connect_error`.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Which of a merchant's channels feed its Socket.IO clients: kinds among
+    /// `merchant`, `payments`, `notifications`, read as `private-{kind}.{merchant_id}`.
+    /// An event published on any of them reaches the clients under its own name.
+    #[serde(default = "defaults::socketio_channel_kinds")]
+    pub channel_kinds: Vec<String>,
+    /// Lifetime of a client token when the minting request names none.
+    #[serde(default = "defaults::client_token_ttl")]
+    pub client_token_ttl_secs: u64,
+    /// Longest lifetime a client token may be minted with.
+    #[serde(default = "defaults::max_client_token_ttl")]
+    pub max_client_token_ttl_secs: u64,
+    /// How often an open socket's API key or client token is looked up again, so a
+    /// revocation made outside the HTTP API (`payrelay keys revoke`, a Redis DEL)
+    /// disconnects it too.
+    #[serde(default = "defaults::token_recheck")]
+    pub credential_recheck_secs: u64,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("the default socketio config is valid")
+    }
+}
+
+impl SocketIoConfig {
+    fn validate(&self, at: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        if self.channel_kinds.is_empty() {
+            return Err(invalid(at("channel_kinds"), "name at least one kind"));
+        }
+        if let Some(bad) = self
+            .channel_kinds
+            .iter()
+            .find(|k| !crate::merchants::channels::KINDS.contains(&k.as_str()))
+        {
+            return Err(invalid(
+                at("channel_kinds"),
+                format!("`{bad}` is not one of merchant, payments, notifications"),
+            ));
+        }
+        positive(&at("client_token_ttl_secs"), self.client_token_ttl_secs)?;
+        at_most(
+            &at("client_token_ttl_secs"),
+            self.client_token_ttl_secs,
+            self.max_client_token_ttl_secs,
+        )?;
+        at_most(
+            &at("max_client_token_ttl_secs"),
+            self.max_client_token_ttl_secs,
+            30 * 86400,
+        )?;
+        positive(&at("credential_recheck_secs"), self.credential_recheck_secs)?;
+        at_most(
+            &at("credential_recheck_secs"),
+            self.credential_recheck_secs,
+            86400,
+        )?;
+        Ok(())
+    }
 }
 
 /// `[apps.plain]`: the plain JSON channel protocol of seed 002.
@@ -229,6 +299,15 @@ mod defaults {
     }
     pub fn token_recheck() -> u64 {
         30
+    }
+    pub fn socketio_channel_kinds() -> Vec<String> {
+        vec!["merchant".into()]
+    }
+    pub fn client_token_ttl() -> u64 {
+        3600
+    }
+    pub fn max_client_token_ttl() -> u64 {
+        86400
     }
     pub fn max_invalid_messages() -> u32 {
         10
@@ -519,6 +598,8 @@ impl AppConfig {
             return Err(invalid(at("secret"), "must be at least 8 characters"));
         }
         self.plain.validate(&|f: &str| at(&format!("plain.{f}")))?;
+        self.socketio
+            .validate(&|f: &str| at(&format!("socketio.{f}")))?;
         if let Some(jwt) = &self.jwt {
             crate::merchants::JwtVerifier::new(jwt)
                 .map_err(|e| invalid(at("jwt"), e.to_string()))?;

@@ -34,6 +34,15 @@ pub struct KeyInfo {
     pub revoked_at: Option<i64>,
 }
 
+/// A live key as a presented secret resolves: whose it is, and its id (what a socket
+/// opened with it remembers, so the key's revocation can close it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundKey {
+    pub key_id: String,
+    pub app_id: String,
+    pub merchant_id: String,
+}
+
 /// A key just created: the only time its plaintext exists outside the client.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct NewKey {
@@ -150,15 +159,32 @@ impl MerchantStore {
         Ok(row.map(|r| r.get::<String, _>(0)))
     }
 
-    /// The app and merchant a presented key belongs to, if it is live in any app.
-    pub async fn find_key(&self, api_key: &str) -> Result<Option<(String, String)>, StoreError> {
+    /// The key a presented secret is, if it is live in any app.
+    pub async fn find_key(&self, api_key: &str) -> Result<Option<FoundKey>, StoreError> {
         let row = sqlx::query(
-            "SELECT app_id, merchant_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+            "SELECT key_id, app_id, merchant_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
         )
         .bind(hash_key(api_key))
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))))
+        Ok(row.map(|r| FoundKey {
+            key_id: r.get(0),
+            app_id: r.get(1),
+            merchant_id: r.get(2),
+        }))
+    }
+
+    /// Whether key `key_id` of `app_id` exists and is not revoked (for sockets opened
+    /// with it, which notice a revocation made by another process this way).
+    pub async fn is_key_live(&self, app_id: &str, key_id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 FROM api_keys WHERE app_id = ? AND key_id = ? AND revoked_at IS NULL",
+        )
+        .bind(app_id)
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
     }
 
     pub async fn list_keys(
@@ -197,10 +223,14 @@ mod tests {
         let key = store.create_key("1", "merchant_001").await.unwrap();
         assert!(key.api_key.starts_with(KEY_PREFIX));
         // The key names its app as well as its merchant: no other app can use it.
+        let found = store.find_key(&key.api_key).await.unwrap().unwrap();
         assert_eq!(
-            store.find_key(&key.api_key).await.unwrap(),
-            Some(("1".into(), "merchant_001".into()))
+            (found.app_id.as_str(), found.merchant_id.as_str()),
+            ("1", "merchant_001")
         );
+        assert_eq!(found.key_id, key.key_id);
+        assert!(store.is_key_live("1", &key.key_id).await.unwrap());
+        assert!(!store.is_key_live("2", &key.key_id).await.unwrap());
         assert_eq!(store.find_key("prk_wrong").await.unwrap(), None);
 
         let listed = store.list_keys("1", Some("merchant_001")).await.unwrap();
@@ -213,6 +243,7 @@ mod tests {
             Some("merchant_001")
         );
         assert_eq!(store.find_key(&key.api_key).await.unwrap(), None);
+        assert!(!store.is_key_live("1", &key.key_id).await.unwrap());
         assert_eq!(store.revoke_key("1", &key.key_id).await.unwrap(), None);
     }
 
@@ -226,10 +257,8 @@ mod tests {
             store.create_key("1", "m1").await.unwrap()
         };
         let store = MerchantStore::open(&url).await.unwrap();
-        assert_eq!(
-            store.find_key(&key.api_key).await.unwrap(),
-            Some(("1".into(), "m1".into()))
-        );
+        let found = store.find_key(&key.api_key).await.unwrap().unwrap();
+        assert_eq!(found.merchant_id, "m1");
         let _ = std::fs::remove_dir_all(dir);
     }
 

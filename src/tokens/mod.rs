@@ -1,7 +1,10 @@
-//! Access tokens of app users, for the plain JSON protocol (seed 002).
+//! Opaque tokens: access tokens of app users for the plain JSON protocol (seed 002), and
+//! client tokens a merchant's backend mints for its front ends (Socket.IO, seed 003).
 //!
-//! A token is opaque: a lookup in a [`TokenStore`] says which user of which app it
-//! stands for, until when, and whether it was revoked. Two stores:
+//! A token is opaque: a lookup in a [`TokenStore`] says whom of which app it stands for,
+//! until when, and whether it was revoked. An access token names a user; a client token
+//! names a merchant (and optionally one of its users), and neither opens the other's
+//! protocol. Two stores:
 //! - [`SqliteTokens`], the embedded default, in the `database_url` file (token hashes only);
 //! - [`RedisTokens`], when `redis_url` is set, so a backend that already keeps its access
 //!   tokens in Redis (seed 002: "Redis-backed access-token state") works unchanged. Its key
@@ -23,24 +26,62 @@ use sha2::{Digest, Sha256};
 pub use self::redis::RedisTokens;
 pub use self::sqlite::SqliteTokens;
 
-/// Prefix of tokens payrelay mints (tokens written by another backend may look different).
+/// Prefix of the access tokens payrelay mints (tokens written by another backend may look
+/// different).
 pub const TOKEN_PREFIX: &str = "prt_";
+/// Prefix of the merchants' client tokens payrelay mints.
+pub const CLIENT_TOKEN_PREFIX: &str = "pct_";
 
 /// What a token stands for.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
-    /// The app the user belongs to; `None` when the writer did not say (the node's
+    /// The app the holder belongs to; `None` when the writer did not say (the node's
     /// first app is meant then).
     pub app_id: Option<String>,
-    pub user_id: String,
+    pub subject: Subject,
     /// Unix seconds; `None` = no expiry of its own (Redis may still expire the key).
     pub expires_at: Option<i64>,
     pub revoked: bool,
 }
 
+/// Whom a token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A user of the app: an access token of the plain JSON protocol.
+    User(String),
+    /// A merchant's front end, optionally on behalf of one of the merchant's users: a
+    /// client token of the Socket.IO gateway.
+    Client {
+        merchant_id: String,
+        user_id: Option<String>,
+    },
+}
+
 impl TokenRecord {
     pub fn is_expired(&self, now: i64) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// Whether the token still opens sockets at `now`.
+    pub fn is_live(&self, now: i64) -> bool {
+        !self.revoked && !self.is_expired(now)
+    }
+
+    /// The core user id the token's sockets sign in as: the user of an access token, the
+    /// merchant of a client token. Revocation finds the sockets to close by it.
+    pub fn connection_user(&self) -> &str {
+        match &self.subject {
+            Subject::User(user) => user,
+            Subject::Client { merchant_id, .. } => merchant_id,
+        }
+    }
+
+    /// The user of an access token; `None` for a client token.
+    pub fn access_user(&self) -> Option<&str> {
+        match &self.subject {
+            Subject::User(user) => Some(user),
+            Subject::Client { .. } => None,
+        }
     }
 }
 
@@ -48,7 +89,10 @@ impl TokenRecord {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MintedToken {
     pub token: String,
-    pub user_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     pub expires_at: i64,
 }
 
@@ -58,22 +102,70 @@ pub enum TokenError {
     Unavailable(String),
     #[error("user id `{0}` must be 1-64 letters, digits, `_`, `-`, `@`, `=` or `,`")]
     BadUserId(String),
+    #[error("merchant id `{0}` must be 1-64 letters, digits, `_` or `-`")]
+    BadMerchantId(String),
+}
+
+impl Subject {
+    /// Refuses ids that could not travel in channel names.
+    pub fn validate(&self) -> Result<(), TokenError> {
+        let (merchant, user) = match self {
+            Subject::User(user) => (None, Some(user)),
+            Subject::Client {
+                merchant_id,
+                user_id,
+            } => (Some(merchant_id), user_id.as_ref()),
+        };
+        if let Some(m) = merchant.filter(|m| !crate::merchants::store::valid_merchant_id(m)) {
+            return Err(TokenError::BadMerchantId(m.clone()));
+        }
+        if let Some(u) = user.filter(|u| !valid_user_id(u)) {
+            return Err(TokenError::BadUserId(u.clone()));
+        }
+        Ok(())
+    }
+
+    /// A new random token of this subject's kind.
+    pub(crate) fn new_token(&self) -> String {
+        let prefix = match self {
+            Subject::User(_) => TOKEN_PREFIX,
+            Subject::Client { .. } => CLIENT_TOKEN_PREFIX,
+        };
+        let secret: [u8; 20] = rand::rng().random();
+        format!("{prefix}{}", hex::encode(secret))
+    }
+
+    pub(crate) fn minted(&self, token: String, expires_at: i64) -> MintedToken {
+        let (merchant_id, user_id) = match self {
+            Subject::User(user) => (None, Some(user.clone())),
+            Subject::Client {
+                merchant_id,
+                user_id,
+            } => (Some(merchant_id.clone()), user_id.clone()),
+        };
+        MintedToken {
+            token,
+            merchant_id,
+            user_id,
+            expires_at,
+        }
+    }
 }
 
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
-    /// Creates a token for `user_id` of `app_id` valid for `ttl`.
+    /// Creates a token for `subject` in `app_id` valid for `ttl`.
     async fn mint(
         &self,
         app_id: &str,
-        user_id: &str,
+        subject: &Subject,
         ttl: Duration,
     ) -> Result<MintedToken, TokenError>;
     /// What `token` stands for, revoked or expired ones included; `None` if unknown.
     async fn lookup(&self, token: &str) -> Result<Option<TokenRecord>, TokenError>;
     /// Revokes `token`; returns its record as it was, or `None` if unknown.
     async fn revoke(&self, token: &str) -> Result<Option<TokenRecord>, TokenError>;
-    /// Revokes every token of a user; returns the credential ids revoked.
+    /// Revokes every access token of a user; returns the credential ids revoked.
     async fn revoke_user(&self, app_id: &str, user_id: &str) -> Result<Vec<String>, TokenError>;
     /// Short name for logs.
     fn name(&self) -> &'static str;
@@ -92,11 +184,6 @@ pub fn valid_user_id(id: &str) -> bool {
 /// The id a connection keeps of its token: a short hash, useless to an attacker.
 pub fn credential_id(token: &str) -> String {
     hex::encode(&Sha256::digest(token.as_bytes())[..12])
-}
-
-pub(crate) fn new_token() -> String {
-    let secret: [u8; 20] = rand::rng().random();
-    format!("{TOKEN_PREFIX}{}", hex::encode(secret))
 }
 
 pub(crate) fn now_unix() -> i64 {

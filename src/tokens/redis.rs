@@ -5,6 +5,8 @@
 //! - value: JSON `{"user_id": "120045" | 120045, "app_id": "1", "expires_at": 1740748800,
 //!   "revoked": false}`, where only `user_id` is required (no `app_id`: the node's first
 //!   app; no `expires_at`: valid while the key exists, so a Redis TTL works as expiry);
+//!   a merchant's client token (Socket.IO) has `"merchant_id"` as well, and `user_id` is
+//!   then optional;
 //! - revocation: delete the key, or set `"revoked": true`.
 //!
 //! payrelay writes the same layout when it mints (`SET ... EX ttl`) and deletes the key
@@ -17,7 +19,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde_json::Value;
 
-use super::{MintedToken, TokenError, TokenRecord, TokenStore, credential_id, now_unix};
+use super::{MintedToken, Subject, TokenError, TokenRecord, TokenStore, credential_id, now_unix};
 
 pub struct RedisTokens {
     connection: ConnectionManager,
@@ -28,21 +30,29 @@ fn unavailable(e: redis::RedisError) -> TokenError {
     TokenError::Unavailable(e.to_string())
 }
 
-/// Reads a value as a backend may have written it; `None` if it names no user.
+/// An id a backend may have written as a string or a number.
+fn id(json: &Value, field: &str) -> Option<String> {
+    match json.get(field)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Reads a value as a backend may have written it; `None` if it names nobody.
 fn parse_record(value: &str) -> Option<TokenRecord> {
     let json: Value = serde_json::from_str(value).ok()?;
-    let user_id = match json.get("user_id")? {
-        Value::String(s) if !s.is_empty() => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
+    let user_id = id(&json, "user_id");
+    let subject = match id(&json, "merchant_id") {
+        Some(merchant_id) => Subject::Client {
+            merchant_id,
+            user_id,
+        },
+        None => Subject::User(user_id?),
     };
     Some(TokenRecord {
-        app_id: json.get("app_id").and_then(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }),
-        user_id,
+        app_id: id(&json, "app_id"),
+        subject,
         expires_at: json.get("expires_at").and_then(Value::as_i64),
         revoked: json
             .get("revoked")
@@ -76,30 +86,31 @@ impl TokenStore for RedisTokens {
     async fn mint(
         &self,
         app_id: &str,
-        user_id: &str,
+        subject: &Subject,
         ttl: Duration,
     ) -> Result<MintedToken, TokenError> {
-        if !super::valid_user_id(user_id) {
-            return Err(TokenError::BadUserId(user_id.to_string()));
-        }
-        let token = super::new_token();
+        subject.validate()?;
+        let token = subject.new_token();
         let expires_at = now_unix().saturating_add(ttl.as_secs() as i64);
-        let value = serde_json::json!({
-            "user_id": user_id,
-            "app_id": app_id,
-            "expires_at": expires_at,
-        })
-        .to_string();
+        let mut value = serde_json::json!({"app_id": app_id, "expires_at": expires_at});
+        match subject {
+            Subject::User(user) => value["user_id"] = user.as_str().into(),
+            Subject::Client {
+                merchant_id,
+                user_id,
+            } => {
+                value["merchant_id"] = merchant_id.as_str().into();
+                if let Some(user) = user_id {
+                    value["user_id"] = user.as_str().into();
+                }
+            }
+        }
         let mut connection = self.connection.clone();
         let _: () = connection
-            .set_ex(self.key(&token), value, ttl.as_secs().max(1))
+            .set_ex(self.key(&token), value.to_string(), ttl.as_secs().max(1))
             .await
             .map_err(unavailable)?;
-        Ok(MintedToken {
-            token,
-            user_id: user_id.to_string(),
-            expires_at,
-        })
+        Ok(subject.minted(token, expires_at))
     }
 
     async fn lookup(&self, token: &str) -> Result<Option<TokenRecord>, TokenError> {
@@ -137,7 +148,7 @@ impl TokenStore for RedisTokens {
                     continue;
                 };
                 let same_app = record.app_id.as_deref().is_none_or(|a| a == app_id);
-                if record.user_id == user_id && same_app {
+                if record.access_user() == Some(user_id) && same_app {
                     let _: () = connection.del(&key).await.map_err(unavailable)?;
                     revoked.push(credential_id(&key[self.prefix.len()..]));
                 }
@@ -162,13 +173,21 @@ mod tests {
     #[test]
     fn values_written_by_another_backend_are_read() {
         let record = parse_record(r#"{"user_id":120045}"#).unwrap();
-        assert_eq!(record.user_id, "120045");
+        assert_eq!(record.access_user(), Some("120045"));
         assert_eq!(record.app_id, None);
         assert!(!record.revoked);
         let record =
             parse_record(r#"{"user_id":"u1","app_id":"1","expires_at":5,"revoked":true}"#).unwrap();
         assert!(record.revoked && record.is_expired(6));
         assert_eq!(parse_record(r#"{"user":"x"}"#), None);
+        let record = parse_record(r#"{"merchant_id":"m1"}"#).unwrap();
+        assert_eq!(
+            record.subject,
+            Subject::Client {
+                merchant_id: "m1".into(),
+                user_id: None
+            }
+        );
         assert_eq!(parse_record("not json"), None);
     }
 }

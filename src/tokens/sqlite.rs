@@ -1,5 +1,7 @@
-//! Access tokens in the embedded SQLite file: only SHA-256 hashes are stored, so a copy
-//! of the file yields no usable token.
+//! Tokens in the embedded SQLite file: only SHA-256 hashes are stored, so a copy of the
+//! file yields no usable token. Access tokens and merchants' client tokens keep their own
+//! tables (a client token has a merchant and maybe no user); the prefix payrelay gave a
+//! token says which table holds it.
 
 use std::time::Duration;
 
@@ -8,7 +10,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
 
-use super::{MintedToken, TokenError, TokenRecord, TokenStore, credential_id, now_unix};
+use super::{MintedToken, Subject, TokenError, TokenRecord, TokenStore, credential_id, now_unix};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS access_tokens (
@@ -20,7 +22,25 @@ CREATE TABLE IF NOT EXISTS access_tokens (
     revoked_at    INTEGER
 );
 CREATE INDEX IF NOT EXISTS access_tokens_by_user ON access_tokens (app_id, user_id);
+CREATE TABLE IF NOT EXISTS client_tokens (
+    token_hash    TEXT PRIMARY KEY,
+    credential_id TEXT NOT NULL,
+    app_id        TEXT NOT NULL,
+    merchant_id   TEXT NOT NULL,
+    user_id       TEXT,
+    expires_at    INTEGER NOT NULL,
+    revoked_at    INTEGER
+);
 ";
+
+/// The table that holds `token`.
+fn table_of(token: &str) -> &'static str {
+    if token.starts_with(super::CLIENT_TOKEN_PREFIX) {
+        "client_tokens"
+    } else {
+        "access_tokens"
+    }
+}
 
 pub struct SqliteTokens {
     pool: SqlitePool,
@@ -52,54 +72,77 @@ impl TokenStore for SqliteTokens {
     async fn mint(
         &self,
         app_id: &str,
-        user_id: &str,
+        subject: &Subject,
         ttl: Duration,
     ) -> Result<MintedToken, TokenError> {
-        if !super::valid_user_id(user_id) {
-            return Err(TokenError::BadUserId(user_id.to_string()));
-        }
-        let token = super::new_token();
+        subject.validate()?;
+        let token = subject.new_token();
         let expires_at = now_unix().saturating_add(ttl.as_secs() as i64);
-        sqlx::query(
-            "INSERT INTO access_tokens (token_hash, credential_id, app_id, user_id, expires_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(hash(&token))
-        .bind(credential_id(&token))
-        .bind(app_id)
-        .bind(user_id)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(MintedToken {
-            token,
-            user_id: user_id.to_string(),
-            expires_at,
-        })
+        let query = match subject {
+            Subject::User(user) => sqlx::query(
+                "INSERT INTO access_tokens (token_hash, credential_id, app_id, expires_at, user_id) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(hash(&token))
+            .bind(credential_id(&token))
+            .bind(app_id)
+            .bind(expires_at)
+            .bind(user),
+            Subject::Client {
+                merchant_id,
+                user_id,
+            } => sqlx::query(
+                "INSERT INTO client_tokens (token_hash, credential_id, app_id, expires_at, user_id, merchant_id) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(hash(&token))
+            .bind(credential_id(&token))
+            .bind(app_id)
+            .bind(expires_at)
+            .bind(user_id)
+            .bind(merchant_id),
+        };
+        query.execute(&self.pool).await.map_err(unavailable)?;
+        Ok(subject.minted(token, expires_at))
     }
 
     async fn lookup(&self, token: &str) -> Result<Option<TokenRecord>, TokenError> {
-        let row = sqlx::query(
-            "SELECT app_id, user_id, expires_at, revoked_at FROM access_tokens WHERE token_hash = ?",
-        )
+        let table = table_of(token);
+        let merchant_column = if table == "client_tokens" {
+            "merchant_id"
+        } else {
+            "NULL"
+        };
+        let row = sqlx::query(&format!(
+            "SELECT app_id, user_id, expires_at, revoked_at, {merchant_column} FROM {table} WHERE token_hash = ?"
+        ))
         .bind(hash(token))
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(row.map(|r| TokenRecord {
-            app_id: Some(r.get(0)),
-            user_id: r.get(1),
-            expires_at: Some(r.get(2)),
-            revoked: r.get::<Option<i64>, _>(3).is_some(),
+        Ok(row.map(|r| {
+            let user_id: Option<String> = r.get(1);
+            let subject = match r.get::<Option<String>, _>(4) {
+                Some(merchant_id) => Subject::Client {
+                    merchant_id,
+                    user_id,
+                },
+                None => Subject::User(user_id.unwrap_or_default()),
+            };
+            TokenRecord {
+                app_id: Some(r.get(0)),
+                subject,
+                expires_at: Some(r.get(2)),
+                revoked: r.get::<Option<i64>, _>(3).is_some(),
+            }
         }))
     }
 
     async fn revoke(&self, token: &str) -> Result<Option<TokenRecord>, TokenError> {
         let record = self.lookup(token).await?;
         if record.is_some() {
-            sqlx::query(
-                "UPDATE access_tokens SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL",
-            )
+            sqlx::query(&format!(
+                "UPDATE {} SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL",
+                table_of(token)
+            ))
             .bind(now_unix())
             .bind(hash(token))
             .execute(&self.pool)
@@ -131,31 +174,78 @@ impl TokenStore for SqliteTokens {
 mod tests {
     use super::*;
 
+    fn user(id: &str) -> Subject {
+        Subject::User(id.to_string())
+    }
+
     #[tokio::test]
     async fn tokens_are_minted_found_and_revoked() {
         let store = SqliteTokens::open("sqlite::memory:").await.unwrap();
         let minted = store
-            .mint("1", "120045", Duration::from_secs(60))
+            .mint("1", &user("120045"), Duration::from_secs(60))
             .await
             .unwrap();
         let record = store.lookup(&minted.token).await.unwrap().unwrap();
-        assert_eq!(record.user_id, "120045");
+        assert_eq!(record.access_user(), Some("120045"));
         assert!(!record.revoked && !record.is_expired(now_unix()));
         assert_eq!(store.lookup("prt_nope").await.unwrap(), None);
         store.revoke(&minted.token).await.unwrap();
         assert!(store.lookup(&minted.token).await.unwrap().unwrap().revoked);
 
         let other = store
-            .mint("1", "120045", Duration::from_secs(60))
+            .mint("1", &user("120045"), Duration::from_secs(60))
             .await
             .unwrap();
         let revoked = store.revoke_user("1", "120045").await.unwrap();
         assert_eq!(revoked, vec![credential_id(&other.token)]);
         assert!(
             store
-                .mint("1", "a.b", Duration::from_secs(1))
+                .mint("1", &user("a.b"), Duration::from_secs(1))
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn client_tokens_name_a_merchant_and_are_not_access_tokens() {
+        let store = SqliteTokens::open("sqlite::memory:").await.unwrap();
+        let subject = Subject::Client {
+            merchant_id: "merchant_001".into(),
+            user_id: None,
+        };
+        let minted = store
+            .mint("1", &subject, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(minted.token.starts_with(crate::tokens::CLIENT_TOKEN_PREFIX));
+        let record = store.lookup(&minted.token).await.unwrap().unwrap();
+        assert_eq!(record.subject, subject);
+        assert_eq!(
+            record.access_user(),
+            None,
+            "a client token opens no plain socket"
+        );
+        // A forced logout of a user id equal to the merchant's touches no client token.
+        assert!(
+            store
+                .revoke_user("1", "merchant_001")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.revoke(&minted.token).await.unwrap();
+        assert!(
+            !store
+                .lookup(&minted.token)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_live(0)
+        );
+        let bad = Subject::Client {
+            merchant_id: "m.1".into(),
+            user_id: Some("u1".into()),
+        };
+        assert!(store.mint("1", &bad, Duration::from_secs(1)).await.is_err());
     }
 }

@@ -34,7 +34,9 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &[u8], shape: &str) -> Result<T, Re
 
 fn store_unavailable(e: tokens::TokenError) -> Refusal {
     match e {
-        tokens::TokenError::BadUserId(_) => Refusal::new(StatusCode::BAD_REQUEST, e.to_string()),
+        tokens::TokenError::BadUserId(_) | tokens::TokenError::BadMerchantId(_) => {
+            Refusal::new(StatusCode::BAD_REQUEST, e.to_string())
+        }
         tokens::TokenError::Unavailable(_) => {
             tracing::error!("{e}");
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "Token store unavailable")
@@ -159,7 +161,11 @@ pub(super) async fn mint_token(
     }
     let minted = state
         .tokens
-        .mint(&app.id, &user_id, Duration::from_secs(request.ttl_secs))
+        .mint(
+            &app.id,
+            &tokens::Subject::User(user_id),
+            Duration::from_secs(request.ttl_secs),
+        )
         .await
         .map_err(store_unavailable)?;
     Ok(ok(
@@ -199,7 +205,7 @@ pub(super) async fn revoke_token(
         .core
         .close_user_connections(
             &app,
-            &record.user_id,
+            record.connection_user(),
             WhichConnections::Credential(credential),
             Disconnect::Revoked,
         )
@@ -207,7 +213,7 @@ pub(super) async fn revoke_token(
         .map_err(broker_unavailable)?;
     Ok(ok(
         StatusCode::OK,
-        json!({"user_id": record.user_id, "revoked": true}),
+        json!({"user_id": record.connection_user(), "revoked": true}),
     ))
 }
 

@@ -166,12 +166,17 @@ async fn admit(
             ));
         }
     };
-    if record.revoked || record.is_expired(tokens::now_unix()) {
+    if !record.is_live(tokens::now_unix()) {
         return Err(unauthorized("Invalid or expired token"));
     }
-    if !tokens::valid_user_id(&record.user_id) {
+    // A merchant's client token (Socket.IO) is no access token.
+    let Some(user_id) = record.access_user() else {
+        return Err(unauthorized("Invalid or expired token"));
+    };
+    if !tokens::valid_user_id(user_id) {
         return Err(unauthorized("The token names an invalid user id"));
     }
+    let user_id = Arc::from(user_id);
     let Some(app) = app_of(state, &record) else {
         return Err(unauthorized("The token's app is not served here"));
     };
@@ -192,7 +197,7 @@ async fn admit(
     Ok(Admitted {
         session,
         token,
-        user_id: Arc::from(record.user_id.as_str()),
+        user_id,
         expires_at: record.expires_at,
         via_subprotocol,
     })

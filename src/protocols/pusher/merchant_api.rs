@@ -3,13 +3,16 @@
 //!
 //! - the admin API for merchant API keys: create (the key is in this one answer and
 //!   nowhere else), list (never the key itself), revoke. Changes apply at once: every
-//!   auth request looks the key up in the store.
+//!   auth request looks the key up in the store, and a revocation closes the Socket.IO
+//!   sockets opened with the key.
 //!   `POST /apps/{app_id}/merchants/{merchant_id}/keys`,
 //!   `GET /apps/{app_id}/merchants/{merchant_id}/keys`, `GET /apps/{app_id}/keys`,
 //!   `DELETE /apps/{app_id}/keys/{key_id}`;
 //! - `POST /v1/events` `{merchant_id, kind, event, data}`: the simple way for a backend to
 //!   publish to a merchant. It lands on `private-{kind}.{merchant_id}`, the very channel
 //!   the Pusher HTTP API would publish to, through the same core publish path.
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -20,7 +23,7 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::core::{App, NewPublication};
+use crate::core::{App, Disconnect, NewPublication, WhichConnections};
 use crate::http::app_auth::Call;
 use crate::http::{ApiError, HttpState};
 use crate::merchants::{StoreError, channels};
@@ -109,6 +112,20 @@ async fn revoke_key(
     {
         Some(merchant_id) => {
             tracing::info!(app = %app.id, merchant = %merchant_id, %key_id, "API key revoked");
+            // Sockets opened with the key (Socket.IO) go at once, on every node; they sign
+            // in as their merchant and remember the key's id as their credential.
+            if let Err(e) = state
+                .core
+                .close_user_connections(
+                    &app,
+                    &merchant_id,
+                    WhichConnections::Credential(Arc::from(key_id.as_str())),
+                    Disconnect::Revoked,
+                )
+                .await
+            {
+                tracing::warn!(app = %app.id, %key_id, "revoked, but its sockets stay until their recheck: {e}");
+            }
             Ok(Json(
                 json!({"key_id": key_id, "merchant_id": merchant_id, "revoked": true}),
             ))

@@ -143,7 +143,7 @@ async fn check(
     }
 
     let (app_id, key_merchant) = match merchants.store.find_key(api_key).await {
-        Ok(Some(found)) => found,
+        Ok(Some(found)) => (found.app_id, found.merchant_id),
         Ok(None) => {
             return Err(refuse(
                 StatusCode::UNAUTHORIZED,
