@@ -65,6 +65,7 @@ impl Server {
             prometheus,
             merchants,
             tokens,
+            socketio: Default::default(),
         };
         if config.sandbox {
             tracing::warn!("sandbox mode: serving test-channel and simulated exchange rates");
@@ -103,6 +104,7 @@ impl Server {
             ..
         } = self;
         let tracker = state.tracker.clone();
+        let socketio = state.socketio.clone();
         let stop_accepting = CancellationToken::new();
         let listener = listener.tap_io(|tcp| {
             // Frames are small and latency matters more than packet count.
@@ -153,6 +155,9 @@ impl Server {
             connections = asked,
             "shutting down: asked every client to reconnect"
         );
+        // Socket.IO clients reconnect after a transport close, not after a Socket.IO
+        // disconnect, so their transports are closed rather than disconnected.
+        let _ = tokio::time::timeout_at(deadline, socketio.close_all()).await;
         tracker.close();
         if tokio::time::timeout_at(deadline, tracker.wait())
             .await

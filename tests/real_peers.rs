@@ -141,3 +141,37 @@ async fn plain_json_protocol_with_the_npm_ws_client() {
     let env = [("PAYRELAY_DISABLED_PORT", disabled.addr.port().to_string())];
     run_peer_with(&server, Path::new("node"), "plain_ws.mjs", &env).await;
 }
+
+/// Seed 003's merchant setup: M with a live, a revoked and a to-be-revoked key, and
+/// another merchant N.
+async fn socketio_env(server: &TestServer) -> Vec<(&'static str, String)> {
+    let store = &server.merchants().store;
+    let key = store.create_key("1", "merchant_001").await.unwrap();
+    let revoked = store.create_key("1", "merchant_001").await.unwrap();
+    store.revoke_key("1", &revoked.key_id).await.unwrap();
+    let doomed = store.create_key("1", "merchant_001").await.unwrap();
+    let other = store.create_key("1", "merchant_002").await.unwrap();
+    vec![
+        ("PAYRELAY_MERCHANT", "merchant_001".to_string()),
+        ("PAYRELAY_API_KEY", key.api_key),
+        ("PAYRELAY_API_KEY_OTHER", other.api_key),
+        ("PAYRELAY_API_KEY_REVOKED", revoked.api_key),
+        ("PAYRELAY_API_KEY_DOOMED", doomed.api_key),
+        ("PAYRELAY_API_KEY_DOOMED_ID", doomed.key_id),
+    ]
+}
+
+#[tokio::test]
+async fn socketio_client_runs_the_seed_snippet() {
+    require_node_modules();
+    let server = TestServer::start().await;
+    let env = socketio_env(&server).await;
+    run_peer_with(&server, Path::new("node"), "socketio_client.mjs", &env).await;
+}
+
+#[tokio::test]
+async fn python_socketio_is_a_second_independent_client() {
+    let server = TestServer::start().await;
+    let env = socketio_env(&server).await;
+    run_peer_with(&server, &python(), "socketio_client.py", &env).await;
+}

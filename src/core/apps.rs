@@ -19,6 +19,8 @@ pub struct App {
     pub limits: AppLimits,
     /// Settings of the plain JSON protocol adapter.
     pub plain: crate::config::PlainConfig,
+    /// Settings of the Socket.IO gateway.
+    pub socketio: crate::config::SocketIoConfig,
     /// Connections of this app currently open on this node.
     connections: AtomicUsize,
 }
@@ -55,6 +57,7 @@ impl App {
                 max_batch_size: config.max_batch_size,
             },
             plain: config.plain.clone(),
+            socketio: config.socketio.clone(),
             connections: AtomicUsize::new(0),
         }
     }

@@ -27,12 +27,15 @@ pub struct HttpState {
     pub merchants: crate::merchants::Merchants,
     /// Access tokens of app users (plain JSON protocol).
     pub tokens: std::sync::Arc<dyn crate::tokens::TokenStore>,
+    /// The Socket.IO server, set when the router is built (for shutdown).
+    pub socketio: protocols::socketio::Gateway,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .merge(protocols::pusher::routes())
         .merge(protocols::plain::routes())
+        .merge(protocols::socketio::routes(&state))
         .merge(ops::routes())
         .fallback(|| async { ApiError::not_found("No such route") })
         .with_state(state)

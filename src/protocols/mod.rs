@@ -7,6 +7,7 @@
 
 pub mod plain;
 pub mod pusher;
+pub mod socketio;
 
 use crate::core::EncodingSlot;
 
@@ -18,3 +19,5 @@ pub const PUSHER_BINARY_SLOT: EncodingSlot = EncodingSlot(1);
 pub const PUSHER_MSGPACK_SLOT: EncodingSlot = EncodingSlot(2);
 /// Plain JSON protocol (`{"event","channel","data"}` with `data` as JSON).
 pub const PLAIN_JSON_SLOT: EncodingSlot = EncodingSlot(3);
+/// Socket.IO: the publication's data as the JSON value `socket.emit` sends.
+pub const SOCKETIO_SLOT: EncodingSlot = EncodingSlot(4);

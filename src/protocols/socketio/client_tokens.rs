@@ -1,0 +1,219 @@
+//! Client tokens: what a merchant's backend hands its front end so the browser never
+//! holds the merchant's API key (seed 003: "with client token (user-level access)").
+//!
+//! - `POST /v1/client-tokens` `{merchant_id?, user_id?, ttl_secs?}` → 201
+//!   `{token, merchant_id, user_id?, expires_at}`;
+//! - `POST /v1/client-tokens/revoke` `{token}` → 200, and the token's sockets are
+//!   disconnected at once, on every node.
+//!
+//! The caller is either the merchant's backend, with its API key (`X-API-Key: prk_…` or
+//! `Authorization: Bearer prk_…`; `merchant_id` is then the key's and may be omitted), or
+//! the app's backend with the app credentials (HTTP Basic or a Pusher signature;
+//! `merchant_id` required). Tokens live in the token store (SQLite, or Redis when
+//! `redis_url` is set, so every node verifies them).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::core::{App, Disconnect, WhichConnections};
+use crate::http::app_auth::Call;
+use crate::http::{ApiError, HttpState};
+use crate::tokens::{self, Subject, TokenError};
+
+pub(super) fn routes() -> Router<HttpState> {
+    Router::new()
+        .route("/v1/client-tokens", post(mint))
+        .route("/v1/client-tokens/revoke", post(revoke))
+}
+
+/// Who is asking.
+enum Caller {
+    Merchant { app: Arc<App>, merchant_id: String },
+    App(Arc<App>),
+}
+
+impl Caller {
+    fn app(&self) -> &Arc<App> {
+        match self {
+            Caller::Merchant { app, .. } | Caller::App(app) => app,
+        }
+    }
+}
+
+/// A merchant API key from `X-API-Key` or `Authorization: Bearer`, if one is presented.
+fn api_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(key.trim());
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+async fn caller(state: &HttpState, call: &Call) -> Result<Caller, ApiError> {
+    let Some(key) = api_key(&call.headers) else {
+        return Ok(Caller::App(call.app(state, None)?));
+    };
+    let found = state
+        .merchants
+        .store
+        .find_key(key)
+        .await
+        .map_err(|e| {
+            tracing::error!("merchant store: {e}");
+            ApiError::unavailable("merchant store unavailable")
+        })?
+        .ok_or_else(|| ApiError::unauthorized("The API key is unknown or revoked"))?;
+    let app = state
+        .core
+        .apps
+        .by_id(&found.app_id)
+        .cloned()
+        .ok_or_else(|| ApiError::unauthorized("The API key's app is not served here"))?;
+    Ok(Caller::Merchant {
+        app,
+        merchant_id: found.merchant_id,
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Expected JSON {shape}: {e}")))
+}
+
+fn token_error(e: TokenError) -> ApiError {
+    match e {
+        TokenError::BadUserId(_) | TokenError::BadMerchantId(_) => {
+            ApiError::bad_request(e.to_string())
+        }
+        TokenError::Unavailable(_) => {
+            tracing::error!("{e}");
+            ApiError::unavailable("token store unavailable")
+        }
+    }
+}
+
+/// User ids arrive as strings or numbers, as in the plain protocol's API.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Id {
+    Text(String),
+    Number(u64),
+}
+
+impl Id {
+    fn into_string(self) -> String {
+        match self {
+            Id::Text(s) => s,
+            Id::Number(n) => n.to_string(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintRequest {
+    merchant_id: Option<String>,
+    user_id: Option<Id>,
+    ttl_secs: Option<u64>,
+}
+
+async fn mint(State(state): State<HttpState>, call: Call) -> Result<Response, ApiError> {
+    let caller = caller(&state, &call).await?;
+    let request: MintRequest = parse(&call.body, "{merchant_id?, user_id?, ttl_secs?}")?;
+    let merchant_id = match (&caller, request.merchant_id) {
+        (Caller::Merchant { merchant_id, .. }, Some(asked)) if &asked != merchant_id => {
+            return Err(ApiError::forbidden(
+                "An API key mints tokens for its own merchant only",
+            ));
+        }
+        (Caller::Merchant { merchant_id, .. }, _) => merchant_id.clone(),
+        (Caller::App(_), Some(asked)) => asked,
+        (Caller::App(_), None) => {
+            return Err(ApiError::bad_request(
+                "`merchant_id` is required with the app credentials",
+            ));
+        }
+    };
+    let app = caller.app();
+    let settings = &app.socketio;
+    let ttl = request.ttl_secs.unwrap_or(settings.client_token_ttl_secs);
+    if !(1..=settings.max_client_token_ttl_secs).contains(&ttl) {
+        return Err(ApiError::bad_request(format!(
+            "`ttl_secs` must be 1 to {}",
+            settings.max_client_token_ttl_secs
+        )));
+    }
+    let subject = Subject::Client {
+        merchant_id,
+        user_id: request.user_id.map(Id::into_string),
+    };
+    let minted = state
+        .tokens
+        .mint(&app.id, &subject, Duration::from_secs(ttl))
+        .await
+        .map_err(token_error)?;
+    tracing::info!(app = %app.id, merchant = ?minted.merchant_id, user = ?minted.user_id, "client token minted");
+    Ok((StatusCode::CREATED, Json(minted)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    token: String,
+}
+
+async fn revoke(State(state): State<HttpState>, call: Call) -> Result<Response, ApiError> {
+    let caller = caller(&state, &call).await?;
+    let request: RevokeRequest = parse(&call.body, "{token}")?;
+    let app = caller.app().clone();
+    let unknown = || ApiError::not_found("Unknown client token");
+    let record = state
+        .tokens
+        .lookup(&request.token)
+        .await
+        .map_err(token_error)?
+        .ok_or_else(unknown)?;
+    let Subject::Client { merchant_id, .. } = &record.subject else {
+        return Err(unknown());
+    };
+    // Another app's or another merchant's token is "unknown" to this caller.
+    let same_app = record.app_id.as_deref().is_none_or(|a| a == &*app.id);
+    let allowed = match &caller {
+        Caller::Merchant {
+            merchant_id: own, ..
+        } => own == merchant_id,
+        Caller::App(_) => true,
+    };
+    if !same_app || !allowed {
+        return Err(unknown());
+    }
+    state
+        .tokens
+        .revoke(&request.token)
+        .await
+        .map_err(token_error)?;
+    state
+        .core
+        .close_user_connections(
+            &app,
+            merchant_id,
+            WhichConnections::Credential(Arc::from(tokens::credential_id(&request.token))),
+            Disconnect::Revoked,
+        )
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    tracing::info!(app = %app.id, merchant = %merchant_id, "client token revoked");
+    Ok(Json(json!({"merchant_id": merchant_id, "revoked": true})).into_response())
+}

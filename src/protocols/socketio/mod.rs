@@ -1,0 +1,188 @@
+//! The Socket.IO v4 gateway (seed 003): `socket.io-client` connects unchanged to
+//! `ws://HOST/socket.io/?EIO=4&transport=websocket` with a merchant API key or a client
+//! token and receives the merchant's events as `socket.on(name, data)`.
+//!
+//! socketioxide speaks Engine.IO and Socket.IO; this module only decides who may connect
+//! and what they receive:
+//! - `auth.rs`: the credential, checked once in a connect middleware, so a refusal is a
+//!   `connect_error` with a message and no room is joined;
+//! - `bridge.rs`: per socket, the core's publications → `socket.emit(event, data)`;
+//! - `client_tokens.rs`: the merchant backend's routes to mint and revoke client tokens.
+//!
+//! **The merchant's room is a core channel.** A client of merchant M subscribes, through
+//! a core session like any other protocol's socket, to `private-{kind}.{M}` for each of
+//! the app's `[apps.socketio] channel_kinds` (default `merchant`). Whatever is published
+//! there (the Pusher HTTP API, `POST /v1/events` with `kind`, any node) reaches M's
+//! Pusher subscribers of that channel and M's Socket.IO clients alike, under its event
+//! name. socketioxide's own rooms and adapter are unused: fan-out, limits, termination,
+//! revocation and multi-node delivery are the core's, the same for every protocol.
+//!
+//! Only the WebSocket transport is served (the seed has no long-polling fallback); a
+//! polling request gets a 400 that says so before reaching socketioxide.
+
+mod auth;
+mod bridge;
+mod client_tokens;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::{SocketIo, TransportType};
+use tokio::sync::Notify;
+
+use self::auth::{AuthError, AuthPayload, Recheck};
+use crate::core::Session;
+use crate::http::HttpState;
+use crate::merchants::channels;
+
+/// The name the core and the metrics know this adapter by.
+pub const PROTOCOL: &str = "socketio";
+
+/// The path socket.io-client uses unless told otherwise.
+const PATH: &str = "/socket.io/";
+
+/// The node's Socket.IO server, kept so shutdown can close every Engine.IO transport.
+#[derive(Clone, Default)]
+pub struct Gateway(Arc<OnceLock<SocketIo>>);
+
+impl Gateway {
+    /// Closes every Socket.IO transport; clients see "transport close" and reconnect
+    /// (to another node, behind a load balancer).
+    pub async fn close_all(&self) {
+        if let Some(io) = self.0.get() {
+            io.close().await;
+        }
+    }
+}
+
+/// A socket that passed the connect middleware, waiting for its connect handler.
+#[derive(Clone)]
+struct Admitted(Arc<Mutex<Option<(Session, Recheck)>>>);
+
+pub(crate) fn routes(state: &HttpState) -> Router<HttpState> {
+    let (service, io) = SocketIo::builder()
+        .req_path(PATH.trim_end_matches('/'))
+        .transports([TransportType::Websocket])
+        .with_state(state.clone())
+        .build_svc();
+    io.ns("/", on_connect.with(authenticate));
+    if state.socketio.0.set(io).is_err() {
+        tracing::warn!("the Socket.IO router was built twice; shutdown closes the first one");
+    }
+    Router::new()
+        .route_service(PATH, service)
+        .layer(middleware::from_fn(websocket_only))
+        .merge(client_tokens::routes())
+}
+
+/// Refuses anything but a WebSocket handshake with a 400 whose body says why (Engine.IO's
+/// own answer is a bare "Bad request"). socket.io-client with `transports:
+/// ['websocket']` never sends these.
+async fn websocket_only(request: Request, next: Next) -> Response {
+    let transport = form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "transport")
+        .map(|(_, v)| v.into_owned());
+    if transport.as_deref() != Some("websocket") {
+        let body = serde_json::json!({
+            "code": 3,
+            "message": "Only the websocket transport is supported: connect with transports: ['websocket'] (EIO=4&transport=websocket)",
+        });
+        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+    }
+    next.run(request).await
+}
+
+/// The connect middleware: a refusal here is the client's `connect_error`.
+async fn authenticate(
+    socket: SocketRef,
+    TryData(auth): TryData<AuthPayload>,
+    State(state): State<HttpState>,
+) -> Result<(), AuthError> {
+    let result = admit(&socket, auth.unwrap_or_default(), &state).await;
+    if let Err(e) = &result {
+        let remote = remote_addr(&socket);
+        tracing::info!(%remote, "socket.io connection refused: {e}");
+        metrics::counter!("payrelay_socketio_refusals_total").increment(1);
+    }
+    result
+}
+
+async fn admit(socket: &SocketRef, auth: AuthPayload, state: &HttpState) -> Result<(), AuthError> {
+    let presented = auth::presented(socket.req_parts().uri.query(), &auth)?;
+    let identity = auth::identify(state, presented).await?;
+    let mut session = state
+        .core
+        .open_session(&identity.app, PROTOCOL, remote_addr(socket))
+        .map_err(|e| AuthError::Refused(e.to_string()))?;
+    let conn = session.connection().clone();
+    conn.set_credential(Arc::from(identity.credential_id.as_str()));
+    // Signed in as the merchant: revoking its key or token finds the socket by
+    // (merchant, credential) on every node, and `terminate_connections` for the
+    // merchant id closes its sockets too.
+    session
+        .sign_in(&identity.merchant_id)
+        .map_err(|e| AuthError::Refused(e.to_string()))?;
+    for kind in &identity.app.socketio.channel_kinds {
+        let channel = channels::private_channel(kind, &identity.merchant_id)
+            .ok_or_else(|| AuthError::Refused(format!("no `{kind}` channel")))?;
+        session
+            .subscribe(&channel, None)
+            .map_err(|e| AuthError::Refused(e.to_string()))?;
+    }
+    tracing::debug!(
+        socket_id = %conn.id,
+        sid = %socket.id,
+        app = %identity.app.id,
+        merchant = %identity.merchant_id,
+        user = identity.user_id.as_deref().unwrap_or("-"),
+        "socket.io client admitted"
+    );
+    socket.extensions.insert(Admitted(Arc::new(Mutex::new(Some((
+        session,
+        identity.recheck,
+    ))))));
+    Ok(())
+}
+
+/// The socket is connected (its CONNECT answered): start carrying events to it.
+async fn on_connect(socket: SocketRef, State(state): State<HttpState>) {
+    let Some((session, recheck)) = socket
+        .extensions
+        .remove::<Admitted>()
+        .and_then(|admitted| admitted.0.lock().take())
+    else {
+        tracing::error!(sid = %socket.id, "socket.io socket connected without admission");
+        let _ = socket.disconnect();
+        return;
+    };
+    let gone = Arc::new(Notify::new());
+    socket.on_disconnect({
+        let gone = gone.clone();
+        async move || gone.notify_one()
+    });
+    // A client that left between the middleware and here never fires on_disconnect.
+    if !socket.connected() {
+        return;
+    }
+    let in_flight = state.tracker.token();
+    tokio::spawn(async move {
+        let _in_flight = in_flight;
+        bridge::run(socket, session, state, recheck, gone).await;
+    });
+}
+
+fn remote_addr(socket: &SocketRef) -> SocketAddr {
+    socket
+        .req_parts()
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0)
+}

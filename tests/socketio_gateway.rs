@@ -1,0 +1,365 @@
+//! The Socket.IO gateway (seed 003) frame by frame, with a raw WebSocket client: the
+//! Engine.IO open packet, CONNECT / CONNECT_ERROR, events as `42["name",data]`, the
+//! client-token routes' refusals, the credential recheck, channel kinds, diagnostics,
+//! shutdown, and client tokens verified by another node through Redis.
+//! socket.io-client and python-socketio drive the same gateway in `tests/real_peers.rs`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+const MERCHANT: &str = "merchant_001";
+
+/// A raw Engine.IO v4 / Socket.IO v5 client over WebSocket.
+struct RawSocketIo {
+    client: Client,
+}
+
+impl RawSocketIo {
+    /// Opens the transport and reads the Engine.IO open packet.
+    async fn open(server: &TestServer, query: &str) -> (RawSocketIo, Value) {
+        let client = Client::connect(
+            &server.ws_url(&format!("/socket.io/?EIO=4&transport=websocket{query}")),
+        )
+        .await;
+        let mut raw = RawSocketIo { client };
+        let open = raw.client.text().await;
+        let handshake = open
+            .strip_prefix('0')
+            .unwrap_or_else(|| panic!("first frame is the open packet: {open}"));
+        (raw, serde_json::from_str(handshake).unwrap())
+    }
+
+    /// Sends the Socket.IO CONNECT for `/` (with an auth payload) and returns the answer.
+    async fn connect(&mut self, auth: Option<Value>) -> String {
+        let packet = match auth {
+            Some(auth) => format!("40{auth}"),
+            None => "40".into(),
+        };
+        self.client.send_text(&packet).await;
+        self.packet().await
+    }
+
+    /// The next Socket.IO packet, answering Engine.IO pings on the way.
+    async fn packet(&mut self) -> String {
+        loop {
+            let text = self.client.text().await;
+            if text == "2" {
+                self.client.send_text("3").await;
+                continue;
+            }
+            return text;
+        }
+    }
+}
+
+async fn publish(server: &TestServer, merchant: &str, kind: &str, event: &str, data: Value) {
+    let (status, body) = server
+        .basic_request(
+            "POST",
+            "/v1/events",
+            Some(&json!({"merchant_id": merchant, "kind": kind, "event": event, "data": data})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// `POST path` with the merchant's API key as `X-API-Key`.
+async fn with_api_key(server: &TestServer, path: &str, key: &str, body: Value) -> (u16, Value) {
+    let response = http()
+        .post(server.url(path))
+        .header("x-api-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn frames_on_the_wire_match_the_protocol() {
+    let server = TestServer::start().await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", MERCHANT)
+        .await
+        .unwrap();
+    let (mut raw, open) = RawSocketIo::open(&server, &format!("&apiKey={}", key.api_key)).await;
+    assert!(open["sid"].is_string(), "{open}");
+    assert_eq!(open["upgrades"], json!([]), "no upgrade: websocket only");
+    assert_eq!(open["pingInterval"], 25000);
+    assert_eq!(open["pingTimeout"], 20000);
+    let connected = raw.connect(None).await;
+    let reply: Value = serde_json::from_str(connected.strip_prefix("40").unwrap()).unwrap();
+    // socketioxide reuses the Engine.IO sid as the Socket.IO sid (the reference server
+    // draws another). The Engine.IO sid only matters to long-polling requests, which
+    // this gateway refuses, so knowing it gives nothing away.
+    assert!(reply["sid"].is_string(), "{connected}");
+
+    let trade = json!({"trade": {"id": "trd_1", "status": "completed"}});
+    publish(&server, MERCHANT, "merchant", "trade", trade.clone()).await;
+    let event = raw.packet().await;
+    let args: Value = serde_json::from_str(event.strip_prefix("42").unwrap()).unwrap();
+    assert_eq!(args, json!(["trade", trade]));
+
+    // Data published as text that is not JSON (the Pusher API allows it) arrives as a string.
+    server
+        .trigger(&format!("private-merchant.{MERCHANT}"), "note", "hello")
+        .await;
+    assert_eq!(raw.packet().await, r#"42["note","hello"]"#);
+    // Another kind of the merchant's channels is not Socket.IO's by default.
+    publish(&server, MERCHANT, "payments", "payment", json!({})).await;
+    assert!(
+        raw.client
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn refusals_are_connect_error_packets_with_a_message() {
+    let server = TestServer::start().await;
+    for (query, auth, message) in [
+        ("", None, "Missing credentials"),
+        ("&apiKey=prk_nope", None, "Invalid API key"),
+        (
+            "",
+            Some(json!({"token": "pct_nope"})),
+            "Invalid client token",
+        ),
+        ("&token=pct_a", Some(json!({"apiKey": "prk_b"})), "not both"),
+    ] {
+        let (mut raw, _) = RawSocketIo::open(&server, query).await;
+        let answer = raw.connect(auth).await;
+        let error: Value = serde_json::from_str(
+            answer
+                .strip_prefix("44")
+                .unwrap_or_else(|| panic!("{answer}")),
+        )
+        .unwrap();
+        assert!(
+            error["message"].as_str().unwrap().contains(message),
+            "{query}: {error}"
+        );
+    }
+    assert_eq!(
+        server.core.connection_count(),
+        0,
+        "no session outlives a refusal"
+    );
+
+    // Long-polling never reaches socketioxide.
+    let response = http()
+        .get(server.url("/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], 3);
+    assert!(body["message"].as_str().unwrap().contains("websocket"));
+}
+
+#[tokio::test]
+async fn client_token_routes_check_who_asks() {
+    let server = TestServer::start().await;
+    let store = &server.merchants().store;
+    let mine = store.create_key("1", MERCHANT).await.unwrap();
+    let theirs = store.create_key("1", "merchant_002").await.unwrap();
+
+    let (status, body) = with_api_key(&server, "/v1/client-tokens", "prk_nope", json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = with_api_key(
+        &server,
+        "/v1/client-tokens",
+        &mine.api_key,
+        json!({"merchant_id": "merchant_002"}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = with_api_key(
+        &server,
+        "/v1/client-tokens",
+        &mine.api_key,
+        json!({"ttl_secs": 86401}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = with_api_key(
+        &server,
+        "/v1/client-tokens",
+        &mine.api_key,
+        json!({"user_id": "a.b"}),
+    )
+    .await;
+    assert_eq!(status, 400, "a user id that cannot name a channel: {body}");
+
+    // The app's backend may mint for any merchant, and must say which.
+    let (status, body) = server
+        .basic_request("POST", "/v1/client-tokens", Some(&json!({})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, minted) = server
+        .basic_request(
+            "POST",
+            "/v1/client-tokens",
+            Some(&json!({"merchant_id": MERCHANT})),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    assert_eq!(minted["merchant_id"], MERCHANT);
+    let token = minted["token"].as_str().unwrap();
+    assert!(
+        minted["expires_at"].as_i64().unwrap() >= now() + 3599,
+        "default TTL 1 h"
+    );
+
+    // Another merchant cannot revoke it (nor learn that it exists); its own merchant can.
+    let (status, _) = with_api_key(
+        &server,
+        "/v1/client-tokens/revoke",
+        &theirs.api_key,
+        json!({"token": token}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, body) = with_api_key(
+        &server,
+        "/v1/client-tokens/revoke",
+        &mine.api_key,
+        json!({"token": token}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // A plain access token is not a client token to revoke here.
+    let (_, access) = server
+        .basic_request(
+            "POST",
+            "/api/v1/tokens",
+            Some(&json!({"user_id": "u1", "ttl_secs": 60})),
+        )
+        .await;
+    let (status, _) = server
+        .basic_request(
+            "POST",
+            "/v1/client-tokens/revoke",
+            Some(&json!({"token": access["data"]["token"]})),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_key_revoked_outside_the_api_disconnects_at_the_next_recheck() {
+    let server =
+        TestServer::with_settings("", "[apps.socketio]\ncredential_recheck_secs = 1").await;
+    let store = &server.merchants().store;
+    let key = store.create_key("1", MERCHANT).await.unwrap();
+    let (mut raw, _) = RawSocketIo::open(&server, &format!("&apiKey={}", key.api_key)).await;
+    let answer = raw.connect(None).await;
+    assert!(answer.starts_with("40{"), "{answer}");
+    // What `payrelay keys revoke` does: edit the store, tell no running node.
+    store.revoke_key("1", &key.key_id).await.unwrap();
+    assert_eq!(raw.packet().await, "41", "a Socket.IO DISCONNECT");
+}
+
+#[tokio::test]
+async fn channel_kinds_diagnostics_and_shutdown() {
+    let mut server = TestServer::with_settings(
+        "",
+        "[apps.socketio]\nchannel_kinds = [\"merchant\", \"payments\"]",
+    )
+    .await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", MERCHANT)
+        .await
+        .unwrap();
+    let (mut raw, _) = RawSocketIo::open(&server, &format!("&apiKey={}", key.api_key)).await;
+    let answer = raw.connect(None).await;
+    assert!(answer.starts_with("40{"), "{answer}");
+    publish(
+        &server,
+        MERCHANT,
+        "payments",
+        "payment",
+        json!({"id": "p1"}),
+    )
+    .await;
+    assert_eq!(raw.packet().await, r#"42["payment",{"id":"p1"}]"#);
+
+    let (status, body) = server
+        .basic_request("GET", "/api/v1/ws/connections", None)
+        .await;
+    assert_eq!(status, 200);
+    let conn = &body["data"]["connections"][0];
+    assert_eq!(conn["protocol"], "socketio");
+    assert_eq!(conn["user_id"], MERCHANT);
+    assert_eq!(
+        conn["subscriptions"],
+        json!([
+            format!("private-merchant.{MERCHANT}"),
+            format!("private-payments.{MERCHANT}")
+        ])
+    );
+
+    // Shutdown closes the transport (Engine.IO close `1`; clients reconnect) rather than
+    // sending a Socket.IO DISCONNECT `41` (after which socket.io-client stays away).
+    server.shutdown().await;
+    loop {
+        match raw.client.next_within(WAIT).await {
+            Some(Received::Close(_)) | Some(Received::Gone) => break,
+            Some(Received::Json(frame)) if frame == json!(1) => continue,
+            Some(Received::Json(frame)) => panic!("unexpected frame {frame}"),
+            Some(other) => panic!("unexpected {other:?}"),
+            None => panic!("the transport stayed open after shutdown"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_tokens_in_redis_are_verified_by_another_node() {
+    let url = "redis://127.0.0.1:6379/";
+    let answers = tokio::time::timeout(Duration::from_secs(2), async {
+        redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+    })
+    .await
+    .is_ok_and(|c| c.is_ok());
+    if !answers {
+        if std::env::var_os("PAYRELAY_REQUIRE_REDIS").is_some() {
+            panic!(
+                "Redis at {url} does not answer, and PAYRELAY_REQUIRE_REDIS is set (scripts/test sets it)"
+            );
+        }
+        println!("SKIPPED: no Redis answers at {url} (set PAYRELAY_REQUIRE_REDIS to fail instead)");
+        return;
+    }
+    let prefix = format!("payrelay-test-{}:", rand::random::<u32>());
+    let node = format!("redis_url = \"{url}\"\nredis_token_prefix = \"{prefix}\"");
+    let minting = TestServer::with_settings(&node, "").await;
+    let other = TestServer::with_settings(&node, "").await;
+    let (status, minted) = minting
+        .basic_request(
+            "POST",
+            "/v1/client-tokens",
+            Some(&json!({"merchant_id": MERCHANT, "user_id": "player_1", "ttl_secs": 60})),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let token = minted["token"].as_str().unwrap();
+    let (mut raw, _) = RawSocketIo::open(&other, &format!("&token={token}")).await;
+    let answer = raw.connect(None).await;
+    assert!(answer.starts_with("40{"), "{answer}");
+    publish(&other, MERCHANT, "merchant", "trade", json!({"trade": {}})).await;
+    assert_eq!(raw.packet().await, r#"42["trade",{"trade":{}}]"#);
+}
