@@ -76,6 +76,15 @@ impl TokenRecord {
         }
     }
 
+    /// The app the token belongs to: the one it names, or the node's first app when it
+    /// names none (tokens written by a single-app backend).
+    pub fn app(&self, apps: &crate::core::AppRegistry) -> Option<Arc<crate::core::App>> {
+        match &self.app_id {
+            Some(id) => apps.by_id(id).cloned(),
+            None => apps.iter().next().cloned(),
+        }
+    }
+
     /// The user of an access token; `None` for a client token.
     pub fn access_user(&self) -> Option<&str> {
         match &self.subject {

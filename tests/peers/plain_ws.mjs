@@ -16,29 +16,16 @@
 
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
+import { deadline, env, runScenarios, sleep } from './harness.mjs';
 
 const WAIT_MS = 4000;
-
-function env(name) {
-  const v = process.env[name];
-  if (!v) {
-    console.error(`FAIL: environment variable ${name} is not set`);
-    process.exit(2);
-  }
-  return v;
-}
 
 const HOST = env('PAYRELAY_HOST');
 const PORT = env('PAYRELAY_PORT');
 const DISABLED_PORT = env('PAYRELAY_DISABLED_PORT');
 const BASIC = 'Basic ' + Buffer.from(`${env('PAYRELAY_KEY')}:${env('PAYRELAY_SECRET')}`).toString('base64');
 
-setTimeout(() => {
-  console.error('FAIL: overall timeout of 60s exceeded');
-  process.exit(1);
-}, 60_000).unref();
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+deadline(60);
 
 /** A backend call with the app credentials (HTTP Basic), as the README's curl lines do. */
 async function backend(method, path, body, port = PORT) {
@@ -315,16 +302,4 @@ const scenarios = {
   },
 };
 
-const only = process.env.PAYRELAY_ONLY;
-let failed = 0;
-for (const [name, run] of Object.entries(scenarios)) {
-  if (only && !name.includes(only)) continue;
-  try {
-    await run();
-    console.log(`ok   ${name}`);
-  } catch (e) {
-    failed++;
-    console.log(`FAIL ${name}: ${e?.stack ?? JSON.stringify(e)}`);
-  }
-}
-process.exit(failed ? 1 : 0);
+await runScenarios(scenarios);

@@ -16,17 +16,9 @@
 
 import assert from 'node:assert/strict';
 import Pusher from 'pusher-js';
+import { deadline, env, runScenarios, sleep } from './harness.mjs';
 
 const WAIT_MS = 4000;
-
-function env(name) {
-  const v = process.env[name];
-  if (!v) {
-    console.error(`FAIL: environment variable ${name} is not set`);
-    process.exit(2);
-  }
-  return v;
-}
 
 const HOST = env('PAYRELAY_HOST');
 const PORT = Number(env('PAYRELAY_PORT'));
@@ -36,12 +28,7 @@ const MERCHANT = env('PAYRELAY_MERCHANT');
 const GOOD = { jwt: env('PAYRELAY_JWT'), apiKey: env('PAYRELAY_API_KEY') };
 const BASE = `http://${HOST}:${PORT}`;
 
-setTimeout(() => {
-  console.error('FAIL: overall timeout of 30s exceeded');
-  process.exit(1);
-}, 30_000).unref();
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+deadline(30);
 
 /** pusher-js with a custom authorizer that calls /v1/websocket/auth with `creds`. */
 function merchantClient(creds) {
@@ -167,14 +154,4 @@ const scenarios = {
   },
 };
 
-let failed = 0;
-for (const [name, run] of Object.entries(scenarios)) {
-  try {
-    await run();
-    console.log(`ok   ${name}`);
-  } catch (e) {
-    failed += 1;
-    console.log(`FAIL ${name}: ${e.stack || e}`);
-  }
-}
-process.exit(failed ? 1 : 0);
+await runScenarios(scenarios);

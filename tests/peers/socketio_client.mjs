@@ -18,17 +18,9 @@ import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import Pusher from 'pusher-js';
 import PusherServer from 'pusher';
+import { deadline, env, runScenarios, sleep } from './harness.mjs';
 
 const WAIT_MS = 4000;
-
-function env(name) {
-  const v = process.env[name];
-  if (!v) {
-    console.error(`FAIL: environment variable ${name} is not set`);
-    process.exit(2);
-  }
-  return v;
-}
 
 const HOST = env('PAYRELAY_HOST');
 const PORT = env('PAYRELAY_PORT');
@@ -39,12 +31,7 @@ const API_KEY = env('PAYRELAY_API_KEY');
 const BASE = `http://${HOST}:${PORT}`;
 const BASIC = 'Basic ' + Buffer.from(`${KEY}:${SECRET}`).toString('base64');
 
-setTimeout(() => {
-  console.error('FAIL: overall timeout of 60s exceeded');
-  process.exit(1);
-}, 60_000).unref();
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+deadline(60);
 
 /** The seed's client example, verbatim but for the URL and the logging. */
 function seedClient(query) {
@@ -305,16 +292,4 @@ const scenarios = {
   },
 };
 
-const only = process.env.PAYRELAY_ONLY;
-let failed = 0;
-for (const [name, run] of Object.entries(scenarios)) {
-  if (only && !name.includes(only)) continue;
-  try {
-    await run();
-    console.log(`ok   ${name}`);
-  } catch (e) {
-    failed++;
-    console.log(`FAIL ${name}: ${e?.stack ?? JSON.stringify(e)}`);
-  }
-}
-process.exit(failed ? 1 : 0);
+await runScenarios(scenarios);

@@ -89,14 +89,6 @@ pub fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
     })
 }
 
-/// The app a token's record names (the node's first app when it names none).
-fn app_of(state: &HttpState, record: &tokens::TokenRecord) -> Option<Arc<App>> {
-    match &record.app_id {
-        Some(id) => state.core.apps.by_id(id).cloned(),
-        None => state.core.apps.iter().next().cloned(),
-    }
-}
-
 pub(super) async fn upgrade(
     State(state): State<HttpState>,
     Query(query): Query<HashMap<String, String>>,
@@ -177,7 +169,7 @@ async fn admit(
         return Err(unauthorized("The token names an invalid user id"));
     }
     let user_id = Arc::from(user_id);
-    let Some(app) = app_of(state, &record) else {
+    let Some(app) = record.app(&state.core.apps) else {
         return Err(unauthorized("The token's app is not served here"));
     };
     if !app.plain.websocket_enabled {

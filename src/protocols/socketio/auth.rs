@@ -150,6 +150,7 @@ pub(super) async fn identify(
                 })?
                 .filter(|r| r.is_live(tokens::now_unix()))
                 .ok_or(AuthError::BadToken)?;
+            let app = record.app(&state.core.apps).ok_or(AuthError::UnknownApp)?;
             // An access token of the plain protocol is no client token.
             let Subject::Client {
                 merchant_id,
@@ -158,11 +159,6 @@ pub(super) async fn identify(
             else {
                 return Err(AuthError::BadToken);
             };
-            let app = match &record.app_id {
-                Some(id) => state.core.apps.by_id(id).cloned(),
-                None => state.core.apps.iter().next().cloned(),
-            }
-            .ok_or(AuthError::UnknownApp)?;
             Identity {
                 app,
                 merchant_id,
