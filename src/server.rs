@@ -155,9 +155,6 @@ impl Server {
             connections = asked,
             "shutting down: asked every client to reconnect"
         );
-        // Socket.IO clients reconnect after a transport close, not after a Socket.IO
-        // disconnect, so their transports are closed rather than disconnected.
-        let _ = tokio::time::timeout_at(deadline, socketio.close_all()).await;
         tracker.close();
         if tokio::time::timeout_at(deadline, tracker.wait())
             .await
@@ -168,6 +165,10 @@ impl Server {
                 "shutdown timeout reached with connections still open"
             );
         }
+        // Socket.IO bridges have handed their queued events to socketioxide by now (they
+        // are tracked above). Its clients reconnect after a transport close, not after a
+        // Socket.IO disconnect, so their transports are closed rather than disconnected.
+        let _ = tokio::time::timeout_at(deadline, socketio.close_all()).await;
         if tokio::time::timeout_at(deadline, &mut serving)
             .await
             .is_err()

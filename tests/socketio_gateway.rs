@@ -346,8 +346,9 @@ async fn client_tokens_in_redis_are_verified_by_another_node() {
     }
     let prefix = format!("payrelay-test-{}:", rand::random::<u32>());
     let node = format!("redis_url = \"{url}\"\nredis_token_prefix = \"{prefix}\"");
-    let minting = TestServer::with_settings(&node, "").await;
-    let other = TestServer::with_settings(&node, "").await;
+    let app = "[apps.socketio]\ncredential_recheck_secs = 1";
+    let minting = TestServer::with_settings(&node, app).await;
+    let other = TestServer::with_settings(&node, app).await;
     let (status, minted) = minting
         .basic_request(
             "POST",
@@ -362,4 +363,43 @@ async fn client_tokens_in_redis_are_verified_by_another_node() {
     assert!(answer.starts_with("40{"), "{answer}");
     publish(&other, MERCHANT, "merchant", "trade", json!({"trade": {}})).await;
     assert_eq!(raw.packet().await, r#"42["trade",{"trade":{}}]"#);
+
+    // Redis drops a token's key at its expiry. That is not a revocation: a socket opened
+    // before expiry stays through the rechecks (auth happens once, on connect).
+    let (_, short) = minting
+        .basic_request(
+            "POST",
+            "/v1/client-tokens",
+            Some(&json!({"merchant_id": MERCHANT, "ttl_secs": 1})),
+        )
+        .await;
+    let short = short["token"].as_str().unwrap();
+    let (mut expiring, _) = RawSocketIo::open(&other, &format!("&token={short}")).await;
+    let answer = expiring.connect(None).await;
+    assert!(answer.starts_with("40{"), "{answer}");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    publish(&other, MERCHANT, "merchant", "trade", json!({"n": 2})).await;
+    assert_eq!(expiring.packet().await, r#"42["trade",{"n":2}]"#);
+}
+
+#[tokio::test]
+async fn failed_attempts_are_throttled_per_address() {
+    let server = TestServer::with_settings("auth_failures_per_minute = 2", "").await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", MERCHANT)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (mut raw, _) = RawSocketIo::open(&server, "&apiKey=prk_guess").await;
+        assert!(raw.connect(None).await.contains("Invalid API key"));
+    }
+    // Even a good key waits once the address has used up its failures.
+    let (mut raw, _) = RawSocketIo::open(&server, &format!("&apiKey={}", key.api_key)).await;
+    let answer = raw.connect(None).await;
+    assert!(
+        answer.starts_with("44") && answer.contains("Too many failed attempts"),
+        "{answer}"
+    );
 }

@@ -180,6 +180,21 @@ pub trait TokenStore: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 }
 
+/// Whether a token that opened a socket has been revoked since. Expiry alone does not
+/// count (tokens are checked on connect), but a token that vanished from the store before
+/// its own expiry was deleted, i.e. revoked (Redis drops a key at its TTL, so a missing
+/// key after `expires_at` is only expiry).
+pub async fn revoked_since_connect(
+    store: &dyn TokenStore,
+    token: &str,
+    expires_at: Option<i64>,
+) -> Result<bool, TokenError> {
+    Ok(match store.lookup(token).await? {
+        Some(record) => record.revoked,
+        None => expires_at.is_none_or(|at| at > now_unix()),
+    })
+}
+
 /// User ids travel inside channel names (`private-user-{id}.{channel}`), so they use
 /// channel-name characters and no `.`.
 pub fn valid_user_id(id: &str) -> bool {

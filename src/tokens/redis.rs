@@ -5,8 +5,10 @@
 //! - value: JSON `{"user_id": "120045" | 120045, "app_id": "1", "expires_at": 1740748800,
 //!   "revoked": false}`, where only `user_id` is required (no `app_id`: the node's first
 //!   app; no `expires_at`: valid while the key exists, so a Redis TTL works as expiry);
-//!   a merchant's client token (Socket.IO) has `"merchant_id"` as well, and `user_id` is
-//!   then optional;
+//!   a merchant's client token (Socket.IO) is marked `"kind": "client"` and names its
+//!   `"merchant_id"` (`user_id` is then optional). Without that mark a value is an
+//!   access token, whatever other fields (a `merchant_id` of the user, say) it carries,
+//!   so a backend's user token never opens a merchant's Socket.IO room;
 //! - revocation: delete the key, or set `"revoked": true`.
 //!
 //! payrelay writes the same layout when it mints (`SET ... EX ttl`) and deletes the key
@@ -20,6 +22,9 @@ use redis::aio::ConnectionManager;
 use serde_json::Value;
 
 use super::{MintedToken, Subject, TokenError, TokenRecord, TokenStore, credential_id, now_unix};
+
+/// The `kind` that marks a merchant's client token.
+const CLIENT_KIND: &str = "client";
 
 pub struct RedisTokens {
     connection: ConnectionManager,
@@ -43,12 +48,13 @@ fn id(json: &Value, field: &str) -> Option<String> {
 fn parse_record(value: &str) -> Option<TokenRecord> {
     let json: Value = serde_json::from_str(value).ok()?;
     let user_id = id(&json, "user_id");
-    let subject = match id(&json, "merchant_id") {
-        Some(merchant_id) => Subject::Client {
-            merchant_id,
+    let subject = if json.get("kind").and_then(Value::as_str) == Some(CLIENT_KIND) {
+        Subject::Client {
+            merchant_id: id(&json, "merchant_id")?,
             user_id,
-        },
-        None => Subject::User(user_id?),
+        }
+    } else {
+        Subject::User(user_id?)
     };
     Some(TokenRecord {
         app_id: id(&json, "app_id"),
@@ -99,6 +105,7 @@ impl TokenStore for RedisTokens {
                 merchant_id,
                 user_id,
             } => {
+                value["kind"] = CLIENT_KIND.into();
                 value["merchant_id"] = merchant_id.as_str().into();
                 if let Some(user) = user_id {
                     value["user_id"] = user.as_str().into();
@@ -180,7 +187,7 @@ mod tests {
             parse_record(r#"{"user_id":"u1","app_id":"1","expires_at":5,"revoked":true}"#).unwrap();
         assert!(record.revoked && record.is_expired(6));
         assert_eq!(parse_record(r#"{"user":"x"}"#), None);
-        let record = parse_record(r#"{"merchant_id":"m1"}"#).unwrap();
+        let record = parse_record(r#"{"kind":"client","merchant_id":"m1"}"#).unwrap();
         assert_eq!(
             record.subject,
             Subject::Client {
@@ -188,6 +195,10 @@ mod tests {
                 user_id: None
             }
         );
+        // A user's access token that happens to carry a merchant id stays a user's.
+        let record = parse_record(r#"{"user_id":"u1","merchant_id":"m1"}"#).unwrap();
+        assert_eq!(record.access_user(), Some("u1"));
+        assert_eq!(parse_record(r#"{"kind":"client","user_id":"u1"}"#), None);
         assert_eq!(parse_record("not json"), None);
     }
 }

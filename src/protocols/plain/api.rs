@@ -193,7 +193,8 @@ pub(super) async fn revoke_token(
         .lookup(&request.token)
         .await
         .map_err(store_unavailable)?
-        .filter(|r| r.app_id.as_deref().is_none_or(|a| a == &*app.id))
+        // A token that names no app is the node's first app's, not any caller's.
+        .filter(|r| r.app(&state.core.apps).is_some_and(|a| a.id == app.id))
         .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "Unknown token"))?;
     state
         .tokens

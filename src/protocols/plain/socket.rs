@@ -483,16 +483,12 @@ impl PlainSocket {
     }
 }
 
-/// Whether the token was revoked since the socket opened. Expiry alone does not close
-/// an open socket (tokens are checked at connect), but a key that vanished from the store
-/// before its own expiry was deleted, i.e. revoked.
+/// Whether the token was revoked since the socket opened; a store outage must not log
+/// everyone out.
 async fn token_is_gone(store: Arc<dyn TokenStore>, token: String, expires_at: Option<i64>) -> bool {
-    match store.lookup(&token).await {
-        Ok(Some(record)) => record.revoked,
-        Ok(None) => expires_at.is_none_or(|at| at > tokens::now_unix()),
-        // A store outage must not log everyone out.
-        Err(_) => false,
-    }
+    tokens::revoked_since_connect(&*store, &token, expires_at)
+        .await
+        .unwrap_or(false)
 }
 
 fn close_for(reason: Disconnect) -> (u16, &'static str) {

@@ -16,8 +16,9 @@ use crate::core::App;
 use crate::http::HttpState;
 use crate::tokens::{self, Subject};
 
-/// The credential fields of the `auth` payload (`io(url, {auth: {apiKey}})`).
-#[derive(Debug, Default, Deserialize)]
+/// The credential fields of the `auth` payload (`io(url, {auth: {apiKey}})`). No `Debug`:
+/// it holds secrets.
+#[derive(Default, Deserialize)]
 pub(super) struct AuthPayload {
     #[serde(rename = "apiKey", default)]
     api_key: Option<String>,
@@ -26,17 +27,34 @@ pub(super) struct AuthPayload {
 }
 
 /// What a client presented.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub(super) enum Presented {
     ApiKey(String),
     Token(String),
 }
 
+impl std::fmt::Debug for Presented {
+    // Both are bearer secrets: never in logs, not even at debug level.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Presented::ApiKey(_) => f.write_str("ApiKey(..)"),
+            Presented::Token(_) => f.write_str("Token(..)"),
+        }
+    }
+}
+
 /// How an open socket's credential is looked up again (revocation made elsewhere).
 #[derive(Clone)]
 pub(super) enum Recheck {
-    ApiKey { key_id: String },
-    Token { token: String },
+    ApiKey {
+        key_id: String,
+    },
+    Token {
+        token: String,
+        /// The token's expiry as seen on connect: a token missing after it expired, not
+        /// revoked (Redis drops keys at their TTL).
+        expires_at: Option<i64>,
+    },
 }
 
 impl std::fmt::Debug for Recheck {
@@ -81,8 +99,27 @@ pub(super) enum AuthError {
     Disabled,
     #[error("Authentication is unavailable, try again later")]
     StoreUnavailable,
+    #[error("Too many failed attempts from this address; retry in {0} s")]
+    Throttled(u64),
     #[error("Connection refused: {0}")]
     Refused(String),
+}
+
+impl AuthError {
+    /// A short label for metrics.
+    pub(super) fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Both => "both",
+            AuthError::BadApiKey => "bad_api_key",
+            AuthError::BadToken => "bad_token",
+            AuthError::UnknownApp => "unknown_app",
+            AuthError::Disabled => "disabled",
+            AuthError::StoreUnavailable => "store_unavailable",
+            AuthError::Throttled(_) => "throttled",
+            AuthError::Refused(_) => "refused",
+        }
+    }
 }
 
 /// The credential in the query (the seed's form) or else in the auth payload.
@@ -164,7 +201,10 @@ pub(super) async fn identify(
                 merchant_id,
                 user_id,
                 credential_id: tokens::credential_id(&token),
-                recheck: Recheck::Token { token },
+                recheck: Recheck::Token {
+                    token,
+                    expires_at: record.expires_at,
+                },
             }
         }
     };
@@ -188,14 +228,13 @@ pub(super) async fn still_live(state: &HttpState, app: &App, recheck: &Recheck) 
             .is_key_live(&app.id, key_id)
             .await
             .map_err(|e| e.to_string()),
-        // Expiry alone does not close an open socket (auth happens once, on connect);
-        // a token that is gone or marked revoked does.
-        Recheck::Token { token } => state
-            .tokens
-            .lookup(token)
-            .await
-            .map(|record| record.is_some_and(|r| !r.revoked))
-            .map_err(|e| e.to_string()),
+        // Expiry alone does not close an open socket (auth happens once, on connect).
+        Recheck::Token { token, expires_at } => {
+            tokens::revoked_since_connect(&*state.tokens, token, *expires_at)
+                .await
+                .map(|revoked| !revoked)
+                .map_err(|e| e.to_string())
+        }
     };
     answer.unwrap_or_else(|e| {
         tracing::warn!("credential recheck skipped: {e}");
@@ -243,7 +282,10 @@ mod tests {
     fn a_token_never_shows_in_debug_output() {
         let recheck = Recheck::Token {
             token: "pct_secret".into(),
+            expires_at: None,
         };
         assert!(!format!("{recheck:?}").contains("secret"));
+        let presented = Presented::ApiKey("prk_secret".into());
+        assert!(!format!("{presented:?}").contains("secret"));
     }
 }

@@ -87,6 +87,12 @@ pub(super) async fn run(
                 }
             }
             _ = recheck_tick.tick() => {
+                // socketioxide can lose a disconnect that lands between its CONNECT
+                // reply and our on_disconnect handler; never hold a dead socket's slot
+                // past one recheck.
+                if !socket.connected() {
+                    break End::Gone;
+                }
                 if !auth::still_live(&state, &app, &recheck).await {
                     break End::Revoked;
                 }

@@ -189,7 +189,8 @@ async fn revoke(State(state): State<HttpState>, call: Call) -> Result<Response, 
         return Err(unknown());
     };
     // Another app's or another merchant's token is "unknown" to this caller.
-    let same_app = record.app_id.as_deref().is_none_or(|a| a == &*app.id);
+    // A token that names no app is the node's first app's, not any caller's.
+    let same_app = record.app(&state.core.apps).is_some_and(|a| a.id == app.id);
     let allowed = match &caller {
         Caller::Merchant {
             merchant_id: own, ..

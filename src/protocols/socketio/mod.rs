@@ -41,7 +41,7 @@ use tokio::sync::Notify;
 use self::auth::{AuthError, AuthPayload, Recheck};
 use crate::core::Session;
 use crate::http::HttpState;
-use crate::merchants::channels;
+use crate::merchants::{channels, failures};
 
 /// The name the core and the metrics know this adapter by.
 pub const PROTOCOL: &str = "socketio";
@@ -106,11 +106,23 @@ async fn authenticate(
     TryData(auth): TryData<AuthPayload>,
     State(state): State<HttpState>,
 ) -> Result<(), AuthError> {
+    // socket.io-client may send CONNECT again and again on one transport; failed
+    // credentials are counted per address, as on the Pusher auth endpoint, so guessing
+    // costs neither the store nor the log more than `auth_failures_per_minute`.
+    let remote = remote_addr(&socket);
+    let failures = &state.merchants.failures;
+    let subject = failures::address_subject(remote.ip());
+    if let Some(wait) = failures.blocked(&subject) {
+        metrics::counter!("payrelay_socketio_refusals_total", "reason" => "throttled").increment(1);
+        return Err(AuthError::Throttled(wait.as_secs().max(1)));
+    }
     let result = admit(&socket, auth.unwrap_or_default(), &state).await;
     if let Err(e) = &result {
-        let remote = remote_addr(&socket);
+        if matches!(e, AuthError::BadApiKey | AuthError::BadToken) {
+            failures.record_failure(&subject);
+        }
         tracing::info!(%remote, "socket.io connection refused: {e}");
-        metrics::counter!("payrelay_socketio_refusals_total").increment(1);
+        metrics::counter!("payrelay_socketio_refusals_total", "reason" => e.reason()).increment(1);
     }
     result
 }
