@@ -264,9 +264,26 @@ async fn a_key_revoked_outside_the_api_disconnects_at_the_next_recheck() {
     let (mut raw, _) = RawSocketIo::open(&server, &format!("&apiKey={}", key.api_key)).await;
     let answer = raw.connect(None).await;
     assert!(answer.starts_with("40{"), "{answer}");
+    // A client token the key minted lives only as long as the key.
+    let (status, minted) =
+        with_api_key(&server, "/v1/client-tokens", &key.api_key, json!({})).await;
+    assert_eq!(status, 201, "{minted}");
+    let token = minted["token"].as_str().unwrap();
+    let (mut by_token, _) = RawSocketIo::open(&server, &format!("&token={token}")).await;
+    let answer = by_token.connect(None).await;
+    assert!(answer.starts_with("40{"), "{answer}");
+
     // What `payrelay keys revoke` does: edit the store, tell no running node.
     store.revoke_key("1", &key.key_id).await.unwrap();
     assert_eq!(raw.packet().await, "41", "a Socket.IO DISCONNECT");
+    assert_eq!(
+        by_token.packet().await,
+        "41",
+        "the key's token goes with it"
+    );
+    let (mut again, _) = RawSocketIo::open(&server, &format!("&token={token}")).await;
+    let answer = again.connect(None).await;
+    assert!(answer.contains("Invalid client token"), "{answer}");
 }
 
 #[tokio::test]

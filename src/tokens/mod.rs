@@ -54,6 +54,10 @@ pub enum Subject {
     Client {
         merchant_id: String,
         user_id: Option<String>,
+        /// The id of the merchant API key that minted it, if a key did: the token is
+        /// good only while that key is (a revoked, maybe leaked, key takes its tokens
+        /// with it).
+        minted_with: Option<String>,
     },
 }
 
@@ -123,6 +127,7 @@ impl Subject {
             Subject::Client {
                 merchant_id,
                 user_id,
+                ..
             } => (Some(merchant_id), user_id.as_ref()),
         };
         if let Some(m) = merchant.filter(|m| !crate::merchants::store::valid_merchant_id(m)) {
@@ -150,6 +155,7 @@ impl Subject {
             Subject::Client {
                 merchant_id,
                 user_id,
+                ..
             } => (Some(merchant_id.clone()), user_id.clone()),
         };
         MintedToken {

@@ -52,6 +52,7 @@ fn parse_record(value: &str) -> Option<TokenRecord> {
         Subject::Client {
             merchant_id: id(&json, "merchant_id")?,
             user_id,
+            minted_with: id(&json, "key_id"),
         }
     } else {
         Subject::User(user_id?)
@@ -104,9 +105,13 @@ impl TokenStore for RedisTokens {
             Subject::Client {
                 merchant_id,
                 user_id,
+                minted_with,
             } => {
                 value["kind"] = CLIENT_KIND.into();
                 value["merchant_id"] = merchant_id.as_str().into();
+                if let Some(key_id) = minted_with {
+                    value["key_id"] = key_id.as_str().into();
+                }
                 if let Some(user) = user_id {
                     value["user_id"] = user.as_str().into();
                 }
@@ -192,7 +197,8 @@ mod tests {
             record.subject,
             Subject::Client {
                 merchant_id: "m1".into(),
-                user_id: None
+                user_id: None,
+                minted_with: None,
             }
         );
         // A user's access token that happens to carry a merchant id stays a user's.

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS client_tokens (
     app_id        TEXT NOT NULL,
     merchant_id   TEXT NOT NULL,
     user_id       TEXT,
+    key_id        TEXT,
     expires_at    INTEGER NOT NULL,
     revoked_at    INTEGER
 );
@@ -90,15 +91,17 @@ impl TokenStore for SqliteTokens {
             Subject::Client {
                 merchant_id,
                 user_id,
+                minted_with,
             } => sqlx::query(
-                "INSERT INTO client_tokens (token_hash, credential_id, app_id, expires_at, user_id, merchant_id) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO client_tokens (token_hash, credential_id, app_id, expires_at, user_id, merchant_id, key_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(hash(&token))
             .bind(credential_id(&token))
             .bind(app_id)
             .bind(expires_at)
             .bind(user_id)
-            .bind(merchant_id),
+            .bind(merchant_id)
+            .bind(minted_with),
         };
         query.execute(&self.pool).await.map_err(unavailable)?;
         Ok(subject.minted(token, expires_at))
@@ -106,13 +109,13 @@ impl TokenStore for SqliteTokens {
 
     async fn lookup(&self, token: &str) -> Result<Option<TokenRecord>, TokenError> {
         let table = table_of(token);
-        let merchant_column = if table == "client_tokens" {
-            "merchant_id"
+        let client_columns = if table == "client_tokens" {
+            "merchant_id, key_id"
         } else {
-            "NULL"
+            "NULL, NULL"
         };
         let row = sqlx::query(&format!(
-            "SELECT app_id, user_id, expires_at, revoked_at, {merchant_column} FROM {table} WHERE token_hash = ?"
+            "SELECT app_id, user_id, expires_at, revoked_at, {client_columns} FROM {table} WHERE token_hash = ?"
         ))
         .bind(hash(token))
         .fetch_optional(&self.pool)
@@ -124,6 +127,7 @@ impl TokenStore for SqliteTokens {
                 Some(merchant_id) => Subject::Client {
                     merchant_id,
                     user_id,
+                    minted_with: r.get(5),
                 },
                 None => Subject::User(user_id.unwrap_or_default()),
             };
@@ -212,6 +216,7 @@ mod tests {
         let subject = Subject::Client {
             merchant_id: "merchant_001".into(),
             user_id: None,
+            minted_with: Some("key_1".into()),
         };
         let minted = store
             .mint("1", &subject, Duration::from_secs(60))
@@ -245,6 +250,7 @@ mod tests {
         let bad = Subject::Client {
             merchant_id: "m.1".into(),
             user_id: Some("u1".into()),
+            minted_with: None,
         };
         assert!(store.mint("1", &bad, Duration::from_secs(1)).await.is_err());
     }

@@ -54,6 +54,8 @@ pub(super) enum Recheck {
         /// The token's expiry as seen on connect: a token missing after it expired, not
         /// revoked (Redis drops keys at their TTL).
         expires_at: Option<i64>,
+        /// The API key that minted the token, which must stay live too.
+        minted_with: Option<String>,
     },
 }
 
@@ -192,10 +194,16 @@ pub(super) async fn identify(
             let Subject::Client {
                 merchant_id,
                 user_id,
+                minted_with,
             } = record.subject
             else {
                 return Err(AuthError::BadToken);
             };
+            if let Some(key_id) = &minted_with
+                && !key_is_live(state, &app.id, key_id).await?
+            {
+                return Err(AuthError::BadToken);
+            }
             Identity {
                 app,
                 merchant_id,
@@ -204,6 +212,7 @@ pub(super) async fn identify(
                 recheck: Recheck::Token {
                     token,
                     expires_at: record.expires_at,
+                    minted_with,
                 },
             }
         }
@@ -218,6 +227,18 @@ pub(super) async fn identify(
     Ok(identity)
 }
 
+async fn key_is_live(state: &HttpState, app_id: &str, key_id: &str) -> Result<bool, AuthError> {
+    state
+        .merchants
+        .store
+        .is_key_live(app_id, key_id)
+        .await
+        .map_err(|e| {
+            tracing::error!("merchant store: {e}");
+            AuthError::StoreUnavailable
+        })
+}
+
 /// Whether the credential a socket was opened with is still live. A store that does not
 /// answer keeps the socket: the next recheck decides.
 pub(super) async fn still_live(state: &HttpState, app: &App, recheck: &Recheck) -> bool {
@@ -229,12 +250,23 @@ pub(super) async fn still_live(state: &HttpState, app: &App, recheck: &Recheck) 
             .await
             .map_err(|e| e.to_string()),
         // Expiry alone does not close an open socket (auth happens once, on connect).
-        Recheck::Token { token, expires_at } => {
-            tokens::revoked_since_connect(&*state.tokens, token, *expires_at)
-                .await
-                .map(|revoked| !revoked)
-                .map_err(|e| e.to_string())
-        }
+        Recheck::Token {
+            token,
+            expires_at,
+            minted_with,
+        } => match tokens::revoked_since_connect(&*state.tokens, token, *expires_at).await {
+            Ok(true) => Ok(false),
+            Ok(false) => match minted_with {
+                Some(key_id) => state
+                    .merchants
+                    .store
+                    .is_key_live(&app.id, key_id)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Ok(true),
+            },
+            Err(e) => Err(e.to_string()),
+        },
     };
     answer.unwrap_or_else(|e| {
         tracing::warn!("credential recheck skipped: {e}");
@@ -283,6 +315,7 @@ mod tests {
         let recheck = Recheck::Token {
             token: "pct_secret".into(),
             expires_at: None,
+            minted_with: None,
         };
         assert!(!format!("{recheck:?}").contains("secret"));
         let presented = Presented::ApiKey("prk_secret".into());

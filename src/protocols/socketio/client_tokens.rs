@@ -37,7 +37,11 @@ pub(super) fn routes() -> Router<HttpState> {
 
 /// Who is asking.
 enum Caller {
-    Merchant { app: Arc<App>, merchant_id: String },
+    Merchant {
+        app: Arc<App>,
+        merchant_id: String,
+        key_id: String,
+    },
     App(Arc<App>),
 }
 
@@ -84,6 +88,7 @@ async fn caller(state: &HttpState, call: &Call) -> Result<Caller, ApiError> {
     Ok(Caller::Merchant {
         app,
         merchant_id: found.merchant_id,
+        key_id: found.key_id,
     })
 }
 
@@ -155,9 +160,14 @@ async fn mint(State(state): State<HttpState>, call: Call) -> Result<Response, Ap
             settings.max_client_token_ttl_secs
         )));
     }
+    let minted_with = match &caller {
+        Caller::Merchant { key_id, .. } => Some(key_id.clone()),
+        Caller::App(_) => None,
+    };
     let subject = Subject::Client {
         merchant_id,
         user_id: request.user_id.map(Id::into_string),
+        minted_with,
     };
     let minted = state
         .tokens
