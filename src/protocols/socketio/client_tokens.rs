@@ -9,7 +9,8 @@
 //! The caller is either the merchant's backend, with its API key (`X-API-Key: prk_…` or
 //! `Authorization: Bearer prk_…`; `merchant_id` is then the key's and may be omitted), or
 //! the app's backend with the app credentials (HTTP Basic or a Pusher signature;
-//! `merchant_id` required). Tokens live in the token store (SQLite, or Redis when
+//! `merchant_id` required). A token minted with an API key remembers the key's id and
+//! stops working when the key is revoked. Tokens live in the token store (SQLite, or Redis when
 //! `redis_url` is set, so every node verifies them).
 
 use std::sync::Arc;
