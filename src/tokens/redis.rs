@@ -6,7 +6,8 @@
 //!   "revoked": false}`, where only `user_id` is required (no `app_id`: the node's first
 //!   app; no `expires_at`: valid while the key exists, so a Redis TTL works as expiry);
 //!   a merchant's client token (Socket.IO) is marked `"kind": "client"` and names its
-//!   `"merchant_id"` (`user_id` is then optional). Without that mark a value is an
+//!   `"merchant_id"` (`user_id` is then optional; `key_id` names the API key that
+//!   minted it). Without that mark a value is an
 //!   access token, whatever other fields (a `merchant_id` of the user, say) it carries,
 //!   so a backend's user token never opens a merchant's Socket.IO room;
 //! - revocation: delete the key, or set `"revoked": true`.
