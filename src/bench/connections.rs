@@ -30,9 +30,17 @@ pub struct ConnectionsArgs {
 pub async fn run(args: ConnectionsArgs) -> anyhow::Result<Option<Report>> {
     let target = args.target.target()?;
     let sockets = args.sockets as usize;
-    let channels: Vec<String> = (0..args.channels).map(|c| format!("bench-{c}")).collect();
+    let names: Vec<String> = (0..args.channels).map(|c| format!("bench-{c}")).collect();
+    let (channels, api_keys) = target.prepare_channels(names).await?;
     let deadline = 300 + args.hold_secs;
-    let plans = plans(&target, sockets, &channels, &args.spread, deadline)?;
+    let plans = plans(
+        &target,
+        sockets,
+        &channels,
+        &api_keys,
+        &args.spread,
+        deadline,
+    )?;
     let workers = plans.len();
     let pid = args.target.server_pid;
     let rss_before = pid.and_then(rss_kib);

@@ -56,10 +56,13 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
     let subscribers = args.subscribers as usize;
     let publish_secs_planned = args.messages.div_ceil(args.rate);
     let deadline = 300 + publish_secs_planned + args.drain_ms / 1000;
+    let (channels, api_keys) = target.prepare_channels(vec![channel]).await?;
+    let channel = channels[0].clone();
     let plans = plans(
         &target,
         subscribers,
-        std::slice::from_ref(&channel),
+        &channels,
+        &api_keys,
         &args.spread,
         deadline,
     )?;

@@ -69,11 +69,16 @@ pub struct TargetArgs {
     /// The server's process id, to report its resident memory (from /proc).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// What the bench sockets speak.
+    #[arg(long, value_enum, default_value_t = target::Protocol::Pusher)]
+    pub protocol: target::Protocol,
 }
 
 impl TargetArgs {
     fn target(&self) -> anyhow::Result<Target> {
-        Target::new(&self.url, &self.app_id, &self.key, &self.secret)
+        let mut target = Target::new(&self.url, &self.app_id, &self.key, &self.secret)?;
+        target.protocol = self.protocol;
+        Ok(target)
     }
 }
 
@@ -96,6 +101,7 @@ pub fn plans(
     target: &Target,
     sockets: usize,
     channels: &[String],
+    api_keys: &[String],
     spread: &SpreadArgs,
     deadline_secs: u64,
 ) -> anyhow::Result<Vec<Plan>> {
@@ -125,6 +131,7 @@ pub fn plans(
                 target: target.clone(),
                 sockets: share,
                 channels: channels.to_vec(),
+                api_keys: api_keys.to_vec(),
                 first_socket,
                 // Rotate so that workers do not all start on 127.0.0.1.
                 source_ips: rotate(&source_ips, w),
@@ -223,7 +230,7 @@ mod tests {
     #[test]
     fn sockets_are_split_evenly_and_completely() {
         let channels = vec!["a".to_string(), "b".to_string(), "c".to_string()];
-        let plans = plans(&target(), 19_001, &channels, &spread(None), 60).unwrap();
+        let plans = plans(&target(), 19_001, &channels, &[], &spread(None), 60).unwrap();
         assert_eq!(plans.len(), 4);
         assert_eq!(plans.iter().map(|p| p.sockets).sum::<usize>(), 19_001);
         assert!(plans.iter().all(|p| p.sockets <= MAX_SOCKETS_PER_WORKER));
@@ -234,7 +241,7 @@ mod tests {
 
     #[test]
     fn too_few_workers_for_the_file_limit_is_an_error() {
-        let err = plans(&target(), 25_000, &["c".into()], &spread(Some(2)), 60).unwrap_err();
+        let err = plans(&target(), 25_000, &["c".into()], &[], &spread(Some(2)), 60).unwrap_err();
         assert!(err.to_string().contains("at least 3 workers"), "{err}");
     }
 

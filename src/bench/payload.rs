@@ -31,9 +31,12 @@ pub fn stamp(sent_us: u64, seq: u64, size: usize) -> String {
     data
 }
 
-/// Finds the stamp in a received frame (the whole Pusher event frame, as text).
+/// Finds the stamp in a received frame, as text: a Pusher event frame
+/// (`{"event":"bench","channel":…,"data":"t=…"}`) or a Socket.IO one
+/// (`42["bench","t=…"]`). Nothing before the data can hold `"t=` (event and channel
+/// names have no quotes).
 pub fn read_stamp(frame: &str) -> Option<(u64, u64)> {
-    let start = frame.find("\"data\":\"t=")? + "\"data\":\"t=".len();
+    let start = frame.find("\"t=")? + "\"t=".len();
     let rest = &frame[start..];
     let (sent, rest) = rest.split_once(";s=")?;
     let (seq, _) = rest.split_once(';')?;
@@ -57,6 +60,7 @@ mod tests {
         let data = stamp(u64::MAX, u64::MAX, 1);
         assert!(data.len() <= MIN_SIZE, "{data}");
         let frame = format!(r#"{{"event":"bench","channel":"c","data":"{data}"}}"#);
+        assert!(read_stamp(&format!(r#"42["bench","{data}"]"#)).is_some());
         assert_eq!(read_stamp(&frame), Some((u64::MAX, u64::MAX)));
     }
 

@@ -18,6 +18,21 @@ pub struct Target {
     pub app_id: String,
     pub key: String,
     pub secret: String,
+    /// What the bench sockets speak.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// The wire protocol of the bench's sockets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Pusher protocol 7 on `/app/{key}`, public channels.
+    #[default]
+    Pusher,
+    /// Socket.IO v4 on `/socket.io/` with a merchant API key per "channel" (merchant);
+    /// events go to `private-merchant.{merchant}` (payrelay's gateway only).
+    Socketio,
 }
 
 impl Target {
@@ -40,7 +55,53 @@ impl Target {
             app_id: app_id.to_string(),
             key: key.to_string(),
             secret: secret.to_string(),
+            protocol: Protocol::Pusher,
         })
+    }
+
+    /// The Socket.IO handshake URL for a merchant API key.
+    pub fn socketio_url(&self, api_key: &str) -> String {
+        format!(
+            "ws://{}/socket.io/?EIO=4&transport=websocket&apiKey={api_key}",
+            self.addr
+        )
+    }
+
+    /// The channels the bench sockets join, from `names`: the names themselves for
+    /// Pusher; for Socket.IO each name is a merchant that gets a fresh API key (through
+    /// the key admin API), and its channel is `private-merchant.{name}`. Returns the
+    /// channels and, for Socket.IO, the key for each.
+    pub async fn prepare_channels(
+        &self,
+        names: Vec<String>,
+    ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        if self.protocol == Protocol::Pusher {
+            return Ok((names, Vec::new()));
+        }
+        let http = crate::http_client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let mut channels = Vec::with_capacity(names.len());
+        let mut keys = Vec::with_capacity(names.len());
+        for merchant in names {
+            let url = format!(
+                "http://{}/apps/{}/merchants/{merchant}/keys",
+                self.addr, self.app_id
+            );
+            let response = http
+                .post(url)
+                .basic_auth(&self.key, Some(&self.secret))
+                .send()
+                .await?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let Some(api_key) = body["api_key"].as_str() else {
+                anyhow::bail!("cannot create an API key for {merchant}: {status} {body}");
+            };
+            keys.push(api_key.to_string());
+            channels.push(format!("private-merchant.{merchant}"));
+        }
+        Ok((channels, keys))
     }
 
     pub fn socket_url(&self) -> String {

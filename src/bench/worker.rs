@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::latency::{Buckets, Latency};
 use super::payload;
-use super::target::Target;
+use super::target::{Protocol, Target};
 
 /// How long one socket may take to connect, handshake and subscribe.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,6 +36,9 @@ pub struct Plan {
     pub sockets: usize,
     /// Socket `i` subscribes to `channels[(first_socket + i) % channels.len()]`.
     pub channels: Vec<String>,
+    /// Socket.IO: the merchant API key for each channel (same index).
+    #[serde(default)]
+    pub api_keys: Vec<String>,
     pub first_socket: usize,
     /// Local addresses to connect from, in turn (spreads the ephemeral port space).
     pub source_ips: Vec<IpAddr>,
@@ -259,15 +262,23 @@ async fn open(plan: &Plan, i: usize) -> Result<Socket, String> {
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(plan.target.socket_url(), stream, Some(config))
-            .await
-            .map_err(|e| format!("handshake: {}", short(&e.to_string())))?;
+    let index = (plan.first_socket + i) % plan.channels.len();
+    let url = match plan.target.protocol {
+        Protocol::Pusher => plan.target.socket_url(),
+        Protocol::Socketio => plan.target.socketio_url(&plan.api_keys[index]),
+    };
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .map_err(|e| format!("handshake: {}", short(&e.to_string())))?;
+    if plan.target.protocol == Protocol::Socketio {
+        socketio_connect(&mut ws).await?;
+        return Ok(ws);
+    }
     let first = next_text(&mut ws).await?;
     if !first.contains("pusher:connection_established") {
         return Err(format!("refused: {}", short(&first)));
     }
-    let channel = &plan.channels[(plan.first_socket + i) % plan.channels.len()];
+    let channel = &plan.channels[index];
     let subscribe = serde_json::json!({"event": "pusher:subscribe", "data": {"channel": channel}});
     ws.send(Message::text(subscribe.to_string()))
         .await
@@ -278,6 +289,30 @@ async fn open(plan: &Plan, i: usize) -> Result<Socket, String> {
             return Ok(ws);
         }
         if frame.contains("pusher:subscription_error") || frame.contains("pusher:error") {
+            return Err(format!("refused: {}", short(&frame)));
+        }
+    }
+}
+
+/// Engine.IO open packet, then the Socket.IO CONNECT for `/` (the credential is in the
+/// URL), answering Engine.IO pings until the CONNECT is answered.
+async fn socketio_connect(ws: &mut Socket) -> Result<(), String> {
+    let open = next_text(ws).await?;
+    if !open.starts_with('0') {
+        return Err(format!("no Engine.IO open: {}", short(&open)));
+    }
+    ws.send(Message::text("40"))
+        .await
+        .map_err(|e| format!("send: {}", short(&e.to_string())))?;
+    loop {
+        let frame = next_text(ws).await?;
+        if frame == "2" {
+            ws.send(Message::text("3"))
+                .await
+                .map_err(|e| format!("send: {}", short(&e.to_string())))?;
+        } else if frame.starts_with("40") {
+            return Ok(());
+        } else if frame.starts_with("44") {
             return Err(format!("refused: {}", short(&frame)));
         }
     }
@@ -329,6 +364,15 @@ async fn receive(mut ws: Socket, shared: &Shared) {
                 shared.reordered.fetch_add(1, Ordering::Relaxed);
             }
             last_seq = Some(seq);
+        } else if text.starts_with("41") {
+            // Socket.IO DISCONNECT (a slow consumer, say): the transport may stay open,
+            // but the socket gets nothing more.
+            break;
+        } else if text.as_str() == "2" {
+            // Engine.IO (Socket.IO) ping.
+            if ws.send(Message::text("3")).await.is_err() {
+                break;
+            }
         } else if text.contains("\"pusher:ping\"") {
             let pong = r#"{"event":"pusher:pong","data":{}}"#;
             if ws.send(Message::text(pong)).await.is_err() {
