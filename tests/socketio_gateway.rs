@@ -420,3 +420,26 @@ async fn failed_attempts_are_throttled_per_address() {
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn a_token_that_expires_while_connected_keeps_its_socket_across_rechecks() {
+    let server =
+        TestServer::with_settings("", "[apps.socketio]\ncredential_recheck_secs = 1").await;
+    let (_, minted) = server
+        .basic_request(
+            "POST",
+            "/v1/client-tokens",
+            Some(&json!({"merchant_id": MERCHANT, "ttl_secs": 1})),
+        )
+        .await;
+    let token = minted["token"].as_str().unwrap();
+    let (mut raw, _) = RawSocketIo::open(&server, &format!("&token={token}")).await;
+    let answer = raw.connect(None).await;
+    assert!(answer.starts_with("40{"), "{answer}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    publish(&server, MERCHANT, "merchant", "trade", json!({"n": 1})).await;
+    assert_eq!(raw.packet().await, r#"42["trade",{"n":1}]"#);
+    // A new connection with it is refused: auth happens on connect.
+    let (mut late, _) = RawSocketIo::open(&server, &format!("&token={token}")).await;
+    assert!(late.connect(None).await.contains("Invalid client token"));
+}

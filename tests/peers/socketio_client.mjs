@@ -3,7 +3,8 @@
 // (`io(url, {transports: ['websocket'], query: {apiKey}})`, or `token`), beside pusher-js
 // subscribed to the same merchant's Pusher channel: one publish reaches both.
 //
-// Env (set by tests/socketio_gateway.rs):
+// Env (set by tests/real_peers.rs; the node rechecks credentials only every 30 s, so
+// revocations seen here within the wait are the API's immediate ones):
 //   PAYRELAY_HOST, PAYRELAY_PORT, PAYRELAY_KEY, PAYRELAY_SECRET (app credentials)
 //   PAYRELAY_MERCHANT              merchant M (its events go to private-merchant.M)
 //   PAYRELAY_API_KEY               a live API key of M
