@@ -33,6 +33,14 @@ impl RawSocketIo {
         (raw, serde_json::from_str(handshake).unwrap())
     }
 
+    /// Opens the transport and connects to `/`, which must succeed.
+    async fn connected(server: &TestServer, query: &str) -> RawSocketIo {
+        let (mut raw, _) = RawSocketIo::open(server, query).await;
+        let answer = raw.connect(None).await;
+        assert!(answer.starts_with("40{"), "{answer}");
+        raw
+    }
+
     /// Sends the Socket.IO CONNECT for `/` (with an auth payload) and returns the answer.
     async fn connect(&mut self, auth: Option<Value>) -> String {
         let packet = match auth {
@@ -261,17 +269,13 @@ async fn a_key_revoked_outside_the_api_disconnects_at_the_next_recheck() {
         TestServer::with_settings("", "[apps.socketio]\ncredential_recheck_secs = 1").await;
     let store = &server.merchants().store;
     let key = store.create_key("1", MERCHANT).await.unwrap();
-    let (mut raw, _) = RawSocketIo::open(&server, &format!("&apiKey={}", key.api_key)).await;
-    let answer = raw.connect(None).await;
-    assert!(answer.starts_with("40{"), "{answer}");
+    let mut raw = RawSocketIo::connected(&server, &format!("&apiKey={}", key.api_key)).await;
     // A client token the key minted lives only as long as the key.
     let (status, minted) =
         with_api_key(&server, "/v1/client-tokens", &key.api_key, json!({})).await;
     assert_eq!(status, 201, "{minted}");
     let token = minted["token"].as_str().unwrap();
-    let (mut by_token, _) = RawSocketIo::open(&server, &format!("&token={token}")).await;
-    let answer = by_token.connect(None).await;
-    assert!(answer.starts_with("40{"), "{answer}");
+    let mut by_token = RawSocketIo::connected(&server, &format!("&token={token}")).await;
 
     // What `payrelay keys revoke` does: edit the store, tell no running node.
     store.revoke_key("1", &key.key_id).await.unwrap();
@@ -299,9 +303,7 @@ async fn channel_kinds_diagnostics_and_shutdown() {
         .create_key("1", MERCHANT)
         .await
         .unwrap();
-    let (mut raw, _) = RawSocketIo::open(&server, &format!("&apiKey={}", key.api_key)).await;
-    let answer = raw.connect(None).await;
-    assert!(answer.starts_with("40{"), "{answer}");
+    let mut raw = RawSocketIo::connected(&server, &format!("&apiKey={}", key.api_key)).await;
     publish(
         &server,
         MERCHANT,
@@ -375,9 +377,7 @@ async fn client_tokens_in_redis_are_verified_by_another_node() {
         .await;
     assert_eq!(status, 201, "{minted}");
     let token = minted["token"].as_str().unwrap();
-    let (mut raw, _) = RawSocketIo::open(&other, &format!("&token={token}")).await;
-    let answer = raw.connect(None).await;
-    assert!(answer.starts_with("40{"), "{answer}");
+    let mut raw = RawSocketIo::connected(&other, &format!("&token={token}")).await;
     publish(&other, MERCHANT, "merchant", "trade", json!({"trade": {}})).await;
     assert_eq!(raw.packet().await, r#"42["trade",{"trade":{}}]"#);
 
@@ -391,9 +391,7 @@ async fn client_tokens_in_redis_are_verified_by_another_node() {
         )
         .await;
     let short = short["token"].as_str().unwrap();
-    let (mut expiring, _) = RawSocketIo::open(&other, &format!("&token={short}")).await;
-    let answer = expiring.connect(None).await;
-    assert!(answer.starts_with("40{"), "{answer}");
+    let mut expiring = RawSocketIo::connected(&other, &format!("&token={short}")).await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
     publish(&other, MERCHANT, "merchant", "trade", json!({"n": 2})).await;
     assert_eq!(expiring.packet().await, r#"42["trade",{"n":2}]"#);
@@ -433,9 +431,7 @@ async fn a_token_that_expires_while_connected_keeps_its_socket_across_rechecks()
         )
         .await;
     let token = minted["token"].as_str().unwrap();
-    let (mut raw, _) = RawSocketIo::open(&server, &format!("&token={token}")).await;
-    let answer = raw.connect(None).await;
-    assert!(answer.starts_with("40{"), "{answer}");
+    let mut raw = RawSocketIo::connected(&server, &format!("&token={token}")).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     publish(&server, MERCHANT, "merchant", "trade", json!({"n": 1})).await;
     assert_eq!(raw.packet().await, r#"42["trade",{"n":1}]"#);

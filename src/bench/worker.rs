@@ -265,7 +265,13 @@ async fn open(plan: &Plan, i: usize) -> Result<Socket, String> {
     let index = (plan.first_socket + i) % plan.channels.len();
     let url = match plan.target.protocol {
         Protocol::Pusher => plan.target.socket_url(),
-        Protocol::Socketio => plan.target.socketio_url(&plan.api_keys[index]),
+        Protocol::Socketio => {
+            let api_key = plan
+                .api_keys
+                .get(index)
+                .ok_or("the plan has no API key for this channel")?;
+            plan.target.socketio_url(api_key)
+        }
     };
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await

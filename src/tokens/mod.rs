@@ -120,21 +120,32 @@ pub enum TokenError {
 }
 
 impl Subject {
+    /// The merchant of a client token.
+    pub fn merchant_id(&self) -> Option<&str> {
+        match self {
+            Subject::User(_) => None,
+            Subject::Client { merchant_id, .. } => Some(merchant_id),
+        }
+    }
+
+    /// The user: always for an access token, optionally for a client token.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Subject::User(user) => Some(user),
+            Subject::Client { user_id, .. } => user_id.as_deref(),
+        }
+    }
+
     /// Refuses ids that could not travel in channel names.
     pub fn validate(&self) -> Result<(), TokenError> {
-        let (merchant, user) = match self {
-            Subject::User(user) => (None, Some(user)),
-            Subject::Client {
-                merchant_id,
-                user_id,
-                ..
-            } => (Some(merchant_id), user_id.as_ref()),
-        };
-        if let Some(m) = merchant.filter(|m| !crate::merchants::store::valid_merchant_id(m)) {
-            return Err(TokenError::BadMerchantId(m.clone()));
+        if let Some(m) = self
+            .merchant_id()
+            .filter(|m| !crate::merchants::store::valid_merchant_id(m))
+        {
+            return Err(TokenError::BadMerchantId(m.to_string()));
         }
-        if let Some(u) = user.filter(|u| !valid_user_id(u)) {
-            return Err(TokenError::BadUserId(u.clone()));
+        if let Some(u) = self.user_id().filter(|u| !valid_user_id(u)) {
+            return Err(TokenError::BadUserId(u.to_string()));
         }
         Ok(())
     }
@@ -150,18 +161,10 @@ impl Subject {
     }
 
     pub(crate) fn minted(&self, token: String, expires_at: i64) -> MintedToken {
-        let (merchant_id, user_id) = match self {
-            Subject::User(user) => (None, Some(user.clone())),
-            Subject::Client {
-                merchant_id,
-                user_id,
-                ..
-            } => (Some(merchant_id.clone()), user_id.clone()),
-        };
         MintedToken {
             token,
-            merchant_id,
-            user_id,
+            merchant_id: self.merchant_id().map(String::from),
+            user_id: self.user_id().map(String::from),
             expires_at,
         }
     }
@@ -199,6 +202,16 @@ pub async fn revoked_since_connect(
         Some(record) => record.revoked,
         None => expires_at.is_none_or(|at| at > now_unix()),
     })
+}
+
+/// An id as backends write it in JSON: a non-empty string, or a number (the seeds' user
+/// ids are numbers).
+pub fn id_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// User ids travel inside channel names (`private-user-{id}.{channel}`), so they use

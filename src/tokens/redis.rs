@@ -38,11 +38,7 @@ fn unavailable(e: redis::RedisError) -> TokenError {
 
 /// An id a backend may have written as a string or a number.
 fn id(json: &Value, field: &str) -> Option<String> {
-    match json.get(field)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    super::id_text(json.get(field)?)
 }
 
 /// Reads a value as a backend may have written it; `None` if it names nobody.
@@ -101,21 +97,19 @@ impl TokenStore for RedisTokens {
         let token = subject.new_token();
         let expires_at = now_unix().saturating_add(ttl.as_secs() as i64);
         let mut value = serde_json::json!({"app_id": app_id, "expires_at": expires_at});
-        match subject {
-            Subject::User(user) => value["user_id"] = user.as_str().into(),
-            Subject::Client {
-                merchant_id,
-                user_id,
-                minted_with,
-            } => {
-                value["kind"] = CLIENT_KIND.into();
-                value["merchant_id"] = merchant_id.as_str().into();
-                if let Some(key_id) = minted_with {
-                    value["key_id"] = key_id.as_str().into();
-                }
-                if let Some(user) = user_id {
-                    value["user_id"] = user.as_str().into();
-                }
+        if let Some(user) = subject.user_id() {
+            value["user_id"] = user.into();
+        }
+        if let Subject::Client {
+            merchant_id,
+            minted_with,
+            ..
+        } = subject
+        {
+            value["kind"] = CLIENT_KIND.into();
+            value["merchant_id"] = merchant_id.as_str().into();
+            if let Some(key_id) = minted_with {
+                value["key_id"] = key_id.as_str().into();
             }
         }
         let mut connection = self.connection.clone();

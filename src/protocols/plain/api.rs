@@ -59,15 +59,6 @@ struct EventRequest {
     data: Value,
 }
 
-/// A user id as backends send it: a string, or a number (the seed's ids are numbers).
-fn user_id_of(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// `POST /api/v1/events` `{user_id?, channel, event, data}`.
 pub(super) async fn publish(
     State(state): State<HttpState>,
@@ -79,7 +70,7 @@ pub(super) async fn publish(
     let user_id = match &request.user_id {
         None | Some(Value::Null) => None,
         Some(value) => Some(
-            user_id_of(value)
+            tokens::id_text(value)
                 .filter(|id| tokens::valid_user_id(id))
                 .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "Invalid `user_id`"))?,
         ),
@@ -151,7 +142,7 @@ pub(super) async fn mint_token(
     let app = call.app(&state, None)?;
     let body = &call.body;
     let request: MintRequest = parse(body, "{user_id, ttl_secs?}")?;
-    let user_id = user_id_of(&request.user_id)
+    let user_id = tokens::id_text(&request.user_id)
         .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "Invalid `user_id`"))?;
     if !(1..=MAX_TTL_SECS).contains(&request.ttl_secs) {
         return Err(Refusal::new(

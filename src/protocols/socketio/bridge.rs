@@ -40,10 +40,9 @@ const FULL_BUFFER_BACKOFF: Duration = Duration::from_millis(5);
 /// JSON (the Pusher HTTP API allows any string). Parsed once per publication.
 fn event_data(publication: &Publication) -> Arc<RawValue> {
     publication.encoded(SOCKETIO_SLOT, |p| {
-        let raw = RawValue::from_string(p.data.to_string()).unwrap_or_else(|_| {
-            let quoted = serde_json::to_string(&*p.data).unwrap_or_else(|_| "null".into());
-            RawValue::from_string(quoted).expect("a JSON string is JSON")
-        });
+        let raw = RawValue::from_string(p.data.to_string())
+            .or_else(|_| serde_json::value::to_raw_value(&*p.data))
+            .unwrap_or_else(|_| RawValue::NULL.to_owned());
         Arc::from(raw)
     })
 }

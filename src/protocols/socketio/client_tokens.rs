@@ -110,28 +110,12 @@ fn token_error(e: TokenError) -> ApiError {
     }
 }
 
-/// User ids arrive as strings or numbers, as in the plain protocol's API.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Id {
-    Text(String),
-    Number(u64),
-}
-
-impl Id {
-    fn into_string(self) -> String {
-        match self {
-            Id::Text(s) => s,
-            Id::Number(n) => n.to_string(),
-        }
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MintRequest {
     merchant_id: Option<String>,
-    user_id: Option<Id>,
+    /// A string or a number, as in the plain protocol's API.
+    user_id: Option<serde_json::Value>,
     ttl_secs: Option<u64>,
 }
 
@@ -165,9 +149,16 @@ async fn mint(State(state): State<HttpState>, call: Call) -> Result<Response, Ap
         Caller::Merchant { key_id, .. } => Some(key_id.clone()),
         Caller::App(_) => None,
     };
+    let user_id = match request.user_id {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => Some(
+            tokens::id_text(&value)
+                .ok_or_else(|| ApiError::bad_request("`user_id` must be a string or a number"))?,
+        ),
+    };
     let subject = Subject::Client {
         merchant_id,
-        user_id: request.user_id.map(Id::into_string),
+        user_id,
         minted_with,
     };
     let minted = state
