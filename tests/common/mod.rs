@@ -2,6 +2,12 @@
 //! signed Pusher HTTP API client.
 #![allow(dead_code)]
 
+mod redis;
+
+// Not every test binary uses it.
+#[allow(unused_imports)]
+pub use self::redis::PrivateRedis;
+
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -403,4 +409,22 @@ pub fn signin_auth(socket_id: &str, user_data: &str) -> String {
 /// pooled connection outlives the test's runtime.
 pub fn http() -> reqwest::Client {
     payrelay::http_client::builder().build().unwrap()
+}
+
+impl TestServer {
+    /// The value of one series on `/metrics`, named exactly as Prometheus prints it
+    /// (`payrelay_connections{protocol="plain"}`); 0 when the series is absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = http()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.trim().parse().expect("a numeric sample"))
+    }
 }
