@@ -353,6 +353,43 @@ async fn revoking_a_token_closes_its_sockets_at_once() {
 }
 
 #[tokio::test]
+async fn a_slow_consumer_is_closed_with_1013_and_counted() {
+    // Writes may block for 20 s, so the socket is closed by its overflowing queue, not by
+    // a stalled write.
+    let server = TestServer::with_config(
+        r#"
+bind = "127.0.0.1:0"
+pong_timeout_secs = 20
+outbound_queue_size = 16
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+max_message_size = 600000
+"#,
+    )
+    .await;
+    let series = "payrelay_slow_consumer_disconnects_total";
+    let before = server.metric(series).await;
+    let mut client = connect(&server, &mint(&server, "u1", 60).await).await;
+    // The client reads nothing while ~30 MB are published: the kernel's buffers fill, the
+    // socket task blocks in its write and the queue behind it overflows.
+    let blob = "x".repeat(500_000);
+    for n in 0..60 {
+        let (status, body) = publish(
+            &server,
+            json!({"channel": "settings", "event": "bulk", "data": {"n": n, "blob": blob}}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Reading again lets the blocked write finish; then the overflow closes the socket.
+    let (code, reason) = client.closed().await;
+    assert_eq!((code, reason.as_str()), (1013, "Slow consumer; reconnect"));
+    assert_eq!(server.metric(series).await - before, 1.0);
+}
+
+#[tokio::test]
 async fn diagnostics_need_the_app_credentials_and_the_test_route_is_off() {
     let server = TestServer::with_config(&config("")).await;
     let _client = connect(&server, &mint(&server, "u1", 60).await).await;

@@ -302,6 +302,9 @@ impl PlainSocket {
                         }
                     }
                     Drain::Close(reason) => {
+                        if reason == Disconnect::SlowConsumer {
+                            self.session.core().record_slow_consumer();
+                        }
                         let (code, message) = close_for(reason);
                         self.close(code, message).await;
                         return End::Kicked(reason);
