@@ -196,3 +196,50 @@ fn b64(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
 }
+
+/// Issue 12 item 15: the README's own example id (`957523923.7566984777`, whose second half
+/// does not fit 32 bits) and any other `digits.digits` a Pusher client can hold are signed;
+/// what is not one, or is absurdly long, is refused.
+#[tokio::test]
+async fn any_digits_dot_digits_socket_id_is_signed() {
+    let server = TestServer::with_config(CONFIG).await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "m1")
+        .await
+        .unwrap();
+    let token = jwt("m1", 60);
+    let channel = "private-merchant.m1";
+    for socket_id in [
+        "957523923.7566984777",
+        "123.456",
+        "0.0",
+        "18446744073709551615.18446744073709551615",
+    ] {
+        let (status, body) = auth(
+            &server,
+            &token,
+            &key.api_key,
+            json!({"socket_id": socket_id, "channel_name": channel}),
+        )
+        .await;
+        assert_eq!(status, 200, "{socket_id}: {body}");
+        assert_eq!(
+            body["auth"],
+            private_auth(socket_id, channel),
+            "{socket_id}"
+        );
+    }
+    let too_long = format!("{}.1", "9".repeat(21));
+    for socket_id in ["1.2.3", "1.", ".1", "1x.2", " 1.2", too_long.as_str()] {
+        let (status, body) = auth(
+            &server,
+            &token,
+            &key.api_key,
+            json!({"socket_id": socket_id, "channel_name": channel}),
+        )
+        .await;
+        assert_eq!(status, 422, "{socket_id}: {body}");
+    }
+}

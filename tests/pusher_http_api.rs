@@ -119,6 +119,33 @@ async fn request_limits_and_validation() {
     let body = json!({"name": "e", "channels": hundred, "data": "{}"});
     let (status, _) = server.api("POST", "/apps/1/events", &[], Some(&body)).await;
     assert_eq!(status, 200);
+
+    // Any `digits.digits` a Pusher client holds may be excluded (issue 12 item 15: the
+    // README's own id has a second half over 32 bits); an absurdly long one may not.
+    let long_half = format!("1.{}", "9".repeat(21));
+    for (socket_id, expected) in [
+        ("957523923.7566984777", 200),
+        ("18446744073709551615.18446744073709551615", 200),
+        (long_half.as_str(), 400),
+    ] {
+        let body = json!({"name": "e", "channel": "c", "data": "{}", "socket_id": socket_id});
+        let (status, reply) = server.api("POST", "/apps/1/events", &[], Some(&body)).await;
+        assert_eq!(status, expected, "{socket_id}: {reply}");
+    }
+}
+
+/// An excluded socket id that this node never handed out excludes nobody.
+#[tokio::test]
+async fn a_foreign_socket_id_excludes_nobody() {
+    let server = TestServer::start().await;
+    let (mut client, _) = server.connect_established().await;
+    client.subscribed("c").await;
+    let body =
+        json!({"name": "e", "channel": "c", "data": "x", "socket_id": "957523923.7566984777"});
+    let (status, reply) = server.api("POST", "/apps/1/events", &[], Some(&body)).await;
+    assert_eq!(status, 200, "{reply}");
+    let event = client.event("e").await;
+    assert_eq!(event["data"], "x");
 }
 
 trait RawBody {

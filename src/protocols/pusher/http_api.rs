@@ -184,9 +184,11 @@ fn validate_event(app: &App, request: EventRequest) -> Result<ValidEvent, ApiErr
     }
     let exclude = match request.socket_id.as_deref() {
         None | Some("") => None,
-        Some(id) => Some(SocketId::parse(id).ok_or_else(|| {
-            ApiError::bad_request(format!("Invalid socket_id `{id}`: expected digits.digits"))
-        })?),
+        // An id this node never handed out is valid and excludes nobody here.
+        Some(id) => SocketId::from_client(id).map_err(|e| {
+            let shown: String = id.chars().take(45).collect();
+            ApiError::bad_request(format!("Invalid socket_id `{shown}`: {e}"))
+        })?,
     };
     let info = parse_info(request.info.as_deref(), false)?;
     Ok(ValidEvent {

@@ -131,13 +131,14 @@ async fn check(
 
     let request = parse_body(headers, body)
         .map_err(|message| refuse(StatusCode::BAD_REQUEST, "malformed_body", message))?;
-    if SocketId::parse(&request.socket_id).is_none() {
+    // Signed as given: the client may hold an id of another Pusher-compatible server.
+    if let Err(e) = SocketId::from_client(&request.socket_id) {
         return Err(refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
             "bad_socket_id",
             format!(
-                "`{}` is not a socket id (expected digits.digits)",
-                request.socket_id.chars().take(40).collect::<String>()
+                "`{}` is not a socket id ({e})",
+                request.socket_id.chars().take(45).collect::<String>()
             ),
         ));
     }
