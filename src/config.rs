@@ -12,10 +12,40 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-/// A secret string (app secret) that never prints itself.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+/// A secret string (app secret) that never prints itself, not even in the error for a
+/// value of the wrong type (serde would quote `secret = 12345678` back).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecretVisitor;
+        impl serde::de::Visitor<'_> for SecretVisitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom(
+                    "expected a string (value not shown: it may be a secret)",
+                ))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                self.visit_bool(false)
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                self.visit_bool(false)
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                self.visit_bool(false)
+            }
+        }
+        deserializer.deserialize_string(SecretVisitor)
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -403,10 +433,10 @@ impl Config {
         let deserializer = toml::Deserializer::parse(text).map_err(|e| syntax_error(text, &e))?;
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
-            // toml's own message carries a line/column excerpt; keep just its first line.
-            let message = e.inner().to_string();
-            let message = message.lines().next().unwrap_or_default().to_string();
-            invalid(if key == "." { "config".into() } else { key }, message)
+            invalid(
+                if key == "." { "config".into() } else { key },
+                located(text, e.inner()),
+            )
         })?;
         config.validate()?;
         Ok(config)
@@ -482,18 +512,25 @@ impl Config {
     }
 }
 
-/// A syntax error as line, column and toml's message, without the excerpt of the file
-/// toml would print: the offending line may be the one holding an app secret.
+/// A syntax error as line, column and toml's message.
 fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
-    let message = error.message().trim_end();
+    ConfigError::Syntax(located(text, error))
+}
+
+/// toml's whole reason ("unknown field `x`, expected one of ...") and where it is, as
+/// `reason (line L, column C)` on one line. toml's own `Display` would instead start with
+/// "TOML parse error at ..." and quote the offending line of the file, which may be the
+/// one holding an app secret.
+fn located(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end().replace('\n', " ");
     match error.span() {
         Some(span) => {
             let before = text.get(..span.start).unwrap_or(text);
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            ConfigError::Syntax(format!("line {line}, column {column}: {message}"))
+            format!("{message} (line {line}, column {column})")
         }
-        None => ConfigError::Syntax(message.to_string()),
+        None => message,
     }
 }
 
@@ -679,6 +716,43 @@ mod tests {
         .to_string();
         assert!(err.contains("apps[0]"), "{err}");
         assert!(err.contains("max_conections"), "{err}");
+    }
+
+    /// Issue 12 item 17: the reason (toml's "unknown field ...", "invalid type ...") is kept
+    /// whole beside the key path, not cut to "TOML parse error at line 6, column 1".
+    #[test]
+    fn errors_keep_their_reason_and_key_path() {
+        let text = "bind = \"127.0.0.1:0\"\n[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"secret-123\"\nmax_conections = 3\n";
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(err.starts_with("apps[0]"), "{err}");
+        assert!(err.contains("unknown field `max_conections`"), "{err}");
+        assert!(err.contains("expected one of"), "{err}");
+        assert!(err.contains("line 6"), "{err}");
+        assert!(!err.contains("TOML parse error"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+
+        let err = Config::parse(
+            "[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"secret-123\"\nmax_message_size = \"big\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("apps[0].max_message_size"), "{err}");
+        assert!(
+            err.contains("invalid type: string \"big\", expected usize"),
+            "{err}"
+        );
+
+        // The reason never quotes the file's line nor a secret of the wrong type.
+        for value in ["[\"hunter2-secret\"]", "12345678912", "1234567.125", "true"] {
+            let err = Config::parse(&format!("[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret={value}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("apps[0].secret"), "{err}");
+            assert!(err.contains("expected a string"), "{err}");
+            for part in ["hunter2", "1234567"] {
+                assert!(!err.contains(part), "{err}");
+            }
+        }
     }
 
     #[test]
