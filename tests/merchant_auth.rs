@@ -159,6 +159,30 @@ async fn malformed_requests_get_400_and_422() {
     )
     .await;
     assert_eq!(status, 422);
+    // A channel name that is no channel name: 400, whoever asks.
+    let long = format!("private-merchant.{}", "m".repeat(200));
+    for channel in [
+        "",
+        "private-merchant.m1 x",
+        "private-merchant.m1\u{e9}",
+        long.as_str(),
+    ] {
+        let (status, body) = auth(
+            &server,
+            &token,
+            &key.api_key,
+            json!({"socket_id": "1.2", "channel_name": channel}),
+        )
+        .await;
+        assert_eq!(status, 400, "{channel:?}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("Invalid channel_name"),
+            "{body}"
+        );
+    }
     let response = http()
         .post(server.url("/v1/websocket/auth"))
         .json(&json!({"socket_id": "1.2", "channel_name": "private-merchant.m1"}))
@@ -241,5 +265,61 @@ async fn any_digits_dot_digits_socket_id_is_signed() {
         )
         .await;
         assert_eq!(status, 422, "{socket_id}: {body}");
+    }
+}
+
+/// Issue 12 item 14, end to end: with `issuer` and `audience` configured, a JWT must carry
+/// both, with those values.
+#[tokio::test]
+async fn a_configured_issuer_and_audience_must_be_in_the_jwt() {
+    let config = format!("{CONFIG}issuer = \"https://api.example\"\naudience = \"payrelay\"\n");
+    let server = TestServer::with_config(&config).await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "m1")
+        .await
+        .unwrap();
+    let body = json!({"socket_id": "1.2", "channel_name": "private-merchant.m1"});
+    let signed = |claims: Value| {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let exp = now() + 60;
+    let good = signed(
+        json!({"merchant_id": "m1", "exp": exp, "iss": "https://api.example", "aud": "payrelay"}),
+    );
+    assert_eq!(
+        auth(&server, &good, &key.api_key, body.clone()).await.0,
+        200
+    );
+    for (claims, why) in [
+        (
+            json!({"merchant_id": "m1", "exp": exp, "aud": "payrelay"}),
+            "no `iss`",
+        ),
+        (
+            json!({"merchant_id": "m1", "exp": exp, "iss": "https://api.example"}),
+            "no `aud`",
+        ),
+        (
+            json!({"merchant_id": "m1", "exp": exp, "iss": "https://api.example", "aud": "other"}),
+            "audience",
+        ),
+        (
+            json!({"merchant_id": "m1", "exp": exp, "iss": "https://evil", "aud": "payrelay"}),
+            "issuer",
+        ),
+    ] {
+        let (status, reply) = auth(&server, &signed(claims), &key.api_key, body.clone()).await;
+        assert_eq!(status, 401, "{why}: {reply}");
+        assert!(
+            reply["error"].as_str().unwrap().contains(why),
+            "{why}: {reply}"
+        );
     }
 }

@@ -3,8 +3,9 @@
 //! The algorithm is fixed by configuration, never taken from the token: a token whose
 //! header names another algorithm (including `none`) is refused before any key is used,
 //! which is what prevents algorithm confusion (an RS256 public key used as an HS256
-//! secret). `exp` is required; `nbf`, `iss` and `aud` are checked when present or
-//! configured, with a small leeway for clock skew.
+//! secret). `exp` is required, and so are `iss` and `aud` when the app configures an
+//! issuer or audience (a token that leaves them out is refused, not waved through); `nbf`
+//! is checked when present; time claims get a small leeway for clock skew.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -95,10 +96,12 @@ pub enum JwtError {
     Expired,
     #[error("the token is not valid yet")]
     NotYetValid,
-    #[error("the token's issuer or audience is not accepted")]
-    WrongIssuerOrAudience,
-    #[error("the token has no `exp` claim")]
-    MissingExpiry,
+    #[error("the token's issuer (`iss`) is not the one this app accepts")]
+    WrongIssuer,
+    #[error("the token's audience (`aud`) does not name this app's")]
+    WrongAudience,
+    #[error("the token has no `{0}` claim")]
+    MissingClaim(String),
     #[error("the token names no merchant (`{0}` or `sub`)")]
     NoMerchant(String),
 }
@@ -187,14 +190,21 @@ impl JwtVerifier {
         let mut validation = Validation::new(config.algorithm.algorithm());
         validation.leeway = config.leeway_secs;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience is a requirement: a token without the claim
+        // is refused, not waved through (jsonwebtoken checks them only when present).
+        let mut required = vec!["exp"];
         match &config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &config.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         let remote = config
             .jwks_url
             .clone()
@@ -297,10 +307,9 @@ impl JwtVerifier {
             match e.kind() {
                 ErrorKind::ExpiredSignature => JwtError::Expired,
                 ErrorKind::ImmatureSignature => JwtError::NotYetValid,
-                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
-                    JwtError::WrongIssuerOrAudience
-                }
-                ErrorKind::MissingRequiredClaim(_) => JwtError::MissingExpiry,
+                ErrorKind::InvalidIssuer => JwtError::WrongIssuer,
+                ErrorKind::InvalidAudience => JwtError::WrongAudience,
+                ErrorKind::MissingRequiredClaim(claim) => JwtError::MissingClaim(claim.clone()),
                 ErrorKind::InvalidSignature => JwtError::BadSignature,
                 _ => JwtError::Malformed,
             }
@@ -438,7 +447,10 @@ mod tests {
         let early = hs(json!({"merchant_id": "m", "exp": now() + 600, "nbf": now() + 300}));
         assert_eq!(v.verify(&early), Err(JwtError::NotYetValid));
         let forever = hs(json!({"merchant_id": "m"}));
-        assert_eq!(v.verify(&forever), Err(JwtError::MissingExpiry));
+        assert_eq!(
+            v.verify(&forever),
+            Err(JwtError::MissingClaim("exp".into()))
+        );
         // Within the leeway is fine.
         let just = hs(json!({"merchant_id": "m", "exp": now() - 2}));
         assert!(v.verify(&just).is_ok());
@@ -493,9 +505,48 @@ mod tests {
         .unwrap();
         let v = JwtVerifier::new(&config(JwtAlgorithm::ES256)).unwrap();
         assert_eq!(v.verify(&es).unwrap(), "m-es");
-        // A token signed by another key does not verify.
-        let tampered = format!("{}x", &es[..es.len() - 1]);
-        assert!(v.verify(&tampered).is_err());
+    }
+
+    /// Well-formed tokens, correctly signed, by a key the app does not trust: each must
+    /// fail on the signature, not on decoding.
+    #[test]
+    fn a_well_formed_token_signed_by_another_key_is_refused() {
+        let claims = json!({"merchant_id": "m", "exp": now() + 60});
+        let other_hs = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"another-secret-0123456789-abcdef"),
+        )
+        .unwrap();
+        let v = JwtVerifier::new(&config(JwtAlgorithm::HS256)).unwrap();
+        assert_eq!(v.verify(&other_hs), Err(JwtError::BadSignature));
+
+        let other_rs = encode(
+            &Header::new(Algorithm::RS256),
+            &claims,
+            &EncodingKey::from_rsa_pem(&pem("rs256-other-private.pem")).unwrap(),
+        )
+        .unwrap();
+        let v = JwtVerifier::new(&config(JwtAlgorithm::RS256)).unwrap();
+        assert_eq!(v.verify(&other_rs), Err(JwtError::BadSignature));
+
+        let other_es = encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &EncodingKey::from_ec_pem(&pem("es256-other-private.pem")).unwrap(),
+        )
+        .unwrap();
+        let v = JwtVerifier::new(&config(JwtAlgorithm::ES256)).unwrap();
+        assert_eq!(v.verify(&other_es), Err(JwtError::BadSignature));
+
+        // The same claims re-signed by the trusted key verify: only the key differed.
+        let good = encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &EncodingKey::from_ec_pem(&pem("es256-private.pem")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&good).unwrap(), "m");
     }
 
     #[test]
@@ -511,7 +562,45 @@ mod tests {
         let wrong = hs(
             json!({"merchant_id": "m", "exp": now() + 60, "iss": "https://evil", "aud": "payrelay"}),
         );
-        assert_eq!(v.verify(&wrong), Err(JwtError::WrongIssuerOrAudience));
+        assert_eq!(v.verify(&wrong), Err(JwtError::WrongIssuer));
+        let wrong = hs(
+            json!({"merchant_id": "m", "exp": now() + 60, "iss": "https://api.example", "aud": "other"}),
+        );
+        assert_eq!(v.verify(&wrong), Err(JwtError::WrongAudience));
+        let several = hs(
+            json!({"merchant_id": "m", "exp": now() + 60, "iss": "https://api.example", "aud": ["other", "payrelay"]}),
+        );
+        assert!(
+            v.verify(&several).is_ok(),
+            "one of several audiences is enough"
+        );
+    }
+
+    /// Issue 12 item 14: a configured `issuer` / `audience` must be present in the token,
+    /// not only right when present.
+    #[test]
+    fn configured_issuer_and_audience_are_required() {
+        let mut c = config(JwtAlgorithm::HS256);
+        c.issuer = Some("https://api.example".into());
+        c.audience = Some("payrelay".into());
+        let v = JwtVerifier::new(&c).unwrap();
+        let no_iss = hs(json!({"merchant_id": "m", "exp": now() + 60, "aud": "payrelay"}));
+        assert_eq!(v.verify(&no_iss), Err(JwtError::MissingClaim("iss".into())));
+        let no_aud =
+            hs(json!({"merchant_id": "m", "exp": now() + 60, "iss": "https://api.example"}));
+        assert_eq!(v.verify(&no_aud), Err(JwtError::MissingClaim("aud".into())));
+        let neither = hs(json!({"merchant_id": "m", "exp": now() + 60}));
+        assert!(matches!(v.verify(&neither), Err(JwtError::MissingClaim(_))));
+
+        // Only what is configured is required.
+        let mut c = config(JwtAlgorithm::HS256);
+        c.audience = Some("payrelay".into());
+        let v = JwtVerifier::new(&c).unwrap();
+        let aud_only = hs(json!({"merchant_id": "m", "exp": now() + 60, "aud": "payrelay"}));
+        assert!(v.verify(&aud_only).is_ok());
+        let plain = JwtVerifier::new(&config(JwtAlgorithm::HS256)).unwrap();
+        let bare = hs(json!({"merchant_id": "m", "exp": now() + 60}));
+        assert!(plain.verify(&bare).is_ok());
     }
 
     #[test]
