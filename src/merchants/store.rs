@@ -6,6 +6,7 @@
 //! client presents and compare hashes.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use rand::RngExt;
 use sha2::{Digest, Sha256};
@@ -53,7 +54,7 @@ pub struct NewKey {
 
 #[derive(Debug, Clone)]
 pub struct MerchantStore {
-    pool: SqlitePool,
+    db: SqlitePools,
 }
 
 /// Merchant ids end up in channel names (`private-merchant.{id}`), so they use the
@@ -76,33 +77,77 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// A pool on the SQLite database at `url` (`sqlite://path`, created if missing, or
-/// `sqlite::memory:`), as every embedded store uses it.
-pub async fn open_pool(url: &str) -> Result<SqlitePool, sqlx::Error> {
-    let options = SqliteConnectOptions::from_str(url)?
-        .create_if_missing(true)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-        .busy_timeout(std::time::Duration::from_secs(5));
-    // An in-memory database exists per connection: keep exactly one.
-    let max = if url.contains(":memory:") { 1 } else { 4 };
-    SqlitePoolOptions::new()
-        .max_connections(max)
-        .min_connections(1)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .connect_with(options)
-        .await
+/// How long a write waits for the database's write lock (held by another writer, a
+/// backup, the `sqlite3` shell) before it fails.
+const WRITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a read waits for a lock. In WAL mode reads do not wait for writers, so only
+/// rare cases (WAL recovery, a process that switched the file out of WAL) make them
+/// wait, and then they should fail fast rather than hold a request.
+const READ_BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+/// Connections serving reads at once.
+const READ_CONNECTIONS: u32 = 4;
+
+/// The embedded database as every store uses it: a pool for reads and one for writes.
+///
+/// SQLite lets one writer in at a time, and a writer waits (up to its busy timeout) while
+/// another process holds the write lock. Sharing one pool, writes stuck on an external
+/// lock held every connection and a read-only request (merchant auth, a socket's
+/// admission) queued behind them for seconds. In WAL mode reads never wait for writers,
+/// so they get their own read-only connections and never queue behind a write. Writes
+/// share one connection: SQLite would serialize them anyway.
+#[derive(Debug, Clone)]
+pub struct SqlitePools {
+    pub read: SqlitePool,
+    pub write: SqlitePool,
+}
+
+/// Opens the SQLite database at `url` (`sqlite://path`, created if missing, or
+/// `sqlite::memory:`).
+pub async fn open_pools(url: &str) -> Result<SqlitePools, sqlx::Error> {
+    let options = SqliteConnectOptions::from_str(url)?;
+    let persistent = |pool: SqlitePoolOptions| {
+        pool.min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    };
+    if url.contains(":memory:") {
+        // An in-memory database exists per connection: one connection does everything.
+        let pool = persistent(SqlitePoolOptions::new().max_connections(1))
+            .connect_with(options)
+            .await?;
+        return Ok(SqlitePools {
+            read: pool.clone(),
+            write: pool,
+        });
+    }
+    // The writer opens first: it creates the file and puts it in WAL mode (a setting the
+    // file keeps), which read-only connections cannot do.
+    let write = persistent(SqlitePoolOptions::new().max_connections(1))
+        .acquire_timeout(WRITE_BUSY_TIMEOUT)
+        .connect_with(
+            options
+                .clone()
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(WRITE_BUSY_TIMEOUT),
+        )
+        .await?;
+    let read = persistent(SqlitePoolOptions::new().max_connections(READ_CONNECTIONS))
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_with(options.read_only(true).busy_timeout(READ_BUSY_TIMEOUT))
+        .await?;
+    Ok(SqlitePools { read, write })
 }
 
 impl MerchantStore {
     /// Opens (creating if needed) the store at `url` (`sqlite://path` or
     /// `sqlite::memory:`) and brings its schema up to date.
     pub async fn open(url: &str) -> Result<MerchantStore, StoreError> {
-        let pool = open_pool(url).await?;
+        let db = open_pools(url).await?;
         // The schema is idempotent (`IF NOT EXISTS`) and compiled into the binary, so a
         // fresh machine needs nothing but the file path.
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        Ok(MerchantStore { pool })
+        sqlx::raw_sql(SCHEMA).execute(&db.write).await?;
+        Ok(MerchantStore { db })
     }
 
     /// Creates an API key for `merchant_id` (creating the merchant on first use).
@@ -114,7 +159,7 @@ impl MerchantStore {
         let api_key = format!("{KEY_PREFIX}{}", hex::encode(secret));
         let id_bytes: [u8; 6] = rand::rng().random();
         let key_id = format!("key_{}", hex::encode(id_bytes));
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         sqlx::query(
             "INSERT OR IGNORE INTO merchants (app_id, merchant_id, created_at) VALUES (?, ?, ?)",
         )
@@ -154,7 +199,7 @@ impl MerchantStore {
         .bind(now())
         .bind(app_id)
         .bind(key_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db.write)
         .await?;
         Ok(row.map(|r| r.get::<String, _>(0)))
     }
@@ -165,7 +210,7 @@ impl MerchantStore {
             "SELECT key_id, app_id, merchant_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
         )
         .bind(hash_key(api_key))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db.read)
         .await?;
         Ok(row.map(|r| FoundKey {
             key_id: r.get(0),
@@ -182,7 +227,7 @@ impl MerchantStore {
         )
         .bind(app_id)
         .bind(key_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db.read)
         .await?;
         Ok(row.is_some())
     }
@@ -199,7 +244,7 @@ impl MerchantStore {
         .bind(app_id)
         .bind(merchant_id)
         .bind(merchant_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.read)
         .await?;
         Ok(rows
             .into_iter()

@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
+
+use crate::merchants::store::SqlitePools;
 
 use super::{MintedToken, Subject, TokenError, TokenRecord, TokenStore, credential_id, now_unix};
 
@@ -44,7 +45,9 @@ fn table_of(token: &str) -> &'static str {
 }
 
 pub struct SqliteTokens {
-    pool: SqlitePool,
+    /// Lookups (every socket admission) use the read pool, so they never queue behind a
+    /// mint waiting on another process's write lock.
+    db: SqlitePools,
 }
 
 fn unavailable(e: sqlx::Error) -> TokenError {
@@ -57,14 +60,14 @@ fn hash(token: &str) -> String {
 
 impl SqliteTokens {
     pub async fn open(url: &str) -> Result<SqliteTokens, TokenError> {
-        let pool = crate::merchants::store::open_pool(url)
+        let db = crate::merchants::store::open_pools(url)
             .await
             .map_err(unavailable)?;
         sqlx::raw_sql(SCHEMA)
-            .execute(&pool)
+            .execute(&db.write)
             .await
             .map_err(unavailable)?;
-        Ok(SqliteTokens { pool })
+        Ok(SqliteTokens { db })
     }
 }
 
@@ -103,7 +106,7 @@ impl TokenStore for SqliteTokens {
             .bind(merchant_id)
             .bind(minted_with),
         };
-        query.execute(&self.pool).await.map_err(unavailable)?;
+        query.execute(&self.db.write).await.map_err(unavailable)?;
         Ok(subject.minted(token, expires_at))
     }
 
@@ -118,7 +121,7 @@ impl TokenStore for SqliteTokens {
             "SELECT app_id, user_id, expires_at, revoked_at, {client_columns} FROM {table} WHERE token_hash = ?"
         ))
         .bind(hash(token))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db.read)
         .await
         .map_err(unavailable)?;
         Ok(row.map(|r| {
@@ -149,7 +152,7 @@ impl TokenStore for SqliteTokens {
             ))
             .bind(now_unix())
             .bind(hash(token))
-            .execute(&self.pool)
+            .execute(&self.db.write)
             .await
             .map_err(unavailable)?;
         }
@@ -163,7 +166,7 @@ impl TokenStore for SqliteTokens {
         .bind(now_unix())
         .bind(app_id)
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.write)
         .await
         .map_err(unavailable)?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
