@@ -188,13 +188,10 @@ async fn publish_counts_requests_and_errors() {
 
 #[tokio::test]
 async fn the_ceiling_server_serves_the_same_fanout_scenario() {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let bind = format!("127.0.0.1:{port}");
+    // Port 0: the server binds a free port itself and names it in its banner, so no other
+    // process can take the port between choosing it and binding it.
     let mut ceiling = Command::new(BIN)
-        .args(["bench", "ceiling", "--bind", &bind])
+        .args(["bench", "ceiling", "--bind", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -205,7 +202,18 @@ async fn the_ceiling_server_serves_the_same_fanout_scenario() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(banner.contains("ceiling server on"), "{banner}");
+    let bind = banner
+        .strip_prefix("ceiling server on ")
+        .unwrap_or_else(|| panic!("unexpected banner: {banner}"))
+        .trim()
+        .to_string();
+    assert_ne!(
+        bind.parse::<std::net::SocketAddr>()
+            .expect("banner names an address")
+            .port(),
+        0,
+        "{banner}"
+    );
     let report = bench(&[
         "fanout",
         "--url",

@@ -46,17 +46,58 @@ fn bad_configuration_stops_startup_naming_the_key() {
     }
 }
 
+/// A running `payrelay` child. Dropping it kills the process, so a failed assertion
+/// between spawn and shutdown does not leave a server running after the test.
+struct Serving(std::process::Child);
+
+impl Serving {
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+
+    /// Waits for the process to exit by itself, polling so the test's runtime stays free.
+    async fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("child status") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "payrelay did not exit within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn sigterm(pid: &str) {
+    let status = Command::new("kill").args(["-TERM", pid]).status().unwrap();
+    assert!(status.success());
+}
+
 /// Starts the binary and returns it with the address it logged and the log lines so far.
-fn spawn(args: &[&str]) -> (std::process::Child, String, Vec<String>) {
-    let mut child = Command::new(BIN)
-        .current_dir(std::env::temp_dir())
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+fn spawn(args: &[&str]) -> (Serving, String, Vec<String>) {
+    let mut child = Serving(
+        Command::new(BIN)
+            .current_dir(std::env::temp_dir())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -99,17 +140,10 @@ async fn sigterm_closes_clients_with_4200_and_exits_zero() {
     client.established().await;
 
     let started = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child.pid());
     assert_eq!(client.event("pusher:error").await["data"]["code"], 4200);
     assert_eq!(client.closed().await.0, 4200);
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = child.exit_within(Duration::from_secs(15)).await;
     assert_eq!(exit.code(), Some(0));
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -134,10 +168,8 @@ async fn serve_without_config_runs_the_development_app() {
     );
     let mut client = Client::connect(&format!("ws://{addr}/app/app-key?protocol=7")).await;
     client.established().await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    sigterm(&child.pid());
+    child.exit_within(Duration::from_secs(15)).await;
 }
 
 #[test]

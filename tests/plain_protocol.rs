@@ -273,19 +273,25 @@ async fn the_server_pings_and_drops_a_socket_that_does_not_answer() {
     // A client that never reads cannot answer: it is closed within a few intervals
     // (ping, one pong timeout, then the close grace for a close reply that never comes).
     let (_sink, _never_read) = futures_util::StreamExt::split(raw);
-    // Reading is what lets tungstenite answer the server's pings.
-    lively.silent_for(Duration::from_millis(5000)).await;
+    // Poll until the silent socket is gone, reading `lively` meanwhile: reading is what
+    // lets tungstenite answer the server's pings.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = server
+            .basic_request("GET", "/api/v1/ws/connected-users", None)
+            .await;
+        assert_eq!(status, 200);
+        if body["data"]["user_ids"] == json!(["u1"]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent socket was never dropped: {body}"
+        );
+        lively.silent_for(Duration::from_millis(200)).await;
+    }
     lively.send_json(json!({"event": "ping"})).await;
     assert_eq!(lively.json().await, json!({"event": "pong"}));
-    let (status, body) = server
-        .basic_request("GET", "/api/v1/ws/connected-users", None)
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        body["data"]["user_ids"],
-        json!(["u1"]),
-        "the silent socket was dropped"
-    );
 }
 
 #[tokio::test]

@@ -656,7 +656,12 @@ async fn client_events_are_never_cached() {
     sender
         .send_json(json!({"event": "client-typing", "channel": channel, "data": {}}))
         .await;
-    sender.silent_for(Duration::from_millis(200)).await;
+    // The server handles one socket's frames in order: once the pong is back, the client
+    // event has been published (and, never echoed, nothing came before the pong).
+    sender
+        .send_json(json!({"event": "pusher:ping", "data": {}}))
+        .await;
+    assert_eq!(sender.json().await["event"], "pusher:pong");
 
     let (mut late, late_id) = server.connect_established().await;
     late.subscribe_with(channel, &private_auth(&late_id, channel), None)

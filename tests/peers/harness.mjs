@@ -24,13 +24,16 @@ export function deadline(seconds) {
 
 /**
  * Runs each scenario in order (only those whose name contains PAYRELAY_ONLY, if set),
- * prints `ok <name>` or `FAIL <name>: <why>`, and exits 1 if any failed.
+ * prints `ok <name>` or `FAIL <name>: <why>`, and exits 1 if any failed, or if none ran:
+ * a PAYRELAY_ONLY left in the environment that matches nothing must not pass as success.
  */
 export async function runScenarios(scenarios) {
   const only = process.env.PAYRELAY_ONLY;
   let failed = 0;
+  let ran = 0;
   for (const [name, run] of Object.entries(scenarios)) {
     if (only && !name.includes(only)) continue;
+    ran++;
     try {
       await run();
       console.log(`ok   ${name}`);
@@ -38,6 +41,10 @@ export async function runScenarios(scenarios) {
       failed++;
       console.log(`FAIL ${name}: ${e?.stack ?? JSON.stringify(e)}`);
     }
+  }
+  if (ran === 0) {
+    console.log(`FAIL no scenario ran: PAYRELAY_ONLY=${JSON.stringify(only)} matches none of ${Object.keys(scenarios).length}`);
+    process.exit(1);
   }
   process.exit(failed ? 1 : 0);
 }

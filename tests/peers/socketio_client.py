@@ -6,7 +6,9 @@ through POST /v1/events, checks that another merchant's client receives nothing 
 bad credentials raise ConnectionError with the server's connect_error message.
 
 Env: the same as socketio_client.mjs (set by tests/real_peers.rs).
-Exits 0 when every scenario passed; prints FAIL lines and exits 1 otherwise.
+Exits 0 when every scenario passed; prints FAIL lines and exits 1 otherwise, and 1 when
+no scenario ran. Checks are explicit (`check`, `equal`) rather than `assert`, which
+`python -O` removes.
 """
 
 import base64
@@ -24,7 +26,33 @@ import socketio
 
 WAIT_S = 4.0
 
-threading.Timer(60, lambda: (print("FAIL: overall timeout of 60s exceeded"), os._exit(1))).start()
+
+def overall_timeout():
+    # A scenario stuck in a blocking call cannot be interrupted from here, so this is the
+    # one place that ends the process with os._exit; flush first so the line is not lost.
+    print("FAIL: overall timeout of 60s exceeded", flush=True)
+    sys.stderr.flush()
+    os._exit(1)
+
+
+deadline = threading.Timer(60, overall_timeout)
+# A daemon timer does not keep the interpreter alive once the scenarios are done.
+deadline.daemon = True
+deadline.start()
+
+
+class CheckFailed(Exception):
+    """A scenario's expectation did not hold."""
+
+
+def check(condition, message):
+    if not condition:
+        raise CheckFailed(message)
+
+
+def equal(got, want, what=""):
+    if got != want:
+        raise CheckFailed(f"{what + ': ' if what else ''}expected {want!r}, got {got!r}")
 
 
 def env(name):
@@ -62,7 +90,7 @@ def publish(event, data, merchant=MERCHANT):
         {"merchant_id": merchant, "kind": "merchant", "event": event, "data": data},
         {"authorization": BASIC},
     )
-    assert status == 200, body
+    equal(status, 200, f"publish {event}: {body}")
 
 
 class Client:
@@ -84,7 +112,8 @@ class Client:
 
     def silent_for(self, seconds):
         time.sleep(seconds)
-        assert self.events.empty(), f"unexpected event {self.events.get_nowait()}"
+        if not self.events.empty():
+            raise CheckFailed(f"unexpected event {self.events.get_nowait()}")
 
     def close(self):
         self.sio.disconnect()
@@ -95,9 +124,9 @@ def refusal(query="", auth=None):
     try:
         Client(query, auth, refusals).close()
     except socketio.exceptions.ConnectionError:
-        assert len(refusals) == 1, refusals
+        equal(len(refusals), 1, f"connect_error payloads {refusals}")
         return refusals[0]["message"]
-    raise AssertionError("the connection was accepted")
+    raise CheckFailed("the connection was accepted")
 
 
 def api_key_in_the_query_receives_the_three_events():
@@ -105,19 +134,19 @@ def api_key_in_the_query_receives_the_three_events():
     publish("trade", {"trade": {"id": "trd_9", "status": "completed"}})
     publish("deposit", {"funding": {"id": "fnd_9", "status": "confirmed"}})
     publish("withdrawal", {"funding": {"id": "fnd_10", "status": "sent"}})
-    assert client.next() == ("trade", {"trade": {"id": "trd_9", "status": "completed"}})
-    assert client.next() == ("deposit", {"funding": {"id": "fnd_9", "status": "confirmed"}})
-    assert client.next() == ("withdrawal", {"funding": {"id": "fnd_10", "status": "sent"}})
+    equal(client.next(), ("trade", {"trade": {"id": "trd_9", "status": "completed"}}))
+    equal(client.next(), ("deposit", {"funding": {"id": "fnd_9", "status": "confirmed"}}))
+    equal(client.next(), ("withdrawal", {"funding": {"id": "fnd_10", "status": "sent"}}))
     client.close()
 
 
 def client_token_in_the_auth_payload():
     status, minted = post("/v1/client-tokens", {"user_id": 7, "ttl_secs": 300}, {"x-api-key": API_KEY})
-    assert status == 201, minted
-    assert minted["user_id"] == "7"
+    equal(status, 201, f"mint {minted}")
+    equal(minted["user_id"], "7", "user_id")
     client = Client(auth={"token": minted["token"]})
     publish("trade", {"trade": {"id": "trd_10", "status": "pending"}})
-    assert client.next() == ("trade", {"trade": {"id": "trd_10", "status": "pending"}})
+    equal(client.next(), ("trade", {"trade": {"id": "trd_10", "status": "pending"}}))
     client.close()
 
 
@@ -125,17 +154,20 @@ def another_merchant_receives_nothing():
     mine = Client(f"apiKey={API_KEY}")
     theirs = Client(f"apiKey={env('PAYRELAY_API_KEY_OTHER')}")
     publish("trade", {"trade": {"id": "trd_11"}})
-    assert mine.next()[0] == "trade"
+    equal(mine.next()[0], "trade")
     theirs.silent_for(0.3)
     mine.close()
     theirs.close()
 
 
 def bad_credentials_raise_connection_error_with_the_message():
-    assert "Missing credentials" in refusal()
-    assert "Invalid API key" in refusal("apiKey=prk_wrong")
-    assert "Invalid API key" in refusal(f"apiKey={env('PAYRELAY_API_KEY_REVOKED')}")
-    assert "Invalid client token" in refusal(auth={"token": "pct_wrong"})
+    for expected, message in [
+        ("Missing credentials", refusal()),
+        ("Invalid API key", refusal("apiKey=prk_wrong")),
+        ("Invalid API key", refusal(f"apiKey={env('PAYRELAY_API_KEY_REVOKED')}")),
+        ("Invalid client token", refusal(auth={"token": "pct_wrong"})),
+    ]:
+        check(expected in message, f"expected {expected!r} in {message!r}")
 
 
 SCENARIOS = [
@@ -145,12 +177,25 @@ SCENARIOS = [
     bad_credentials_raise_connection_error_with_the_message,
 ]
 
-failed = 0
-for scenario in SCENARIOS:
-    try:
-        scenario()
-        print(f"ok   {scenario.__name__}")
-    except Exception:
-        failed += 1
-        print(f"FAIL {scenario.__name__}: {traceback.format_exc()}")
-os._exit(1 if failed else 0)
+def main():
+    only = os.environ.get("PAYRELAY_ONLY")
+    failed = ran = 0
+    for scenario in SCENARIOS:
+        if only and only not in scenario.__name__:
+            continue
+        ran += 1
+        try:
+            scenario()
+            print(f"ok   {scenario.__name__}", flush=True)
+        except Exception:
+            failed += 1
+            print(f"FAIL {scenario.__name__}: {traceback.format_exc()}", flush=True)
+    if ran == 0:
+        print(f"FAIL no scenario ran: PAYRELAY_ONLY={only!r} matches none of {len(SCENARIOS)}")
+        return 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    # sys.exit flushes stdout and stderr on the way out, unlike os._exit.
+    sys.exit(main())
