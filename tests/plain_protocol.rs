@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 fn config(extra_app: &str) -> String {
     config_with("", extra_app)
@@ -255,6 +258,43 @@ async fn client_messages_ping_errors_and_unsubscribe() {
     }
     client.send_text("still not json").await;
     assert_eq!(client.closed().await.0, 4400);
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_so_the_close_is_clean() {
+    let server = TestServer::with_config(&config("")).await;
+    let mut client = connect(&server, &mint(&server, "u1", 60).await).await;
+    let bye = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    client.ws.close(Some(bye)).await.unwrap();
+    // RFC 6455 5.5.1: the server echoes the close; without it the client sees 1006.
+    match client.next().await {
+        Received::Close(Some((code, _))) => assert_eq!(code, 1000),
+        other => panic!("expected the server's close frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn messages_over_the_limit_close_with_1009_whatever_their_size() {
+    // The default 10 KiB limit: a message just over it is read and refused; one far over
+    // it is refused from its header, without being read.
+    let server = TestServer::with_config(&config("")).await;
+    for (user, size) in [
+        ("u1", 12 * 1024),
+        ("u2", 100 * 1024),
+        ("u3", 4 * 1024 * 1024),
+    ] {
+        let client = connect(&server, &mint(&server, user, 60).await).await;
+        let big = json!({"event": "ping", "pad": "x".repeat(size)}).to_string();
+        let (mut client, _sending) = client.send_in_background(Message::text(big));
+        assert_eq!(
+            client.closed().await,
+            (1009, "Message too big".into()),
+            "{size}"
+        );
+    }
 }
 
 #[tokio::test]

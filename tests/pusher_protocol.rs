@@ -488,6 +488,7 @@ async fn oversized_frames_get_an_error_and_a_1009_close() {
     let big = json!({"event": "pusher:ping", "data": {"pad": "x".repeat(12 * 1024)}});
     client.send_json(big).await;
     let error = client.event("pusher:error").await;
+    assert_eq!(error["data"]["code"], 4300, "{error}");
     assert!(
         error["data"]["message"]
             .as_str()
@@ -496,6 +497,27 @@ async fn oversized_frames_get_an_error_and_a_1009_close() {
         "{error}"
     );
     assert_eq!(client.closed().await.0, 1009);
+}
+
+#[tokio::test]
+async fn messages_far_over_the_limit_get_4300_and_1009_too() {
+    // The default 10 KiB limit; the WebSocket layer stops reading a message at twice that.
+    let server = TestServer::start().await;
+    for size in [30 * 1024, 4 * 1024 * 1024] {
+        let (client, _) = server.connect_established().await;
+        let big = json!({"event": "pusher:ping", "data": {"pad": "x".repeat(size)}});
+        let (mut client, _sending) = client.send_in_background(Message::text(big.to_string()));
+        let error = client.event("pusher:error").await;
+        assert_eq!(error["data"]["code"], 4300, "{size}: {error}");
+        assert!(
+            error["data"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("exceeds the limit of 10240 bytes"),
+            "{size}: {error}"
+        );
+        assert_eq!(client.closed().await.0, 1009, "{size}");
+    }
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 pub mod plain;
 pub mod pusher;
 pub mod socketio;
+pub mod websocket;
 
 use crate::core::EncodingSlot;
 

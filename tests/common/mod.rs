@@ -11,7 +11,8 @@ pub use self::redis::PrivateRedis;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::SplitStream;
+use futures_util::{SinkExt, Stream, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -225,8 +226,13 @@ pub enum Received {
     Gone,
 }
 
-pub struct Client {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+/// The raw test client's WebSocket.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A raw WebSocket client. `S` is the whole socket, or only its reading half once a
+/// message is being sent from another task (`send_in_background`).
+pub struct Client<S = Ws> {
+    pub ws: S,
 }
 
 impl Client {
@@ -250,6 +256,53 @@ impl Client {
         Client { ws }
     }
 
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Sends `message` from another task and returns the reading half. A message the
+    /// server refuses part-way is never read to its end, so sending it would block a
+    /// client that also has to read the server's answer.
+    pub fn send_in_background(self, message: Message) -> (Client<SplitStream<Ws>>, JoinHandle<()>) {
+        let (mut sink, stream) = self.ws.split();
+        // The send fails once the server drops the socket; the reader reports that.
+        let sending = tokio::spawn(async move {
+            let _ = sink.send(message).await;
+        });
+        (Client { ws: stream }, sending)
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) {
+        self.send_json(
+            serde_json::json!({"event": "pusher:subscribe", "data": {"channel": channel}}),
+        )
+        .await;
+    }
+
+    pub async fn subscribe_with(&mut self, channel: &str, auth: &str, channel_data: Option<&str>) {
+        let mut data = serde_json::json!({"channel": channel, "auth": auth});
+        if let Some(cd) = channel_data {
+            data["channel_data"] = cd.into();
+        }
+        self.send_json(serde_json::json!({"event": "pusher:subscribe", "data": data}))
+            .await;
+    }
+
+    /// Subscribes and waits for success.
+    pub async fn subscribed(&mut self, channel: &str) -> Value {
+        self.subscribe(channel).await;
+        self.event("pusher_internal:subscription_succeeded").await
+    }
+}
+
+impl<S> Client<S>
+where
+    S: Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     /// The next text frame exactly as the server wrote it.
     pub async fn text(&mut self) -> String {
         loop {
@@ -272,14 +325,6 @@ impl Client {
             Received::Binary(bytes) => bytes,
             other => panic!("expected a binary frame, got {other:?}"),
         }
-    }
-
-    pub async fn send_json(&mut self, value: Value) {
-        self.send_text(&value.to_string()).await;
-    }
-
-    pub async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::text(text)).await.expect("send");
     }
 
     /// The next application frame (pings and pongs are skipped).
@@ -355,28 +400,6 @@ impl Client {
                 _ => continue,
             }
         }
-    }
-
-    pub async fn subscribe(&mut self, channel: &str) {
-        self.send_json(
-            serde_json::json!({"event": "pusher:subscribe", "data": {"channel": channel}}),
-        )
-        .await;
-    }
-
-    pub async fn subscribe_with(&mut self, channel: &str, auth: &str, channel_data: Option<&str>) {
-        let mut data = serde_json::json!({"channel": channel, "auth": auth});
-        if let Some(cd) = channel_data {
-            data["channel_data"] = cd.into();
-        }
-        self.send_json(serde_json::json!({"event": "pusher:subscribe", "data": data}))
-            .await;
-    }
-
-    /// Subscribes and waits for success.
-    pub async fn subscribed(&mut self, channel: &str) -> Value {
-        self.subscribe(channel).await;
-        self.event("pusher_internal:subscription_succeeded").await
     }
 }
 

@@ -2,8 +2,8 @@
 // Seed 002's plain JSON protocol driven by the npm `ws` library, the WebSocket client a
 // Node backend or a React Native app would use. It runs the README's copy-paste example
 // first, then every line of the protocol: refusals before the upgrade, origins, the three
-// token forms, auto-subscription, user isolation, client messages, the server's pings,
-// replacement, forced logout and revocation.
+// token forms, auto-subscription, user isolation, client messages, clean closes, oversized
+// messages (1009), the server's pings, replacement, forced logout and revocation.
 //
 // Env (set by tests/real_peers.rs):
 //   PAYRELAY_HOST, PAYRELAY_PORT, PAYRELAY_KEY, PAYRELAY_SECRET
@@ -249,6 +249,22 @@ const scenarios = {
     assert.deepEqual(await client.next('pong after garbage'), { event: 'pong' }, 'the socket stayed up');
     client.send('still not json');
     assert.equal((await client.closed).code, 4400);
+  },
+
+  async a_normal_close_is_answered_so_the_client_sees_1000() {
+    const client = await connect(await mint('u-close'));
+    client.ws.close(1000, 'bye');
+    // 1006 here means the server dropped the socket without answering the close frame.
+    assert.deepEqual(await client.closed, { code: 1000, reason: 'bye' });
+  },
+
+  async oversized_messages_close_with_1009() {
+    // The default 10 KiB limit: read and refused just over it, refused unread far over it.
+    for (const size of [12 * 1024, 4 * 1024 * 1024]) {
+      const client = await connect(await mint(`u-big-${size}`));
+      client.send({ event: 'ping', pad: 'x'.repeat(size) });
+      assert.deepEqual(await client.closed, { code: 1009, reason: 'Message too big' }, `size ${size}`);
+    }
   },
 
   async server_pings_and_drops_a_silent_socket() {

@@ -340,6 +340,28 @@ scenario('raw protocol frames (ws)', async () => {
   assert.equal(errData.code, 4001, 'unknown app key -> pusher:error code 4001');
 });
 
+scenario('oversized messages get pusher:error 4300 and close 1009 (ws)', async () => {
+  // The test node's limit is the default 10 KiB; the server reads up to twice that and
+  // refuses anything larger from its frame header, unread. Both must look the same.
+  for (const size of [15 * 1024, 4 * 1024 * 1024]) {
+    const ws = new WebSocket(`ws://${HOST}:${PORT}/app/${KEY}?protocol=7&client=js&version=${PUSHER_JS_VERSION}`);
+    const frames = [];
+    let closed = null;
+    ws.on('message', (m) => frames.push(parseFrame(m)));
+    ws.on('close', (code, reason) => (closed = { code, reason: reason.toString() }));
+    ws.on('error', () => {});
+    const show = () => `size ${size}: frames ${JSON.stringify(frames)} close ${JSON.stringify(closed)}`;
+    await until(() => frames.some((f) => f.event === 'pusher:connection_established'), 'connection_established', show);
+    ws.send(JSON.stringify({ event: 'pusher:ping', data: { pad: 'x'.repeat(size) } }));
+    await until(() => closed !== null, 'the close after an oversized message', show);
+    const err = frames.find((f) => f.event === 'pusher:error');
+    assert.ok(err, `a pusher:error before the close; ${show()}`);
+    assert.equal(err.data.code, 4300, show());
+    assert.match(err.data.message, /exceeds the limit/, show());
+    assert.equal(closed.code, 1009, show());
+  }
+});
+
 scenario('public channel', async () => {
   const a = await client('A');
   const name = `public-${tag}`;

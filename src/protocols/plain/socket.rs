@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -27,11 +27,11 @@ use super::{PLAIN_SLOT, PROTOCOL, codes};
 use crate::core::outbox::{Drain, Outbound};
 use crate::core::{App, Disconnect, Publication, Session, WhichConnections};
 use crate::http::HttpState;
+use crate::protocols::websocket;
 use crate::tokens::{self, TokenStore};
 
 /// The subprotocol a browser offers with its token (`new WebSocket(url, ["bearer", token])`).
 const BEARER_PROTOCOL: &str = "bearer";
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
 
@@ -115,10 +115,15 @@ pub(super) async fn upgrade(
             };
             let in_flight = state.tracker.token();
             let tokens = state.tokens.clone();
+            // Up to twice the app's limit is read and refused with 1009; anything larger
+            // is refused from its header, unread (`websocket::oversized`).
+            let transport_limit = websocket::transport_limit(
+                admitted.session.connection().app.limits.max_message_size,
+            );
             ws.read_buffer_size(READ_BUFFER)
                 .write_buffer_size(WRITE_BUFFER)
-                .max_message_size(64 * 1024)
-                .max_frame_size(64 * 1024)
+                .max_message_size(transport_limit)
+                .max_frame_size(transport_limit)
                 .on_upgrade(move |socket| async move {
                     let _in_flight = in_flight;
                     serve(socket, admitted, tokens).await;
@@ -313,7 +318,14 @@ impl PlainSocket {
                 incoming = self.ws.next() => {
                     let message = match incoming {
                         None => return End::ClientClosed,
-                        Some(Err(_)) => return End::SocketError,
+                        Some(Err(error)) => {
+                            if websocket::oversized(&error).is_none() {
+                                return End::SocketError;
+                            }
+                            let (code, reason) = (codes::MESSAGE_TOO_BIG, "Message too big");
+                            websocket::close_unread(&mut self.ws, code, reason).await;
+                            return End::Oversized;
+                        }
                         Some(Ok(message)) => message,
                     };
                     last_seen = Instant::now();
@@ -371,18 +383,7 @@ impl PlainSocket {
     }
 
     async fn close(&mut self, code: u16, reason: &str) {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason),
-        };
-        let sent =
-            tokio::time::timeout(CLOSE_GRACE, self.ws.send(Message::Close(Some(frame)))).await;
-        if matches!(sent, Ok(Ok(()))) {
-            let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                while let Some(Ok(_)) = self.ws.next().await {}
-            })
-            .await;
-        }
+        websocket::close(&mut self.ws, code, reason).await;
     }
 
     async fn write_batch(&mut self) -> Result<(), End> {
@@ -421,7 +422,10 @@ impl PlainSocket {
                     .and_then(Result::err)
                     .map(|_| End::SocketError);
             }
-            Message::Close(_) => return Some(End::ClientClosed),
+            Message::Close(_) => {
+                websocket::answer_close(&mut self.ws).await;
+                return Some(End::ClientClosed);
+            }
         };
         let limit = self.app.limits.max_message_size;
         if bytes.len() > limit {

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +31,7 @@ use crate::core::outbox::{CacheState, Drain, Outbound};
 use crate::core::presence::Member;
 use crate::core::{App, Core, Disconnect, NewPublication, OpenError, Session, SubscribeError};
 use crate::http::{ApiError, HttpState};
+use crate::protocols::websocket::{self, CLOSE_GRACE, close};
 
 /// Read buffer per socket: client frames are small, and idle sockets are the common case.
 /// Every socket keeps this much allocated for its whole life, so it is most of an idle
@@ -40,8 +41,6 @@ pub const READ_BUFFER: usize = 1024;
 pub const WRITE_BUFFER: usize = 8 * 1024;
 /// Outbox batch capacity kept between writes.
 const RETAINED_BATCH: usize = 64;
-/// After a close frame, how long to wait for the client's close before dropping the socket.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) async fn upgrade(
     State(state): State<HttpState>,
@@ -59,9 +58,9 @@ pub(crate) async fn upgrade(
     };
     let app = state.core.apps.by_key(&key).cloned();
     // Frames up to twice the app's limit are read and answered with an error; anything
-    // larger is cut off by the WebSocket layer before it is buffered.
+    // larger is refused from its header, unread (`on_unreadable`).
     let hard_limit = app.as_ref().map_or(64 * 1024, |a| {
-        (a.limits.max_message_size * 2).max(16 * 1024)
+        websocket::transport_limit(a.limits.max_message_size)
     });
     let in_flight = state.tracker.token();
     let core = state.core.clone();
@@ -157,23 +156,6 @@ async fn refuse(ws: &mut WebSocket, format: WireFormat, code: u16, message: &str
     close(ws, code, message).await;
 }
 
-/// Sends a close frame and waits briefly for the client's, so the close is delivered
-/// rather than lost to a reset.
-async fn close(ws: &mut WebSocket, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from(reason),
-    };
-    let sent = tokio::time::timeout(CLOSE_GRACE, ws.send(Message::Close(Some(frame)))).await;
-    if !matches!(sent, Ok(Ok(()))) {
-        return;
-    }
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        while let Some(Ok(_)) = ws.next().await {}
-    })
-    .await;
-}
-
 /// Client events one connection sent in the current one-second window. Lives and dies
 /// with the connection task, so nothing leaks after a disconnect.
 #[derive(Default)]
@@ -264,7 +246,7 @@ impl PusherSocket {
                 incoming = self.ws.next() => {
                     let message = match incoming {
                         None => return End::ClientClosed,
-                        Some(Err(_)) => return End::SocketError,
+                        Some(Err(error)) => return Box::pin(self.on_unreadable(error)).await,
                         Some(Ok(message)) => message,
                     };
                     self.last_seen = Instant::now();
@@ -378,6 +360,23 @@ impl PusherSocket {
         close(&mut self.ws, code, message).await;
     }
 
+    /// Reading failed. A message too large for the transport is the client's mistake and
+    /// gets the same answer as one over the limit: `pusher:error` 4300, then close 1009.
+    async fn on_unreadable(&mut self, error: axum::Error) -> End {
+        let Some(size) = websocket::oversized(&error) else {
+            return End::SocketError;
+        };
+        let _ = self.send(self.too_big_error(size)).await;
+        websocket::close_unread(&mut self.ws, codes::MESSAGE_TOO_BIG, "Message too big").await;
+        End::Oversized
+    }
+
+    fn too_big_error(&self, size: usize) -> String {
+        let limit = self.app.limits.max_message_size;
+        let message = format!("Message of {size} bytes exceeds the limit of {limit} bytes");
+        frames::error(Some(codes::MALFORMED), &message)
+    }
+
     async fn on_message(&mut self, message: Message) -> Flow {
         let (binary, bytes) = match message {
             Message::Text(text) => (false, axum::body::Bytes::from(text)),
@@ -391,20 +390,13 @@ impl PusherSocket {
             }
             Message::Pong(_) => return Flow::Continue,
             Message::Close(_) => {
-                let _ = self.flush().await;
+                websocket::answer_close(&mut self.ws).await;
                 return Flow::Stop(End::ClientClosed);
             }
         };
         self.messages_in.increment(1);
-        let limit = self.app.limits.max_message_size;
-        if bytes.len() > limit {
-            let message = format!(
-                "Message of {} bytes exceeds the limit of {limit} bytes",
-                bytes.len()
-            );
-            let _ = self
-                .send(frames::error(Some(codes::MALFORMED), &message))
-                .await;
+        if bytes.len() > self.app.limits.max_message_size {
+            let _ = self.send(self.too_big_error(bytes.len())).await;
             close(&mut self.ws, codes::MESSAGE_TOO_BIG, "Message too big").await;
             return Flow::Stop(End::Oversized);
         }
