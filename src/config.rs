@@ -130,6 +130,10 @@ pub struct Config {
     /// Prefix of access-token keys in Redis (see `src/tokens/redis.rs` for the layout).
     #[serde(default = "defaults::redis_token_prefix")]
     pub redis_token_prefix: String,
+    /// The app of a Redis token whose record names no `app_id`. Unset, such tokens belong
+    /// to the only app, and are refused when several apps are served.
+    #[serde(default)]
+    pub redis_token_default_app: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -487,6 +491,14 @@ impl Config {
                 "must start with redis:// (TLS is not built in)",
             ));
         }
+        if let Some(app) = &self.redis_token_default_app
+            && !self.apps.iter().any(|a| &a.id == app)
+        {
+            return Err(invalid(
+                "redis_token_default_app",
+                format!("`{app}` is not the id of a configured app"),
+            ));
+        }
         if self.outbound_queue_size < 16 {
             return Err(invalid("outbound_queue_size", "must be at least 16"));
         }
@@ -784,6 +796,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("apps[1].id"), "{err}");
+    }
+
+    #[test]
+    fn the_default_app_of_redis_tokens_must_be_served() {
+        let apps = "[[apps]]\nid=\"1\"\nkey=\"k1\"\nsecret=\"secret-123\"\n\
+                    [[apps]]\nid=\"2\"\nkey=\"k2\"\nsecret=\"secret-123\"";
+        let config = Config::parse(&format!("redis_token_default_app = \"2\"\n{apps}")).unwrap();
+        assert_eq!(config.redis_token_default_app.as_deref(), Some("2"));
+        let err = Config::parse(&format!("redis_token_default_app = \"3\"\n{apps}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("redis_token_default_app"), "{err}");
     }
 
     #[test]

@@ -439,3 +439,29 @@ async fn a_token_that_expires_while_connected_keeps_its_socket_across_rechecks()
     let (mut late, _) = RawSocketIo::open(&server, &format!("&token={token}")).await;
     assert!(late.connect(None).await.contains("Invalid client token"));
 }
+
+#[tokio::test]
+async fn a_client_token_without_app_is_refused_when_several_apps_are_served() {
+    let redis = PrivateRedis::start().await;
+    let server = TestServer::with_config(&format!(
+        "bind = \"127.0.0.1:0\"\nredis_url = \"{}\"\nredis_token_prefix = \"t:\"\n\
+         [[apps]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"secret-1\"\n\
+         [[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"secret-2\"\n",
+        redis.url()
+    ))
+    .await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("t:pct_appless")
+        .arg(format!(r#"{{"kind":"client","merchant_id":"{MERCHANT}"}}"#))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let (mut raw, _) = RawSocketIo::open(&server, "&token=pct_appless").await;
+    let answer = raw.connect(None).await;
+    assert!(
+        answer.starts_with("44") && answer.contains("names no app"),
+        "{answer}"
+    );
+}

@@ -163,3 +163,249 @@ async fn reads_do_not_queue_behind_writes_stuck_on_another_process_lock() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Three apps (in a `HashMap`, whose order changes with every start) sharing one Redis.
+fn three_apps(redis: &PrivateRedis, prefix: &str, node: &str) -> String {
+    let mut toml = format!(
+        "bind = \"127.0.0.1:0\"\nredis_url = \"{}\"\nredis_token_prefix = \"{prefix}\"\n{node}\n",
+        redis.url()
+    );
+    for id in ["1", "2", "3"] {
+        toml.push_str(&format!(
+            "[[apps]]\nid = \"{id}\"\nkey = \"key-{id}\"\nsecret = \"secret-{id}\"\n[apps.plain]\nenable_test_route = true\n"
+        ));
+    }
+    toml
+}
+
+async fn redis_set(redis: &PrivateRedis, key: &str, value: &str) {
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = ::redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+async fn redis_exists(redis: &PrivateRedis, key: &str) -> bool {
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    ::redis::cmd("EXISTS")
+        .arg(key)
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
+/// A request with HTTP Basic credentials of app `id` (of [`three_apps`]).
+async fn as_app(
+    server: &TestServer,
+    id: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = http()
+        .request(method, server.url(path))
+        .basic_auth(format!("key-{id}"), Some(format!("secret-{id}")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// The status of a plain socket's upgrade with `token`, and the refusal's message.
+async fn admission(server: &TestServer, token: &str) -> (u16, String) {
+    match tokio_tungstenite::connect_async(server.ws_url(&format!("/api/v1/ws?token={token}")))
+        .await
+    {
+        Ok(_) => (101, String::new()),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body: serde_json::Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+                    .unwrap_or_default();
+            (
+                response.status().as_u16(),
+                body["message"].as_str().unwrap_or_default().to_string(),
+            )
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_token_without_app_is_refused_when_several_apps_are_served() {
+    let redis = PrivateRedis::start().await;
+    let prefix = "t:";
+    let server = TestServer::with_config(&three_apps(&redis, prefix, "")).await;
+    redis_set(&redis, "t:appless", r#"{"user_id": "u1"}"#).await;
+    assert_eq!(
+        admission(&server, "appless").await,
+        (
+            401,
+            "The token names no app and several are served here".into()
+        )
+    );
+    // No app may revoke it or force it out: it is nobody's.
+    for id in ["1", "2", "3"] {
+        let (status, _) = as_app(
+            &server,
+            id,
+            reqwest::Method::POST,
+            "/api/v1/tokens/revoke",
+            serde_json::json!({"token": "appless"}),
+        )
+        .await;
+        assert_eq!(status, 404, "app {id} revoked an app-less token");
+        let (status, body) = as_app(
+            &server,
+            id,
+            reqwest::Method::POST,
+            "/api/v1/users/u1/force-logout",
+            serde_json::json!({"revoke_tokens": true}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["tokens_revoked"], 0, "app {id}");
+    }
+    assert!(redis_exists(&redis, "t:appless").await);
+
+    // Several apps enable the unauthenticated test route: the caller must say which.
+    let (status, body) = server
+        .raw_request("GET", "/api/v1/ws/test?user_id=u1", Vec::new())
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("app_id"),
+        "{body}"
+    );
+    let (status, body) = server
+        .raw_request("GET", "/api/v1/ws/test?user_id=u1&app_id=2", Vec::new())
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_configured_default_app_takes_tokens_without_app() {
+    let redis = PrivateRedis::start().await;
+    let prefix = "t:";
+    let server = TestServer::with_config(&three_apps(
+        &redis,
+        prefix,
+        "redis_token_default_app = \"2\"",
+    ))
+    .await;
+    redis_set(&redis, "t:appless", r#"{"user_id": "u1"}"#).await;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(server.ws_url("/api/v1/ws?token=appless"))
+            .await
+            .expect("admitted into the default app");
+    let (status, body) = as_app(
+        &server,
+        "2",
+        reqwest::Method::GET,
+        "/api/v1/ws/connected-users",
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["user_ids"], serde_json::json!(["u1"]));
+    // Another app's forced logout leaves it alone; its own app's takes it.
+    let (_, body) = as_app(
+        &server,
+        "3",
+        reqwest::Method::POST,
+        "/api/v1/users/u1/force-logout",
+        serde_json::json!({"revoke_tokens": true}),
+    )
+    .await;
+    assert_eq!(body["data"]["tokens_revoked"], 0);
+    assert!(redis_exists(&redis, "t:appless").await);
+    let (status, _) = as_app(
+        &server,
+        "1",
+        reqwest::Method::POST,
+        "/api/v1/tokens/revoke",
+        serde_json::json!({"token": "appless"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = as_app(
+        &server,
+        "2",
+        reqwest::Method::POST,
+        "/api/v1/tokens/revoke",
+        serde_json::json!({"token": "appless"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    use futures_util::StreamExt;
+    loop {
+        match tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), 4401);
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_token_whose_expiry_cannot_be_read_is_refused() {
+    let redis = PrivateRedis::start().await;
+    let server = TestServer::with_config(&format!(
+        "bind = \"127.0.0.1:0\"\nredis_url = \"{}\"\nredis_token_prefix = \"t:\"\n[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"secret-1\"\n",
+        redis.url()
+    ))
+    .await;
+    let past = now() - 10;
+    let future = now() + 600;
+    for (token, value, status) in [
+        (
+            "float-past",
+            format!(r#"{{"user_id":"u1","expires_at":{past}.5}}"#),
+            401,
+        ),
+        (
+            "string-past",
+            format!(r#"{{"user_id":"u2","expires_at":"{past}"}}"#),
+            401,
+        ),
+        (
+            "float-future",
+            format!(r#"{{"user_id":"u3","expires_at":{future}.5}}"#),
+            101,
+        ),
+        (
+            "string-future",
+            format!(r#"{{"user_id":"u4","expires_at":"{future}"}}"#),
+            101,
+        ),
+        (
+            "words",
+            r#"{"user_id":"u5","expires_at":"tomorrow"}"#.to_string(),
+            401,
+        ),
+        (
+            "millis",
+            format!(r#"{{"user_id":"u6","expires_at":{}}}"#, future * 1000),
+            401,
+        ),
+    ] {
+        redis_set(&redis, &format!("t:{token}"), &value).await;
+        assert_eq!(
+            admission(&server, token).await.0,
+            status,
+            "{token}: {value}"
+        );
+    }
+}

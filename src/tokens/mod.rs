@@ -35,8 +35,9 @@ pub const CLIENT_TOKEN_PREFIX: &str = "pct_";
 /// What a token stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
-    /// The app the holder belongs to; `None` when the writer did not say (the node's
-    /// first app is meant then).
+    /// The app the holder belongs to: the one the record names, or for a Redis record
+    /// that names none the node's only app or `redis_token_default_app`. `None`: no app
+    /// can be decided, and the token opens nothing and is no app's to revoke.
     pub app_id: Option<String>,
     pub subject: Subject,
     /// Unix seconds; `None` = no expiry of its own (Redis may still expire the key).
@@ -80,13 +81,9 @@ impl TokenRecord {
         }
     }
 
-    /// The app the token belongs to: the one it names, or the node's first app when it
-    /// names none (tokens written by a single-app backend).
+    /// The app the token belongs to, if it names one this node serves.
     pub fn app(&self, apps: &crate::core::AppRegistry) -> Option<Arc<crate::core::App>> {
-        match &self.app_id {
-            Some(id) => apps.by_id(id).cloned(),
-            None => apps.iter().next().cloned(),
-        }
+        apps.by_id(self.app_id.as_deref()?).cloned()
     }
 
     /// The user of an access token; `None` for a client token.
@@ -235,11 +232,24 @@ pub(crate) fn now_unix() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The app of a Redis token that names none: the one configured, else the node's only
+/// app. With several apps and none configured there is none: picking one would sign the
+/// token into a tenant its writer may never have meant.
+fn default_app(config: &crate::config::Config) -> Option<String> {
+    match (&config.redis_token_default_app, config.apps.as_slice()) {
+        (Some(app), _) => Some(app.clone()),
+        (None, [only]) => Some(only.id.clone()),
+        (None, _) => None,
+    }
+}
+
 /// Opens the store the configuration asks for: Redis when `redis_url` is set, else the
 /// SQLite file.
 pub async fn open(config: &crate::config::Config) -> anyhow::Result<Arc<dyn TokenStore>> {
     Ok(match &config.redis_url {
-        Some(url) => Arc::new(RedisTokens::connect(url, &config.redis_token_prefix).await?),
+        Some(url) => Arc::new(
+            RedisTokens::connect(url, &config.redis_token_prefix, default_app(config)).await?,
+        ),
         None => Arc::new(SqliteTokens::open(&config.database_url).await?),
     })
 }

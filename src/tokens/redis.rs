@@ -3,9 +3,13 @@
 //! - key: `{redis_token_prefix}{token}` (default prefix `payrelay:token:`), the token as
 //!   the client presents it;
 //! - value: JSON `{"user_id": "120045" | 120045, "app_id": "1", "expires_at": 1740748800,
-//!   "revoked": false}`, where only `user_id` is required (no `app_id`: the node's first
-//!   app; no `expires_at`: valid while the key exists, so a Redis TTL works as expiry);
-//!   a merchant's client token (Socket.IO) is marked `"kind": "client"` and names its
+//!   "revoked": false}`, where only `user_id` is required. No `app_id`: the node's only
+//!   app, or `redis_token_default_app` when several are served, else the token opens
+//!   nothing (a guess could sign it into another tenant). No `expires_at` (or `null`):
+//!   valid while the key exists, so a Redis TTL works as expiry; otherwise unix seconds as
+//!   an integer, a float or a numeric string, and anything else makes the record
+//!   unreadable, i.e. refused (as is a `revoked` that is not a boolean). A merchant's
+//!   client token (Socket.IO) is marked `"kind": "client"` and names its
 //!   `"merchant_id"` (`user_id` is then optional; `key_id` names the API key that
 //!   minted it). Without that mark a value is an
 //!   access token, whatever other fields (a `merchant_id` of the user, say) it carries,
@@ -30,6 +34,8 @@ const CLIENT_KIND: &str = "client";
 pub struct RedisTokens {
     connection: ConnectionManager,
     prefix: String,
+    /// The app of records that name none; `None` refuses them.
+    default_app: Option<String>,
 }
 
 fn unavailable(e: redis::RedisError) -> TokenError {
@@ -41,8 +47,32 @@ fn id(json: &Value, field: &str) -> Option<String> {
     super::id_text(json.get(field)?)
 }
 
-/// Reads a value as a backend may have written it; `None` if it names nobody.
-fn parse_record(value: &str) -> Option<TokenRecord> {
+/// The latest expiry accepted (9999-12-31): a larger number is not seconds (milliseconds,
+/// most likely), and guessing its unit could keep a token alive for ever.
+const LATEST_EXPIRY: f64 = 253_402_300_799.0;
+
+/// `expires_at` as a backend may write it: `Ok(None)` when absent or `null`, unix seconds
+/// (an integer, a float or a numeric string; fractions round down) or `Err` for anything
+/// else. An unreadable expiry must refuse the token, never make it immortal.
+fn expiry(json: &Value) -> Result<Option<i64>, ()> {
+    let seconds = match json.get("expires_at") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(whole) => whole as f64,
+            None => n.as_f64().ok_or(())?,
+        },
+        Some(Value::String(s)) => s.trim().parse::<f64>().map_err(|_| ())?,
+        Some(_) => return Err(()),
+    };
+    if !seconds.is_finite() || seconds.abs() > LATEST_EXPIRY {
+        return Err(());
+    }
+    Ok(Some(seconds.floor() as i64))
+}
+
+/// Reads a value as a backend may have written it; `None` if it names nobody or cannot be
+/// read safely. `default_app` is the app of a record that names none.
+fn parse_record(value: &str, default_app: Option<&str>) -> Option<TokenRecord> {
     let json: Value = serde_json::from_str(value).ok()?;
     let user_id = id(&json, "user_id");
     let subject = if json.get("kind").and_then(Value::as_str) == Some(CLIENT_KIND) {
@@ -54,20 +84,27 @@ fn parse_record(value: &str) -> Option<TokenRecord> {
     } else {
         Subject::User(user_id?)
     };
+    let revoked = match json.get("revoked") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(revoked)) => *revoked,
+        Some(_) => return None,
+    };
     Some(TokenRecord {
-        app_id: id(&json, "app_id"),
+        app_id: id(&json, "app_id").or_else(|| default_app.map(String::from)),
         subject,
-        expires_at: json.get("expires_at").and_then(Value::as_i64),
-        revoked: json
-            .get("revoked")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        expires_at: expiry(&json).ok()?,
+        revoked,
     })
 }
 
 impl RedisTokens {
     /// Connects (and reconnects by itself later); fails if Redis does not answer now.
-    pub async fn connect(url: &str, prefix: &str) -> Result<RedisTokens, TokenError> {
+    /// Records without `app_id` belong to `default_app`, or to no app when it is `None`.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        default_app: Option<String>,
+    ) -> Result<RedisTokens, TokenError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let connection =
             tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client))
@@ -77,11 +114,25 @@ impl RedisTokens {
         Ok(RedisTokens {
             connection,
             prefix: prefix.to_string(),
+            default_app,
         })
     }
 
     fn key(&self, token: &str) -> String {
         format!("{}{token}", self.prefix)
+    }
+
+    /// A stored value as a record; an unreadable one is logged (by credential id, never
+    /// the token) and treated as unknown.
+    fn read(&self, token: &str, value: &str) -> Option<TokenRecord> {
+        let record = parse_record(value, self.default_app.as_deref());
+        if record.is_none() {
+            tracing::warn!(
+                credential = %credential_id(token),
+                "unreadable token record in Redis (needs user_id or kind/merchant_id, expires_at in unix seconds, revoked as a boolean): refused"
+            );
+        }
+        record
     }
 }
 
@@ -123,7 +174,7 @@ impl TokenStore for RedisTokens {
     async fn lookup(&self, token: &str) -> Result<Option<TokenRecord>, TokenError> {
         let mut connection = self.connection.clone();
         let value: Option<String> = connection.get(self.key(token)).await.map_err(unavailable)?;
-        Ok(value.as_deref().and_then(parse_record))
+        Ok(value.and_then(|value| self.read(token, &value)))
     }
 
     async fn revoke(&self, token: &str) -> Result<Option<TokenRecord>, TokenError> {
@@ -151,10 +202,14 @@ impl TokenStore for RedisTokens {
                 .map_err(unavailable)?;
             for key in keys {
                 let value: Option<String> = connection.get(&key).await.map_err(unavailable)?;
-                let Some(record) = value.as_deref().and_then(parse_record) else {
+                let Some(record) = value
+                    .as_deref()
+                    .and_then(|v| parse_record(v, self.default_app.as_deref()))
+                else {
                     continue;
                 };
-                let same_app = record.app_id.as_deref().is_none_or(|a| a == app_id);
+                // A record that names no app is the default app's, or nobody's.
+                let same_app = record.app_id.as_deref() == Some(app_id);
                 if record.access_user() == Some(user_id) && same_app {
                     let _: () = connection.del(&key).await.map_err(unavailable)?;
                     revoked.push(credential_id(&key[self.prefix.len()..]));
@@ -176,6 +231,20 @@ impl TokenStore for RedisTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_record(value: &str) -> Option<TokenRecord> {
+        super::parse_record(value, None)
+    }
+
+    #[test]
+    fn a_record_without_app_is_the_default_apps_or_nobodys() {
+        let value = r#"{"user_id":"u1"}"#;
+        assert_eq!(parse_record(value).unwrap().app_id, None);
+        let record = super::parse_record(value, Some("2")).unwrap();
+        assert_eq!(record.app_id.as_deref(), Some("2"));
+        let named = super::parse_record(r#"{"user_id":"u1","app_id":"3"}"#, Some("2")).unwrap();
+        assert_eq!(named.app_id.as_deref(), Some("3"), "a named app wins");
+    }
 
     #[test]
     fn values_written_by_another_backend_are_read() {
@@ -201,5 +270,49 @@ mod tests {
         assert_eq!(record.access_user(), Some("u1"));
         assert_eq!(parse_record(r#"{"kind":"client","user_id":"u1"}"#), None);
         assert_eq!(parse_record("not json"), None);
+    }
+
+    fn expiry_of(value: &str) -> Option<Option<i64>> {
+        parse_record(&format!(
+            r#"{{"user_id":"u1","app_id":"1","expires_at":{value}}}"#
+        ))
+        .map(|record| record.expires_at)
+    }
+
+    #[test]
+    fn expiry_is_read_as_an_integer_a_float_or_a_numeric_string() {
+        assert_eq!(expiry_of("1740748800"), Some(Some(1740748800)));
+        // A fraction of a second rounds down: a token never outlives its writer's intent.
+        assert_eq!(expiry_of("1740748800.9"), Some(Some(1740748800)));
+        assert_eq!(expiry_of(r#""1740748800""#), Some(Some(1740748800)));
+        assert_eq!(expiry_of(r#""1740748800.5""#), Some(Some(1740748800)));
+        assert_eq!(expiry_of("-5"), Some(Some(-5)), "long past: expired");
+        assert_eq!(
+            expiry_of("null"),
+            Some(None),
+            "null says: no expiry of its own"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_expiry_or_revocation_refuses_the_token() {
+        // Read as "never expires" or "not revoked", each would keep a token alive for ever.
+        for value in [
+            r#""soon""#,
+            r#""""#,
+            r#""NaN""#,
+            r#""inf""#,
+            "true",
+            "{}",
+            "[1740748800]",
+            // Milliseconds (year 57 000 read as seconds) are refused, not guessed.
+            "1740748800000",
+        ] {
+            assert_eq!(expiry_of(value), None, "expires_at = {value}");
+        }
+        for value in [r#""true""#, "1", r#""yes""#, "{}"] {
+            let json = format!(r#"{{"user_id":"u1","app_id":"1","revoked":{value}}}"#);
+            assert_eq!(parse_record(&json), None, "revoked = {value}");
+        }
     }
 }

@@ -184,7 +184,7 @@ pub(super) async fn revoke_token(
         .lookup(&request.token)
         .await
         .map_err(store_unavailable)?
-        // A token that names no app is the node's first app's, not any caller's.
+        // A token whose app cannot be decided is nobody's to revoke.
         .filter(|r| r.app(&state.core.apps).is_some_and(|a| a.id == app.id))
         .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "Unknown token"))?;
     state
@@ -335,20 +335,36 @@ pub(super) async fn connections(
     ))
 }
 
-/// `GET /api/v1/ws/test?user_id=`: the seed's unauthenticated test route, only for apps
-/// with `enable_test_route = true` (404 otherwise). Sends the user a test notification.
+/// `GET /api/v1/ws/test?user_id=[&app_id=]`: the seed's unauthenticated test route, only
+/// for apps with `enable_test_route = true` (404 otherwise). Sends the user a test
+/// notification. When several apps enable it the caller names the app: the route must
+/// never pick a tenant by chance.
 pub(super) async fn test_route(
     State(state): State<HttpState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, Refusal> {
-    let Some(app) = state
-        .core
-        .apps
-        .iter()
-        .find(|a| a.plain.enable_test_route)
-        .cloned()
-    else {
-        return Err(Refusal::new(StatusCode::NOT_FOUND, "No such route"));
+    let no_route = || Refusal::new(StatusCode::NOT_FOUND, "No such route");
+    let app = match query.get("app_id") {
+        Some(id) => state
+            .core
+            .apps
+            .by_id(id)
+            .filter(|a| a.plain.enable_test_route)
+            .cloned()
+            .ok_or_else(no_route)?,
+        None => {
+            let mut enabled = state.core.apps.iter().filter(|a| a.plain.enable_test_route);
+            match (enabled.next(), enabled.next()) {
+                (Some(app), None) => app.clone(),
+                (None, _) => return Err(no_route()),
+                (Some(_), Some(_)) => {
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "Several apps enable the test route: name one with `app_id`",
+                    ));
+                }
+            }
+        }
     };
     let user_id = query
         .get("user_id")

@@ -175,7 +175,11 @@ async fn admit(
     }
     let user_id = Arc::from(user_id);
     let Some(app) = record.app(&state.core.apps) else {
-        return Err(unauthorized("The token's app is not served here"));
+        return Err(unauthorized(if record.app_id.is_none() {
+            "The token names no app and several are served here"
+        } else {
+            "The token's app is not served here"
+        }));
     };
     if !app.plain.websocket_enabled {
         return Err(Refusal::new(

@@ -97,6 +97,8 @@ pub(super) enum AuthError {
     BadToken,
     #[error("The credential's app is not served here")]
     UnknownApp,
+    #[error("The client token names no app and several are served here")]
+    NoApp,
     #[error("Socket.IO is disabled for this app")]
     Disabled,
     #[error("Authentication is unavailable, try again later")]
@@ -116,6 +118,7 @@ impl AuthError {
             AuthError::BadApiKey => "bad_api_key",
             AuthError::BadToken => "bad_token",
             AuthError::UnknownApp => "unknown_app",
+            AuthError::NoApp => "no_app",
             AuthError::Disabled => "disabled",
             AuthError::StoreUnavailable => "store_unavailable",
             AuthError::Throttled(_) => "throttled",
@@ -189,7 +192,13 @@ pub(super) async fn identify(
                 })?
                 .filter(|r| r.is_live(tokens::now_unix()))
                 .ok_or(AuthError::BadToken)?;
-            let app = record.app(&state.core.apps).ok_or(AuthError::UnknownApp)?;
+            let app = record
+                .app(&state.core.apps)
+                .ok_or(if record.app_id.is_none() {
+                    AuthError::NoApp
+                } else {
+                    AuthError::UnknownApp
+                })?;
             // An access token of the plain protocol is no client token.
             let Subject::Client {
                 merchant_id,

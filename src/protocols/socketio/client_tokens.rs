@@ -191,7 +191,7 @@ async fn revoke(State(state): State<HttpState>, call: Call) -> Result<Response, 
         return Err(unknown());
     };
     // Another app's or another merchant's token is "unknown" to this caller.
-    // A token that names no app is the node's first app's, not any caller's.
+    // A token whose app cannot be decided is nobody's to revoke.
     let same_app = record.app(&state.core.apps).is_some_and(|a| a.id == app.id);
     let allowed = match &caller {
         Caller::Merchant {
