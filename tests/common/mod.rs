@@ -6,7 +6,7 @@ mod redis;
 
 // Not every test binary uses it.
 #[allow(unused_imports)]
-pub use self::redis::PrivateRedis;
+pub use self::redis::{PrivateRedis, TestRedis};
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

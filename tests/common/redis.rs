@@ -158,3 +158,77 @@ fn answers_ping(addr: SocketAddr) -> bool {
     let mut reply = [0u8; 7];
     stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }
+
+/// The environment variable `scripts/test` sets to the Redis the suite uses.
+pub const TEST_REDIS_URL_VAR: &str = "PAYRELAY_TEST_REDIS_URL";
+
+/// The Redis a test that needs one (but need not stop it) talks to, alive as long as this.
+pub struct TestRedis {
+    url: String,
+    _private: Option<PrivateRedis>,
+}
+
+impl TestRedis {
+    /// `$PAYRELAY_TEST_REDIS_URL` when set (`scripts/test` sets it, to the shared Redis or
+    /// to a private one it started); else the shared Redis on 127.0.0.1:6379 if it
+    /// answers; else a private `redis-server` started for this test. There is no skip: a
+    /// test that needs Redis gets one or fails saying why.
+    pub async fn get() -> TestRedis {
+        if let Some(url) = std::env::var(TEST_REDIS_URL_VAR)
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            assert!(
+                answers(&url).await,
+                "{TEST_REDIS_URL_VAR}={url} does not answer"
+            );
+            return TestRedis {
+                url,
+                _private: None,
+            };
+        }
+        let shared = "redis://127.0.0.1:6379/";
+        if answers(shared).await {
+            return TestRedis {
+                url: shared.into(),
+                _private: None,
+            };
+        }
+        let private = PrivateRedis::start().await;
+        println!(
+            "no Redis answers at {shared}: this test runs on a private redis-server at {}",
+            private.url()
+        );
+        TestRedis {
+            url: private.url(),
+            _private: Some(private),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A connection for the test's own reads and writes.
+    pub async fn connection(&self) -> ::redis::aio::MultiplexedConnection {
+        ::redis::Client::open(self.url.as_str())
+            .expect("a redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.url))
+    }
+}
+
+async fn answers(url: &str) -> bool {
+    let Ok(client) = ::redis::Client::open(url) else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            client.get_multiplexed_async_connection()
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
