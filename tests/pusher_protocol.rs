@@ -55,6 +55,27 @@ async fn unknown_app_gets_4001_error_then_close() {
     assert_eq!(client.closed().await.0, 4001);
 }
 
+/// Issue 12 item 12: a close reason that quotes a long (or multi-byte) app key stays within
+/// the 123 bytes RFC 6455 allows, cut on a character boundary, so the client gets a valid
+/// close frame with the code instead of a protocol error.
+#[tokio::test]
+async fn a_long_unknown_app_key_still_gets_a_valid_close_frame() {
+    let server = TestServer::start().await;
+    for key in [
+        "k".repeat(200),
+        "%C3%A9".repeat(100),
+        format!("x{}", "%E2%82%AC".repeat(60)),
+    ] {
+        let mut client = Client::connect(&server.ws_url(&format!("/app/{key}?protocol=7"))).await;
+        let frame = client.json().await;
+        assert_eq!(frame["data"]["code"], 4001, "{frame}");
+        let (code, reason) = client.closed().await;
+        assert_eq!(code, 4001);
+        assert!(reason.len() <= 123, "{} bytes: {reason}", reason.len());
+        assert!(reason.starts_with("App key "), "{reason}");
+    }
+}
+
 #[tokio::test]
 async fn unsupported_protocol_versions_are_refused() {
     let server = TestServer::start().await;
