@@ -425,25 +425,55 @@ impl Config {
         config
     }
 
+    /// Reads the file at `path`. Relative paths in it (`database_url`, key files) are the
+    /// file's: they resolve against its folder, so `payrelay keys list --config
+    /// /etc/payrelay/payrelay.toml` opens the same store from any working directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_error = |source| ConfigError::Read {
             path: path.display().to_string(),
             source,
-        })?;
-        Self::parse(&text)
+        };
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
+        let absolute = std::path::absolute(path).map_err(read_error)?;
+        let folder = absolute.parent().unwrap_or(Path::new("/"));
+        Self::parse_in(&text, Some(folder))
     }
 
+    /// Parses a configuration whose relative paths are the working directory's.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_in(text, None)
+    }
+
+    fn parse_in(text: &str, folder: Option<&Path>) -> Result<Self, ConfigError> {
         let deserializer = toml::Deserializer::parse(text).map_err(|e| syntax_error(text, &e))?;
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
             invalid(
                 if key == "." { "config".into() } else { key },
                 located(text, e.inner()),
             )
         })?;
+        if let Some(folder) = folder {
+            config.resolve_paths(folder);
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// Makes every relative path of the file absolute against `folder`, before validation
+    /// reads any of them.
+    fn resolve_paths(&mut self, folder: &Path) {
+        self.database_url = paths::sqlite_url_in(&self.database_url, folder);
+        for app in &mut self.apps {
+            if let Some(jwt) = &mut app.jwt {
+                for file in [&mut jwt.public_key_file, &mut jwt.jwks_file]
+                    .into_iter()
+                    .flatten()
+                {
+                    paths::resolve_in(file, folder);
+                }
+            }
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -521,6 +551,51 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// Relative paths of a configuration file, made the file's.
+mod paths {
+    use std::path::{Path, PathBuf};
+
+    pub fn resolve_in(path: &mut PathBuf, folder: &Path) {
+        if path.is_relative() {
+            *path = folder.join(&*path);
+        }
+    }
+
+    /// `sqlite://rel/x.db` (or `sqlite:rel/x.db`) with its path made absolute against
+    /// `folder`, in the form sqlx reads (`sqlite://<percent-encoded path>?<params>`). In-memory
+    /// databases and absolute paths are left as they are; so is anything not SQLite.
+    pub fn sqlite_url_in(url: &str, folder: &Path) -> String {
+        let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        else {
+            return url.to_string();
+        };
+        let (database, params) = match rest.split_once('?') {
+            Some((database, params)) => (database, Some(params)),
+            None => (rest, None),
+        };
+        let in_memory = database.is_empty()
+            || database == ":memory:"
+            || params.is_some_and(|p| p.split('&').any(|kv| kv == "mode=memory"));
+        if in_memory || database.starts_with('/') {
+            return url.to_string();
+        }
+        // sqlx percent-decodes the path; the folder is encoded so that a `%`, `?` or `#`
+        // in it survives, and the relative part is kept as written (already encoded).
+        let folder = folder
+            .to_string_lossy()
+            .replace('%', "%25")
+            .replace('?', "%3F")
+            .replace('#', "%23");
+        let folder = folder.trim_end_matches('/');
+        match params {
+            Some(params) => format!("sqlite://{folder}/{database}?{params}"),
+            None => format!("sqlite://{folder}/{database}"),
+        }
     }
 }
 
@@ -765,6 +840,32 @@ mod tests {
                 assert!(!err.contains(part), "{err}");
             }
         }
+    }
+
+    #[test]
+    fn sqlite_paths_resolve_against_the_config_folder() {
+        let folder = Path::new("/etc/pay relay");
+        for (url, expected) in [
+            (
+                "sqlite://payrelay.db",
+                "sqlite:///etc/pay relay/payrelay.db",
+            ),
+            (
+                "sqlite:data/x.db?mode=rwc",
+                "sqlite:///etc/pay relay/data/x.db?mode=rwc",
+            ),
+            ("sqlite://./x.db", "sqlite:///etc/pay relay/./x.db"),
+            ("sqlite:///var/lib/x.db", "sqlite:///var/lib/x.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("sqlite://?mode=memory", "sqlite://?mode=memory"),
+            ("postgres://u:p@h/db", "postgres://u:p@h/db"),
+        ] {
+            assert_eq!(paths::sqlite_url_in(url, folder), expected, "{url}");
+        }
+        assert_eq!(
+            paths::sqlite_url_in("sqlite://x.db", Path::new("/a%b?c#d/")),
+            "sqlite:///a%25b%3Fc%23d/x.db"
+        );
     }
 
     #[test]

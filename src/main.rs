@@ -35,8 +35,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct KeysArgs {
-    /// TOML configuration file naming the store and the apps; without it, the
-    /// development app and ./payrelay.db, as `payrelay serve` uses.
+    /// TOML configuration file naming the store and the apps (a relative database_url is
+    /// relative to the file's folder); without it, the development app and ./payrelay.db,
+    /// as `payrelay serve` uses.
     #[arg(long, env = "PAYRELAY_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// The app the keys belong to.

@@ -224,3 +224,68 @@ fn keys_are_created_listed_and_revoked_from_the_command_line() {
     assert_eq!(wrong.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Issue 12 item 19: relative paths in a configuration file are the file's, not the
+/// working directory's. `keys create` run from one directory and `keys list` from another
+/// see the same store, next to the configuration (the default `database_url` included),
+/// and a relative `public_key_file` is found too.
+#[test]
+fn relative_paths_resolve_against_the_config_files_folder() {
+    let root = std::env::temp_dir().join(format!("payrelay-cli-{}-relative", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let etc = root.join("etc");
+    let elsewhere = root.join("elsewhere");
+    let other = root.join("other");
+    for dir in [&etc, &elsewhere, &other] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let pem = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/jwt/rs256-public.pem"
+    );
+    std::fs::copy(pem, etc.join("jwt.pem")).unwrap();
+    let app = "[[apps]]\nid=\"7\"\nkey=\"k7\"\nsecret=\"secret-123\"\n\
+               [apps.jwt]\nalgorithm=\"RS256\"\npublic_key_file=\"jwt.pem\"\n";
+    for (name, database_url, db) in [
+        (
+            "explicit",
+            "database_url = \"sqlite://data/keys.db\"\n",
+            "data/keys.db",
+        ),
+        ("bare", "database_url = \"sqlite:bare.db\"\n", "bare.db"),
+        ("default", "", "payrelay.db"),
+    ] {
+        let config = etc.join(format!("{name}.toml"));
+        std::fs::write(&config, format!("{database_url}{app}")).unwrap();
+        std::fs::create_dir_all(etc.join("data")).unwrap();
+        let run = |cwd: &std::path::Path, args: &[&str]| {
+            Command::new(BIN)
+                .current_dir(cwd)
+                .arg("keys")
+                .args(args)
+                .arg("--config")
+                .arg(&config)
+                .args(["--app", "7"])
+                .output()
+                .unwrap()
+        };
+        let created = run(&elsewhere, &["create", "--merchant", "merchant_001"]);
+        assert!(created.status.success(), "{name}: {created:?}");
+        let listed = run(&other, &["list"]);
+        assert!(listed.status.success(), "{name}: {listed:?}");
+        let listing = String::from_utf8_lossy(&listed.stdout);
+        assert!(listing.contains("merchant_001"), "{name}: {listing:?}");
+        assert!(
+            etc.join(db).exists(),
+            "{name}: the store is next to the config"
+        );
+        for cwd in [&elsewhere, &other] {
+            let stray = std::fs::read_dir(cwd).unwrap().count();
+            assert_eq!(
+                stray, 0,
+                "{name}: nothing is created in the working directory"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(root);
+}
