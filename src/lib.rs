@@ -11,6 +11,7 @@ pub mod http;
 pub mod http_client;
 pub mod merchants;
 pub mod protocols;
+pub mod redact;
 pub mod sandbox;
 pub mod server;
 pub mod signing;

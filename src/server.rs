@@ -53,12 +53,19 @@ impl Server {
         let listener =
             listen(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
         let local_addr = listener.local_addr()?;
+        // Store errors may quote `database_url` (sqlx echoes its parameters): they are
+        // reported with its secret parts masked.
+        let db_url = &config.database_url;
+        let scrubbed = |e: anyhow::Error| crate::redact::in_text(&format!("{e:#}"), db_url);
         let merchants = crate::merchants::Merchants::open(&config)
             .await
-            .with_context(|| format!("cannot open the merchant store {}", config.database_url))?;
+            .map_err(|e| {
+                let url = crate::redact::url(db_url);
+                anyhow::anyhow!("cannot open the merchant store {url}: {}", scrubbed(e))
+            })?;
         let tokens = crate::tokens::open(&config)
             .await
-            .context("cannot open the access-token store")?;
+            .map_err(|e| anyhow::anyhow!("cannot open the access-token store: {}", scrubbed(e)))?;
         let state = HttpState {
             core: core.clone(),
             tracker: TaskTracker::new(),

@@ -137,7 +137,10 @@ impl std::fmt::Debug for JwtVerifier {
         f.debug_struct("JwtVerifier")
             .field("algorithm", &self.algorithm)
             .field("keys", &self.keys.read().len())
-            .field("jwks_url", &self.remote.as_ref().map(|r| &r.url))
+            .field(
+                "jwks_url",
+                &self.remote.as_ref().map(|r| crate::redact::url(&r.url)),
+            )
             .finish()
     }
 }
@@ -161,6 +164,7 @@ impl JwtVerifier {
                 match (&config.public_key_file, &config.jwks_file, &config.jwks_url) {
                     (None, None, Some(url)) => {
                         if !(url.starts_with("https://") || url.starts_with("http://")) {
+                            let url = crate::redact::url(url);
                             return Err(invalid(format!("jwks_url `{url}` is not an http(s) URL")));
                         }
                         // Filled by `load`, which fetches it.
@@ -229,9 +233,10 @@ impl JwtVerifier {
     pub async fn load(config: &JwtConfig) -> Result<JwtVerifier, JwtConfigError> {
         let verifier = JwtVerifier::new(config)?;
         if let Some(remote) = &verifier.remote {
-            let keys = fetch_jwks(&remote.url)
-                .await
-                .map_err(|e| JwtConfigError::Invalid(format!("jwks_url {}: {e}", remote.url)))?;
+            let keys = fetch_jwks(&remote.url).await.map_err(|e| {
+                let url = crate::redact::url(&remote.url);
+                JwtConfigError::Invalid(format!("jwks_url {url}: {e}"))
+            })?;
             *verifier.keys.write() = Arc::new(keys);
             *remote.fetched_at.write() = Instant::now();
         }
@@ -269,11 +274,13 @@ impl JwtVerifier {
         *remote.fetched_at.write() = Instant::now();
         match fetch_jwks(&remote.url).await {
             Ok(keys) => {
-                tracing::info!(url = %remote.url, keys = keys.len(), "JWKS refreshed");
+                let url = crate::redact::url(&remote.url);
+                tracing::info!(%url, keys = keys.len(), "JWKS refreshed");
                 *self.keys.write() = Arc::new(keys);
             }
             Err(e) => {
-                tracing::warn!(url = %remote.url, "JWKS refresh failed, keeping the old keys: {e}")
+                let url = crate::redact::url(&remote.url);
+                tracing::warn!(%url, "JWKS refresh failed, keeping the old keys: {e}")
             }
         }
     }
@@ -350,7 +357,8 @@ async fn fetch_jwks(url: &str) -> Result<Vec<(Option<String>, DecodingKey)>, Str
         .timeout(JWKS_FETCH_TIMEOUT)
         .send()
         .await
-        .map_err(|e| format!("fetch failed: {e}"))?;
+        // reqwest's message quotes the URL, credentials and all; callers name it redacted.
+        .map_err(|e| format!("fetch failed: {}", e.without_url()))?;
     if !response.status().is_success() {
         return Err(format!("answered {}", response.status()));
     }
@@ -363,7 +371,7 @@ async fn fetch_jwks(url: &str) -> Result<Vec<(Option<String>, DecodingKey)>, Str
     let body = response
         .bytes()
         .await
-        .map_err(|e| format!("reading the body failed: {e}"))?;
+        .map_err(|e| format!("reading the body failed: {}", e.without_url()))?;
     if body.len() > JWKS_MAX_BYTES {
         return Err("response too large".into());
     }

@@ -105,12 +105,26 @@ impl RedisTokens {
         prefix: &str,
         default_app: Option<String>,
     ) -> Result<RedisTokens, TokenError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
+        // The URL may carry a password: errors name it redacted, and a library message
+        // that quotes it is scrubbed.
+        let failed = |e: redis::RedisError| {
+            TokenError::Unavailable(format!(
+                "{}: {}",
+                crate::redact::url(url),
+                crate::redact::in_text(&e.to_string(), url)
+            ))
+        };
+        let client = redis::Client::open(url).map_err(failed)?;
         let connection =
             tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client))
                 .await
-                .map_err(|_| TokenError::Unavailable(format!("no answer from {url} within 5 s")))?
-                .map_err(unavailable)?;
+                .map_err(|_| {
+                    TokenError::Unavailable(format!(
+                        "no answer from {} within 5 s",
+                        crate::redact::url(url)
+                    ))
+                })?
+                .map_err(failed)?;
         Ok(RedisTokens {
             connection,
             prefix: prefix.to_string(),
