@@ -134,6 +134,32 @@ pub struct Config {
     /// to the only app, and are refused when several apps are served.
     #[serde(default)]
     pub redis_token_default_app: Option<String>,
+
+    // The listener (src/listener/): limits and timeouts that hold before any protocol runs.
+    /// TCP connections open at once, HTTP and WebSocket alike, counted at accept. Absent:
+    /// the process's open-file limit minus a reserve, so the node never runs out of files;
+    /// 0: no limit.
+    #[serde(default)]
+    pub max_tcp_connections: Option<usize>,
+    /// TCP connections one client address (an IPv4 address, or an IPv6 /64) may hold open
+    /// at once; 0: no limit.
+    #[serde(default = "defaults::max_tcp_connections_per_ip")]
+    pub max_tcp_connections_per_ip: usize,
+    /// Seconds a client has to complete the TLS handshake.
+    #[serde(default = "defaults::handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers: from the connection being ready
+    /// (accepted, TLS done) for the first request, from its first byte for later ones.
+    #[serde(default = "defaults::header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds an HTTP connection may wait idle for its next request.
+    #[serde(default = "defaults::keep_alive_timeout")]
+    pub keep_alive_timeout_secs: u64,
+    /// Seconds an ordinary HTTP request may take from its headers to its response
+    /// (reading the body included); beyond it the client gets 408. WebSocket upgrades
+    /// answer at once and are not affected afterwards.
+    #[serde(default = "defaults::request_timeout")]
+    pub request_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -346,6 +372,21 @@ mod defaults {
     pub fn max_invalid_messages() -> u32 {
         10
     }
+    pub fn max_tcp_connections_per_ip() -> usize {
+        256
+    }
+    pub fn handshake_timeout() -> u64 {
+        10
+    }
+    pub fn header_read_timeout() -> u64 {
+        15
+    }
+    pub fn keep_alive_timeout() -> u64 {
+        75
+    }
+    pub fn request_timeout() -> u64 {
+        30
+    }
     pub fn redis_token_prefix() -> String {
         "payrelay:token:".into()
     }
@@ -529,6 +570,7 @@ impl Config {
                 format!("`{app}` is not the id of a configured app"),
             ));
         }
+        self.validate_listener()?;
         if self.outbound_queue_size < 16 {
             return Err(invalid("outbound_queue_size", "must be at least 16"));
         }
@@ -596,6 +638,21 @@ mod paths {
             Some(params) => format!("sqlite://{folder}/{database}?{params}"),
             None => format!("sqlite://{folder}/{database}"),
         }
+    }
+}
+
+impl Config {
+    fn validate_listener(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("handshake_timeout_secs", self.handshake_timeout_secs),
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("keep_alive_timeout_secs", self.keep_alive_timeout_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+        ] {
+            positive(key, value)?;
+            at_most(key, value, 3600)?;
+        }
+        Ok(())
     }
 }
 
