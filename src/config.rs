@@ -985,6 +985,26 @@ mod tests {
     }
 
     #[test]
+    fn listener_timeouts_are_positive_and_bounded() {
+        for key in [
+            "handshake_timeout_secs",
+            "header_read_timeout_secs",
+            "keep_alive_timeout_secs",
+            "request_timeout_secs",
+        ] {
+            for bad in ["0", "3601"] {
+                let err = Config::parse(&format!("{key} = {bad}"))
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.starts_with(key), "{err}");
+            }
+        }
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.max_tcp_connections, None, "follows the file limit");
+        assert_eq!(config.max_tcp_connections_per_ip, 256);
+    }
+
+    #[test]
     fn timeouts_are_bounded() {
         let err = Config::parse("activity_timeout_secs = 18446744073709551615")
             .unwrap_err()

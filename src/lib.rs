@@ -2,13 +2,15 @@
 //!
 //! See ARCHITECTURE.md for the map. In short: [`core`] is protocol-neutral (apps, hub,
 //! broker seam, sessions); [`protocols`] hold the adapters that speak each wire format;
-//! [`http`] assembles the router; [`server`] runs a node.
+//! [`http`] assembles the router; [`listener`] accepts connections and holds them to
+//! limits and timeouts; [`server`] runs a node.
 
 pub mod bench;
 pub mod config;
 pub mod core;
 pub mod http;
 pub mod http_client;
+pub mod listener;
 pub mod merchants;
 pub mod protocols;
 pub mod redact;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::core::Core;
 use crate::http::{self, HttpState};
+use crate::listener::{self, ListenerSettings};
 use crate::sandbox::Sandbox;
 use crate::telemetry;
 
@@ -32,6 +32,7 @@ pub struct Server {
     core: Arc<Core>,
     state: HttpState,
     sandbox: Option<Sandbox>,
+    listener_settings: ListenerSettings,
 }
 
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -83,6 +84,7 @@ impl Server {
             core,
             state,
             sandbox: Sandbox::from_config(&config),
+            listener_settings: ListenerSettings::from_config(&config),
         })
     }
 
@@ -108,21 +110,18 @@ impl Server {
             core,
             state,
             sandbox,
+            listener_settings,
             ..
         } = self;
         let tracker = state.tracker.clone();
         let socketio = state.socketio.clone();
         let stop_accepting = CancellationToken::new();
-        let listener = listener.tap_io(|tcp| {
-            // Frames are small and latency matters more than packet count.
-            let _ = tcp.set_nodelay(true);
-        });
-        let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let mut serving = tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
-                .into_future(),
-        );
+        let mut serving = tokio::spawn(listener::serve(
+            listener,
+            http::router(state),
+            listener_settings,
+            stop_accepting.clone(),
+        ));
         let sweeper = {
             let core = core.clone();
             tokio::spawn(async move {
@@ -146,11 +145,7 @@ impl Server {
             () = shutdown => {}
             result = &mut serving => {
                 stop_background();
-                return match result {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e).context("HTTP server failed"),
-                    Err(e) => Err(e).context("HTTP server task failed"),
-                };
+                return result.context("the listener task failed");
             }
         }
 

@@ -291,10 +291,10 @@ async fn refusals_and_timeouts_are_counted() {
         "",
     )
     .await;
-    let silent = connect_from(Ipv4Addr::new(127, 0, 0, 9), server.addr).await;
+    let _silent = connect_from(Ipv4Addr::new(127, 0, 0, 9), server.addr).await;
     let answer = refusal(Ipv4Addr::new(127, 0, 0, 9), server.addr).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    drop(silent);
+    // The silent connection is closed by the header timeout, and counted.
     let deadline = Instant::now() + common::WAIT;
     loop {
         let (status, metrics) = server.raw_request("GET", "/metrics", Vec::new()).await;
@@ -306,7 +306,10 @@ async fn refusals_and_timeouts_are_counted() {
         let gauge = metrics
             .lines()
             .any(|l| l.starts_with("payrelay_tcp_connections "));
-        if refused && gauge {
+        let timed_out = metrics
+            .lines()
+            .any(|l| l.starts_with("payrelay_tcp_timeouts_total{kind=\"header_read\"}"));
+        if refused && gauge && timed_out {
             break;
         }
         assert!(Instant::now() < deadline, "{metrics}");
@@ -460,5 +463,6 @@ async fn the_default_cap_keeps_a_node_inside_its_file_limit() {
     assert_quiet(&node, Duration::from_secs(2)).await;
     let _probe = served_from(OTHER, node.addr, Duration::from_secs(60)).await;
     assert_eq!(node.log_lines_containing("Too many open files"), 0);
+    assert!(node.log_lines_containing("refusing connections over a cap") >= 1);
     drop(held);
 }
