@@ -320,7 +320,8 @@ async fn channel_kinds_diagnostics_and_shutdown() {
     assert_eq!(status, 200);
     let conn = &body["data"]["connections"][0];
     assert_eq!(conn["protocol"], "socketio");
-    assert_eq!(conn["user_id"], MERCHANT);
+    assert_eq!(conn["merchant_id"], MERCHANT);
+    assert_eq!(conn["user_id"], Value::Null, "a merchant is not a user");
     assert_eq!(
         conn["subscriptions"],
         json!([
@@ -448,4 +449,68 @@ async fn a_client_token_without_app_is_refused_when_several_apps_are_served() {
         answer.starts_with("44") && answer.contains("names no app"),
         "{answer}"
     );
+}
+
+/// Issue 12 item 10: merchants and app users are separate namespaces. Pusher
+/// `terminate_connections` for end user "42" closes that user's sockets, never merchant
+/// "42"'s Socket.IO feed; revoking merchant "42"'s key leaves user "42" signed in.
+#[tokio::test]
+async fn user_42_and_merchant_42_are_different_identities() {
+    let server = TestServer::start().await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "42")
+        .await
+        .unwrap();
+    let mut merchant = RawSocketIo::connected(&server, &format!("&apiKey={}", key.api_key)).await;
+
+    let sign_in = |socket_id: &str| {
+        let user_data = r#"{"id":"42"}"#;
+        json!({"event": "pusher:signin", "data": {"auth": signin_auth(socket_id, user_data), "user_data": user_data}})
+    };
+    let (mut user, socket_id) = server.connect_established().await;
+    user.send_json(sign_in(&socket_id)).await;
+    user.event("pusher:signin_success").await;
+
+    let (status, body) = server
+        .api(
+            "POST",
+            "/apps/1/users/42/terminate_connections",
+            &[],
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(user.closed().await.0, 4009, "the user's socket goes");
+    publish(&server, "42", "merchant", "trade", json!({"n": 1})).await;
+    assert_eq!(
+        merchant.packet().await,
+        r#"42["trade",{"n":1}]"#,
+        "the merchant's feed stays"
+    );
+
+    // The other way round: the merchant's key is revoked, user 42 stays signed in.
+    let (mut user, socket_id) = server.connect_established().await;
+    user.send_json(sign_in(&socket_id)).await;
+    user.event("pusher:signin_success").await;
+    let (status, _) = server
+        .basic_request("DELETE", &format!("/apps/1/keys/{}", key.key_id), None)
+        .await;
+    assert_eq!(status, 200);
+    user.subscribed("#server-to-user-42").await;
+    server.trigger("#server-to-user-42", "hello", "{}").await;
+    assert_eq!(user.event("hello").await["channel"], "#server-to-user-42");
+
+    // Diagnostics tell them apart too.
+    let (status, list) = server
+        .basic_request("GET", "/api/v1/ws/connections", None)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let sockets = list["data"]["connections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let pusher = sockets.iter().find(|c| c["protocol"] == "pusher").unwrap();
+    assert_eq!(pusher["user_id"], "42", "{list}");
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use super::{App, Outbox, SocketId};
+use super::{App, Outbox, Principal, SocketId};
 
 #[derive(Debug)]
 pub struct Connection {
@@ -20,7 +20,7 @@ pub struct Connection {
     pub remote: SocketAddr,
     pub connected_at: SystemTime,
     pub outbox: Outbox,
-    user_id: OnceLock<Arc<str>>,
+    principal: OnceLock<Principal>,
     /// An id of the credential the connection was opened with (never the credential
     /// itself), so revoking it can close exactly these connections.
     credential: OnceLock<Arc<str>>,
@@ -44,20 +44,36 @@ impl Connection {
             remote,
             connected_at: SystemTime::now(),
             outbox: Outbox::new(queue_capacity),
-            user_id: OnceLock::new(),
+            principal: OnceLock::new(),
             credential: OnceLock::new(),
             channel_names: parking_lot::Mutex::new(Vec::new()),
             subscriptions: AtomicUsize::new(0),
         }
     }
 
-    /// The user this connection is authenticated as, once it is.
-    pub fn user_id(&self) -> Option<&Arc<str>> {
-        self.user_id.get()
+    /// Who this connection is signed in as, once it is.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.get()
     }
 
-    pub(crate) fn set_user_id(&self, user_id: Arc<str>) -> Result<(), Arc<str>> {
-        self.user_id.set(user_id)
+    /// The end user this connection is signed in as, if it is signed in as a user.
+    pub fn user_id(&self) -> Option<&Arc<str>> {
+        match self.principal.get()? {
+            Principal::User(id) => Some(id),
+            Principal::Merchant(_) => None,
+        }
+    }
+
+    /// The merchant this connection is signed in as, if it is signed in as a merchant.
+    pub fn merchant_id(&self) -> Option<&Arc<str>> {
+        match self.principal.get()? {
+            Principal::Merchant(id) => Some(id),
+            Principal::User(_) => None,
+        }
+    }
+
+    pub(crate) fn set_principal(&self, principal: Principal) -> Result<(), Principal> {
+        self.principal.set(principal)
     }
 
     pub fn credential(&self) -> Option<&Arc<str>> {

@@ -18,7 +18,7 @@ use dashmap::DashMap;
 use super::channel::{is_cache_channel, is_presence_channel};
 use super::outbox::{CacheState, Disconnect, Outbound, Subscribed};
 use super::presence::{Member, PresenceSnapshot};
-use super::{Connection, Publication, SocketId};
+use super::{Connection, Principal, Publication, SocketId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ChannelKey {
@@ -26,10 +26,11 @@ struct ChannelKey {
     channel: Arc<str>,
 }
 
+/// A signed-in identity of one app: users and merchants are separate namespaces.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct UserKey {
+struct SignedInKey {
     app: Arc<str>,
-    user: Arc<str>,
+    principal: Principal,
 }
 
 #[derive(Debug)]
@@ -96,7 +97,9 @@ impl ChannelStats {
 #[derive(Debug)]
 pub struct Hub {
     channels: DashMap<ChannelKey, ChannelState>,
-    users: DashMap<UserKey, Vec<Arc<Connection>>>,
+    /// Connections by who they are signed in as (users and merchants), for terminate,
+    /// revocation and one-socket-per-user.
+    signed_in: DashMap<SignedInKey, Vec<Arc<Connection>>>,
     cache_ttl: Duration,
 }
 
@@ -104,7 +107,7 @@ impl Hub {
     pub fn new(cache_ttl: Duration) -> Self {
         Hub {
             channels: DashMap::new(),
-            users: DashMap::new(),
+            signed_in: DashMap::new(),
             cache_ttl,
         }
     }
@@ -327,56 +330,61 @@ impl Hub {
         ids
     }
 
-    pub fn add_user_connection(&self, conn: &Arc<Connection>, user: Arc<str>) {
-        let key = UserKey {
+    pub fn add_signed_in(&self, conn: &Arc<Connection>, principal: Principal) {
+        let key = SignedInKey {
             app: conn.app.id.clone(),
-            user,
+            principal,
         };
-        self.users.entry(key).or_default().push(conn.clone());
+        self.signed_in.entry(key).or_default().push(conn.clone());
     }
 
-    pub fn remove_user_connection(&self, conn: &Connection, user: &Arc<str>) {
-        let key = UserKey {
+    pub fn remove_signed_in(&self, conn: &Connection, principal: &Principal) {
+        let key = SignedInKey {
             app: conn.app.id.clone(),
-            user: user.clone(),
+            principal: principal.clone(),
         };
-        if let Some(mut conns) = self.users.get_mut(&key) {
+        if let Some(mut conns) = self.signed_in.get_mut(&key) {
             conns.retain(|c| c.id != conn.id);
         }
-        self.users.remove_if(&key, |_, conns| conns.is_empty());
+        self.signed_in.remove_if(&key, |_, conns| conns.is_empty());
     }
 
-    /// Local connections authenticated as `user` in `app`.
-    pub fn user_connections(&self, app: &Arc<str>, user: &str) -> Vec<Arc<Connection>> {
-        let key = UserKey {
+    /// Local connections of `app` signed in as `principal`.
+    pub fn signed_in_connections(
+        &self,
+        app: &Arc<str>,
+        principal: &Principal,
+    ) -> Vec<Arc<Connection>> {
+        let key = SignedInKey {
             app: app.clone(),
-            user: Arc::from(user),
+            principal: principal.clone(),
         };
-        self.users
+        self.signed_in
             .get(&key)
             .map(|conns| conns.clone())
             .unwrap_or_default()
     }
 
-    /// Closes every local connection of `user`; returns how many.
+    /// Closes every local connection of end user `user` (never a merchant's); returns how
+    /// many.
     pub fn disconnect_user(&self, app: &Arc<str>, user: &str, reason: Disconnect) -> usize {
-        let conns = self.user_connections(app, user);
+        let conns = self.signed_in_connections(app, &Principal::user(user));
         for conn in &conns {
             conn.outbox.close(reason);
         }
         conns.len()
     }
 
-    /// Closes the local connections of `user` that `which` selects; returns how many.
-    pub fn close_user_connections(
+    /// Closes the local connections of `principal` that `which` selects; returns how many.
+    pub fn close_connections_of(
         &self,
         app: &Arc<str>,
-        user: &str,
+        principal: &Principal,
         which: &super::WhichConnections,
         reason: Disconnect,
     ) -> usize {
         use super::WhichConnections;
-        let conns = self.user_connections(app, user);
+        let conns = self.signed_in_connections(app, principal);
         let doomed: Vec<&Arc<Connection>> = match which {
             WhichConnections::Protocol(protocol) => {
                 conns.iter().filter(|c| c.protocol == *protocol).collect()

@@ -12,6 +12,7 @@ mod connection;
 pub mod hub;
 pub mod outbox;
 pub mod presence;
+mod principal;
 mod publication;
 mod session;
 mod socket_id;
@@ -31,6 +32,7 @@ pub use broker::{
 pub use connection::Connection;
 pub use hub::{ChannelStats, Hub};
 pub use outbox::{Disconnect, Outbound, Outbox};
+pub use principal::Principal;
 pub use publication::{ENCODING_SLOTS, EncodingSlot, Publication};
 pub use session::{Session, SignInError, SubscribeError};
 pub use socket_id::SocketId;
@@ -158,16 +160,17 @@ impl BrokerSink for LocalDelivery {
                     .disconnect_user(&app_id, &user_id, Disconnect::Terminated);
                 tracing::info!(app = %app_id, closed, "terminated a user's connections");
             }
-            BrokerMessage::CloseUserConnections {
+            BrokerMessage::CloseConnections {
                 app_id,
-                user_id,
+                principal,
                 which,
                 reason,
             } => {
                 let closed = self
                     .hub
-                    .close_user_connections(&app_id, &user_id, &which, reason);
-                tracing::debug!(app = %app_id, closed, ?reason, "closed a user's connections");
+                    .close_connections_of(&app_id, &principal, &which, reason);
+                let kind = principal.kind();
+                tracing::debug!(app = %app_id, closed, ?reason, "closed connections of a {kind}");
             }
         }
     }
@@ -327,7 +330,7 @@ impl Core {
             .await
     }
 
-    /// Closes the connections of `user_id` that `which` selects, on every node.
+    /// Closes the connections of end user `user_id` that `which` selects, on every node.
     pub async fn close_user_connections(
         &self,
         app: &App,
@@ -335,10 +338,34 @@ impl Core {
         which: WhichConnections,
         reason: Disconnect,
     ) -> Result<(), BrokerError> {
+        self.close_connections_of(app, Principal::user(user_id), which, reason)
+            .await
+    }
+
+    /// Closes the connections of merchant `merchant_id` that `which` selects, on every
+    /// node (its API key or client token was revoked).
+    pub async fn close_merchant_connections(
+        &self,
+        app: &App,
+        merchant_id: &str,
+        which: WhichConnections,
+        reason: Disconnect,
+    ) -> Result<(), BrokerError> {
+        self.close_connections_of(app, Principal::merchant(merchant_id), which, reason)
+            .await
+    }
+
+    async fn close_connections_of(
+        &self,
+        app: &App,
+        principal: Principal,
+        which: WhichConnections,
+        reason: Disconnect,
+    ) -> Result<(), BrokerError> {
         self.broker
-            .publish(BrokerMessage::CloseUserConnections {
+            .publish(BrokerMessage::CloseConnections {
                 app_id: app.id.clone(),
-                user_id: Arc::from(user_id),
+                principal,
                 which,
                 reason,
             })

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::hub::HubRefusal;
 use super::presence::Member;
-use super::{Connection, Core, NewPublication, PublishError};
+use super::{Connection, Core, NewPublication, Principal, PublishError};
 
 /// Why a subscription was refused by the core (adapters check auth before this).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,7 +24,7 @@ pub enum SubscribeError {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignInError {
-    #[error("this connection is already signed in as another user")]
+    #[error("this connection is already signed in as someone else")]
     AlreadySignedIn,
     #[error("user id `{0}` cannot name a channel: {1}")]
     InvalidUserId(String, super::channel::ChannelNameError),
@@ -101,24 +101,33 @@ impl Session {
         true
     }
 
-    /// Marks the connection as authenticated as `user_id` (once per connection).
+    /// Marks the connection as authenticated as end user `user_id` (once per connection).
     pub fn sign_in(&mut self, user_id: &str) -> Result<(), SignInError> {
-        match self.conn.user_id() {
-            Some(existing) if &**existing == user_id => return Ok(()),
-            Some(_) => return Err(SignInError::AlreadySignedIn),
-            None => {}
-        }
         // The user's events travel on `#server-to-user-{id}`, so the id must make a valid
         // channel name; refusing it here beats a sign-in that silently never gets events.
         let channel = format!("{}{user_id}", super::channel::SERVER_TO_USER_PREFIX);
         if let Err(e) = super::channel::classify(&channel) {
             return Err(SignInError::InvalidUserId(user_id.to_string(), e));
         }
-        let user: Arc<str> = Arc::from(user_id);
+        self.sign_in_as(Principal::user(user_id))
+    }
+
+    /// Marks the connection as authenticated as merchant `merchant_id` (once per
+    /// connection). Merchants are not users: terminating user "42" leaves merchant "42".
+    pub fn sign_in_merchant(&mut self, merchant_id: &str) -> Result<(), SignInError> {
+        self.sign_in_as(Principal::merchant(merchant_id))
+    }
+
+    fn sign_in_as(&mut self, principal: Principal) -> Result<(), SignInError> {
+        match self.conn.principal() {
+            Some(existing) if *existing == principal => return Ok(()),
+            Some(_) => return Err(SignInError::AlreadySignedIn),
+            None => {}
+        }
         self.conn
-            .set_user_id(user.clone())
+            .set_principal(principal.clone())
             .map_err(|_| SignInError::AlreadySignedIn)?;
-        self.core.hub.add_user_connection(&self.conn, user);
+        self.core.hub.add_signed_in(&self.conn, principal);
         Ok(())
     }
 
@@ -138,8 +147,8 @@ impl Drop for Session {
             .metrics
             .subscriptions
             .decrement(channels.len() as f64);
-        if let Some(user) = self.conn.user_id() {
-            self.core.hub.remove_user_connection(&self.conn, user);
+        if let Some(principal) = self.conn.principal() {
+            self.core.hub.remove_signed_in(&self.conn, principal);
         }
         self.core.deregister(&self.conn);
     }

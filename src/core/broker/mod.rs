@@ -19,22 +19,23 @@ use super::Publication;
 #[derive(Debug, Clone)]
 pub enum BrokerMessage {
     Publication(Arc<Publication>),
-    /// Close every connection authenticated as this user (Pusher `terminate_connections`).
+    /// Close every connection authenticated as this end user (Pusher
+    /// `terminate_connections`); merchants are another namespace and stay.
     TerminateUser {
         app_id: Arc<str>,
         user_id: Arc<str>,
     },
-    /// Close some of a user's connections, on every node (token revocation, one socket
-    /// per user, forced logout).
-    CloseUserConnections {
+    /// Close some connections of a user or a merchant, on every node (token or key
+    /// revocation, one socket per user, forced logout).
+    CloseConnections {
         app_id: Arc<str>,
-        user_id: Arc<str>,
+        principal: super::Principal,
         which: WhichConnections,
         reason: super::Disconnect,
     },
 }
 
-/// Which of a user's connections [`BrokerMessage::CloseUserConnections`] closes.
+/// Which of a user's or merchant's connections [`BrokerMessage::CloseConnections`] closes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WhichConnections {
     /// Every connection of one protocol.

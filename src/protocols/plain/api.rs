@@ -321,6 +321,7 @@ pub(super) async fn connections(
             json!({
                 "socket_id": c.id.to_string(),
                 "user_id": c.user_id().map(|u| u.to_string()),
+                "merchant_id": c.merchant_id().map(|m| m.to_string()),
                 "protocol": c.protocol,
                 "remote_addr": c.remote.to_string(),
                 "connected_since": since,

@@ -113,10 +113,11 @@ async fn revoke_key(
         Some(merchant_id) => {
             tracing::info!(app = %app.id, merchant = %merchant_id, %key_id, "API key revoked");
             // Sockets opened with the key (Socket.IO) go at once, on every node; they sign
-            // in as their merchant and remember the key's id as their credential.
+            // in as their merchant (never as a user) and remember the key's id as their
+            // credential.
             if let Err(e) = state
                 .core
-                .close_user_connections(
+                .close_merchant_connections(
                     &app,
                     &merchant_id,
                     WhichConnections::Credential(Arc::from(key_id.as_str())),

@@ -209,7 +209,7 @@ async fn revoke(State(state): State<HttpState>, call: Call) -> Result<Response, 
         .map_err(token_error)?;
     state
         .core
-        .close_user_connections(
+        .close_merchant_connections(
             &app,
             merchant_id,
             WhichConnections::Credential(Arc::from(tokens::credential_id(&request.token))),

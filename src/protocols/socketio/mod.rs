@@ -139,11 +139,10 @@ async fn admit(socket: &SocketRef, auth: AuthPayload, state: &HttpState) -> Resu
         .map_err(|e| AuthError::Refused(e.to_string()))?;
     let conn = session.connection().clone();
     conn.set_credential(Arc::from(identity.credential_id.as_str()));
-    // Signed in as the merchant: revoking its key or token finds the socket by
-    // (merchant, credential) on every node, and `terminate_connections` for the
-    // merchant id closes its sockets too.
+    // Signed in as the merchant (not as a user: user "42" is not merchant "42"), so
+    // revoking its key or token finds the socket by (merchant, credential) on every node.
     session
-        .sign_in(&identity.merchant_id)
+        .sign_in_merchant(&identity.merchant_id)
         .map_err(|e| AuthError::Refused(e.to_string()))?;
     for kind in &identity.app.socketio.channel_kinds {
         let channel = channels::private_channel(kind, &identity.merchant_id)
