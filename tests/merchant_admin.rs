@@ -1,12 +1,11 @@
 //! The app backend's side of merchant accounts: the key admin API and CLI, `/v1/events`,
-//! failed-attempt throttling, and JWT keys from a JWKS URL.
+//! failed-attempt throttling. (JWT keys from a JWKS URL: `tests/jwks.rs`.)
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
@@ -261,117 +260,4 @@ async fn failed_attempts_are_throttled_per_key_and_per_address() {
         merchant_auth(&server, &good, &key.api_key, "private-merchant.m1").await,
         200
     );
-}
-
-/// A JWKS endpoint on loopback whose key set the test can change.
-async fn jwks_server(set: std::sync::Arc<parking_lot::Mutex<JwkSet>>) -> std::net::SocketAddr {
-    let app = axum::Router::new().route(
-        "/jwks.json",
-        axum::routing::get(move || {
-            let set = set.clone();
-            async move { axum::Json(set.lock().clone()) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
-fn rsa_key(kid: &str) -> (EncodingKey, Jwk) {
-    let pem = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/jwt/rs256-private.pem"
-    ))
-    .unwrap();
-    let key = EncodingKey::from_rsa_pem(&pem).unwrap();
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
-    jwk.common.key_id = Some(kid.to_string());
-    (key, jwk)
-}
-
-fn rs_token(key: &EncodingKey, kid: &str, merchant: &str) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid.to_string());
-    encode(
-        &header,
-        &json!({"merchant_id": merchant, "exp": now() + 60}),
-        key,
-    )
-    .unwrap()
-}
-
-#[tokio::test]
-async fn jwt_keys_come_from_a_jwks_url_and_follow_its_rotation() {
-    let (key, jwk_a) = rsa_key("key-a");
-    let set = std::sync::Arc::new(parking_lot::Mutex::new(JwkSet { keys: vec![jwk_a] }));
-    let jwks = jwks_server(set.clone()).await;
-    let server = TestServer::with_config(&format!(
-        r#"
-bind = "127.0.0.1:0"
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-[apps.jwt]
-algorithm = "RS256"
-jwks_url = "http://{jwks}/jwks.json"
-jwks_refresh_secs = 1
-"#
-    ))
-    .await;
-    let api_key = server
-        .merchants()
-        .store
-        .create_key("1", "m1")
-        .await
-        .unwrap()
-        .api_key;
-    let channel = "private-merchant.m1";
-    assert_eq!(
-        merchant_auth(&server, &rs_token(&key, "key-a", "m1"), &api_key, channel).await,
-        200
-    );
-    assert_eq!(
-        merchant_auth(&server, &rs_token(&key, "key-b", "m1"), &api_key, channel).await,
-        401,
-        "a kid the set does not hold"
-    );
-
-    // The provider rotates to key-b; the node picks it up without a restart.
-    let (_, jwk_b) = rsa_key("key-b");
-    *set.lock() = JwkSet { keys: vec![jwk_b] };
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(
-        merchant_auth(&server, &rs_token(&key, "key-b", "m1"), &api_key, channel).await,
-        200
-    );
-    assert_eq!(
-        merchant_auth(&server, &rs_token(&key, "key-a", "m1"), &api_key, channel).await,
-        401,
-        "the retired key no longer verifies"
-    );
-}
-
-#[tokio::test]
-async fn a_jwks_url_that_does_not_answer_stops_start_up() {
-    let config = payrelay::config::Config::parse(
-        r#"
-bind = "127.0.0.1:0"
-database_url = "sqlite::memory:"
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-[apps.jwt]
-algorithm = "ES256"
-jwks_url = "http://127.0.0.1:9/jwks.json"
-"#,
-    )
-    .unwrap();
-    let error = payrelay::server::Server::bind(config)
-        .await
-        .err()
-        .expect("start-up fails");
-    assert!(format!("{error:#}").contains("jwks_url"), "{error:#}");
 }

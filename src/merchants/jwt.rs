@@ -9,15 +9,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::jwks::{self, Keys, Refresher};
 use crate::config::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -48,12 +48,17 @@ pub struct JwtConfig {
     pub public_key_file: Option<PathBuf>,
     /// JWKS file (RS256, ES256); the token's `kid` picks the key.
     pub jwks_file: Option<PathBuf>,
-    /// JWKS URL (RS256, ES256): fetched at start-up (a failure stops start-up), again
-    /// every `jwks_refresh_secs`, and at once (at most every 30 s) when a token names a
-    /// `kid` the current set lacks, so a key rotation needs no restart.
+    /// JWKS URL (RS256, ES256), `https://`: fetched at start-up (a failure stops
+    /// start-up), then in the background every `jwks_refresh_secs` and soon (at most every
+    /// 30 s) after a token names a `kid` the current set lacks, so a key rotation needs
+    /// no restart and no request ever waits for the identity provider.
     pub jwks_url: Option<String>,
     #[serde(default = "default_jwks_refresh")]
     pub jwks_refresh_secs: u64,
+    /// Allow an `http://` `jwks_url` (keys fetched without TLS can be replaced on the
+    /// way); only for a provider on the same host or a trusted network.
+    #[serde(default)]
+    pub jwks_allow_http: bool,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     /// Claim naming the merchant; `sub` is used when it is absent.
@@ -74,13 +79,6 @@ fn default_leeway() -> u64 {
 fn default_jwks_refresh() -> u64 {
     300
 }
-
-/// Least time between two fetches caused by unknown `kid`s, so forged `kid`s cannot make
-/// us hammer the identity provider.
-const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
-const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// A JWKS is a few kilobytes; refuse to buffer anything much larger.
-const JWKS_MAX_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwtError {
@@ -112,24 +110,16 @@ pub enum JwtConfigError {
     Invalid(String),
 }
 
-type Keys = Arc<Vec<(Option<String>, DecodingKey)>>;
-
 /// A ready-to-use verifier for one app.
 pub struct JwtVerifier {
     algorithm: JwtAlgorithm,
-    keys: RwLock<Keys>,
+    keys: Arc<RwLock<Keys>>,
     validation: Validation,
     merchant_claim: String,
-    remote: Option<RemoteJwks>,
-}
-
-/// Where a JWKS URL's keys come from and when they were last fetched.
-struct RemoteJwks {
-    url: String,
-    refresh: Duration,
-    fetched_at: RwLock<Instant>,
-    /// One fetch at a time; others wait for it and use its result.
-    fetching: tokio::sync::Mutex<()>,
+    /// `jwks_url` and how often to fetch it again.
+    remote: Option<(String, Duration)>,
+    /// Keeps a remote key set fresh, once [`JwtVerifier::load`] has fetched it.
+    refresher: Option<Refresher>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -139,7 +129,7 @@ impl std::fmt::Debug for JwtVerifier {
             .field("keys", &self.keys.read().len())
             .field(
                 "jwks_url",
-                &self.remote.as_ref().map(|r| crate::redact::url(&r.url)),
+                &self.remote.as_ref().map(|(url, _)| crate::redact::url(url)),
             )
             .finish()
     }
@@ -163,10 +153,7 @@ impl JwtVerifier {
             JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => {
                 match (&config.public_key_file, &config.jwks_file, &config.jwks_url) {
                     (None, None, Some(url)) => {
-                        if !(url.starts_with("https://") || url.starts_with("http://")) {
-                            let url = crate::redact::url(url);
-                            return Err(invalid(format!("jwks_url `{url}` is not an http(s) URL")));
-                        }
+                        jwks::check_url(url, config.jwks_allow_http).map_err(invalid)?;
                         // Filled by `load`, which fetches it.
                         Vec::new()
                     }
@@ -180,7 +167,7 @@ impl JwtVerifier {
                         .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
                         vec![(None, key)]
                     }
-                    (None, Some(path), None) => parse_jwks(&read(path)?)
+                    (None, Some(path), None) => jwks::parse(&read(path)?)
                         .map_err(|e| invalid(format!("{}: {e}", path.display())))?,
                     _ => {
                         return Err(invalid(
@@ -213,76 +200,42 @@ impl JwtVerifier {
             .jwks_url
             .clone()
             .filter(|_| config.algorithm != JwtAlgorithm::HS256)
-            .map(|url| RemoteJwks {
-                url,
-                refresh: Duration::from_secs(config.jwks_refresh_secs.max(1)),
-                fetched_at: RwLock::new(Instant::now()),
-                fetching: tokio::sync::Mutex::new(()),
-            });
+            .map(|url| (url, Duration::from_secs(config.jwks_refresh_secs.max(1))));
         Ok(JwtVerifier {
             algorithm: config.algorithm,
-            keys: RwLock::new(Arc::new(keys)),
+            keys: Arc::new(RwLock::new(Arc::new(keys))),
             validation,
             merchant_claim: config.merchant_claim.clone(),
             remote,
+            refresher: None,
         })
     }
 
     /// Builds the verifier and, for a `jwks_url`, fetches its keys (an error if that fails:
-    /// a node that cannot verify any merchant should not start as if it could).
+    /// a node that cannot verify any merchant should not start as if it could) and starts
+    /// refreshing them in the background.
     pub async fn load(config: &JwtConfig) -> Result<JwtVerifier, JwtConfigError> {
-        let verifier = JwtVerifier::new(config)?;
-        if let Some(remote) = &verifier.remote {
-            let keys = fetch_jwks(&remote.url).await.map_err(|e| {
-                let url = crate::redact::url(&remote.url);
+        let mut verifier = JwtVerifier::new(config)?;
+        if let Some((url, every)) = &verifier.remote {
+            let keys = jwks::fetch(url).await.map_err(|e| {
+                let url = crate::redact::url(url);
                 JwtConfigError::Invalid(format!("jwks_url {url}: {e}"))
             })?;
             *verifier.keys.write() = Arc::new(keys);
-            *remote.fetched_at.write() = Instant::now();
+            verifier.refresher = Some(Refresher::start(url.clone(), *every, verifier.keys.clone()));
         }
         Ok(verifier)
     }
 
-    /// Verifies `token` and returns the merchant it names, refreshing a remote JWKS when
-    /// it is due or when the token names a key the current set lacks.
-    pub async fn merchant(&self, token: &str) -> Result<String, JwtError> {
-        let Some(remote) = &self.remote else {
-            return self.verify(token);
-        };
-        let age = remote.fetched_at.read().elapsed();
-        if age >= remote.refresh {
-            self.refetch(remote, remote.refresh).await;
+    /// Verifies `token` against the keys held now and returns the merchant it names. A
+    /// `kid` a remote key set lacks asks for a refresh in the background; this call never
+    /// waits for the identity provider.
+    pub fn merchant(&self, token: &str) -> Result<String, JwtError> {
+        let result = self.verify(token);
+        if let (Err(JwtError::UnknownKey), Some(refresher)) = (&result, &self.refresher) {
+            refresher.nudge();
         }
-        match self.verify(token) {
-            Err(JwtError::UnknownKey) => {
-                self.refetch(remote, JWKS_MIN_REFETCH).await;
-                self.verify(token)
-            }
-            result => result,
-        }
-    }
-
-    /// Fetches the JWKS again unless another fetch happened within `min_age`. A failed
-    /// fetch keeps the old keys: the identity provider being down must not lock every
-    /// merchant out.
-    async fn refetch(&self, remote: &RemoteJwks, min_age: Duration) {
-        let _one_at_a_time = remote.fetching.lock().await;
-        if remote.fetched_at.read().elapsed() < min_age {
-            return;
-        }
-        // Whatever the outcome, wait `min_age` before the next try.
-        *remote.fetched_at.write() = Instant::now();
-        match fetch_jwks(&remote.url).await {
-            Ok(keys) => {
-                let url = crate::redact::url(&remote.url);
-                tracing::info!(%url, keys = keys.len(), "JWKS refreshed");
-                *self.keys.write() = Arc::new(keys);
-            }
-            Err(e) => {
-                let url = crate::redact::url(&remote.url);
-                tracing::warn!(%url, "JWKS refresh failed, keeping the old keys: {e}")
-            }
-        }
+        result
     }
 
     /// Verifies `token` against the keys held now and returns the merchant it names.
@@ -334,50 +287,6 @@ impl JwtVerifier {
     }
 }
 
-fn parse_jwks(bytes: &[u8]) -> Result<Vec<(Option<String>, DecodingKey)>, String> {
-    let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS: {e}"))?;
-    let keys = set
-        .keys
-        .iter()
-        .filter_map(|jwk| {
-            DecodingKey::from_jwk(jwk)
-                .ok()
-                .map(|key| (jwk.common.key_id.clone(), key))
-        })
-        .collect::<Vec<_>>();
-    if keys.is_empty() {
-        return Err("no usable key".into());
-    }
-    Ok(keys)
-}
-
-async fn fetch_jwks(url: &str) -> Result<Vec<(Option<String>, DecodingKey)>, String> {
-    let response = crate::http_client::client()
-        .get(url)
-        .timeout(JWKS_FETCH_TIMEOUT)
-        .send()
-        .await
-        // reqwest's message quotes the URL, credentials and all; callers name it redacted.
-        .map_err(|e| format!("fetch failed: {}", e.without_url()))?;
-    if !response.status().is_success() {
-        return Err(format!("answered {}", response.status()));
-    }
-    if response
-        .content_length()
-        .is_some_and(|n| n > JWKS_MAX_BYTES as u64)
-    {
-        return Err("response too large".into());
-    }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| format!("reading the body failed: {}", e.without_url()))?;
-    if body.len() > JWKS_MAX_BYTES {
-        return Err("response too large".into());
-    }
-    parse_jwks(&body)
-}
-
 /// The `alg` a token claims, read without trusting it (for the error message only).
 fn unverified_alg(token: &str) -> Option<String> {
     use base64::Engine;
@@ -418,6 +327,7 @@ mod tests {
             jwks_file: None,
             jwks_url: None,
             jwks_refresh_secs: 300,
+            jwks_allow_http: false,
             issuer: None,
             audience: None,
             merchant_claim: default_merchant_claim(),

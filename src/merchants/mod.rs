@@ -7,6 +7,7 @@
 
 pub mod channels;
 pub mod failures;
+mod jwks;
 pub mod jwt;
 pub mod store;
 

@@ -168,7 +168,7 @@ async fn check(
             "This app does not accept merchant JWTs",
         )
     })?;
-    let jwt_merchant = verifier.merchant(token).await.map_err(|e| {
+    let jwt_merchant = verifier.merchant(token).map_err(|e| {
         refuse(
             StatusCode::UNAUTHORIZED,
             "bad_jwt",
