@@ -185,6 +185,11 @@ pub struct AppConfig {
     /// Channels one connection may be subscribed to at once.
     #[serde(default = "defaults::max_channels")]
     pub max_channels_per_connection: usize,
+    /// Subscribe requests one connection may send per second once it has used a burst of
+    /// `max_channels_per_connection`; beyond it a subscribe is refused (Pusher:
+    /// `subscription_error` 429, plain: `rate_limited`).
+    #[serde(default = "defaults::subscriptions_per_second")]
+    pub subscriptions_per_second: u32,
     /// Distinct users in one presence channel.
     #[serde(default = "defaults::presence_members")]
     pub max_presence_members: usize,
@@ -422,6 +427,9 @@ mod defaults {
     }
     pub fn max_channels() -> usize {
         100
+    }
+    pub fn subscriptions_per_second() -> u32 {
+        10
     }
     pub fn presence_members() -> usize {
         100
@@ -800,6 +808,12 @@ impl AppConfig {
         if self.max_channels_per_connection == 0 {
             return Err(invalid(
                 at("max_channels_per_connection"),
+                "must be at least 1",
+            ));
+        }
+        if self.subscriptions_per_second == 0 {
+            return Err(invalid(
+                at("subscriptions_per_second"),
                 "must be at least 1",
             ));
         }

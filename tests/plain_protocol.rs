@@ -298,6 +298,60 @@ async fn messages_over_the_limit_close_with_1009_whatever_their_size() {
 }
 
 #[tokio::test]
+async fn subscribe_messages_are_rate_limited_and_repeats_are_cheap() {
+    let server = TestServer::with_config(
+        r#"
+bind = "127.0.0.1:0"
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+max_channels_per_connection = 5
+subscriptions_per_second = 1
+"#,
+    )
+    .await;
+    let mut client = connect(&server, &mint(&server, "u1", 60).await).await;
+    // Subscribing again answers `subscribed` again, and nothing else.
+    for _ in 0..3 {
+        client
+            .send_json(json!({"event": "subscribe", "channel": "kyc.events"}))
+            .await;
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            client.json().await,
+            json!({"event": "subscribed", "channel": "kyc.events"})
+        );
+    }
+    // Past the burst (the channel limit, 5) and the rate (1/s), subscribes are refused.
+    for _ in 0..10 {
+        client
+            .send_json(json!({"event": "subscribe", "channel": "card.events"}))
+            .await;
+        client
+            .send_json(json!({"event": "unsubscribe", "channel": "card.events"}))
+            .await;
+    }
+    client.send_json(json!({"event": "ping"})).await;
+    let mut refused = 0;
+    loop {
+        let frame = client.json().await;
+        match frame["event"].as_str() {
+            Some("pong") => break,
+            Some("subscribed" | "unsubscribed") => {}
+            Some("error") => {
+                assert_eq!(frame["channel"], "card.events", "{frame}");
+                assert_eq!(frame["data"]["code"], "rate_limited", "{frame}");
+                refused += 1;
+            }
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    assert!(refused >= 5, "{refused} of 10 refused");
+}
+
+#[tokio::test]
 async fn the_server_pings_and_drops_a_socket_that_does_not_answer() {
     let server = TestServer::with_config(&config("ping_interval_secs = 1")).await;
     let token = mint(&server, "u1", 60).await;

@@ -337,6 +337,192 @@ async fn cache_channels_replay_the_last_event_or_report_a_miss() {
     assert_eq!(info["cache"]["data"], r#"{"usd":2}"#);
 }
 
+/// Sends `frame` `times` times, then a ping, and returns every frame up to the pong with
+/// the bytes they took: what those requests cost the server's uplink.
+async fn replies_to_repeats(
+    client: &mut Client,
+    frame: &Value,
+    times: usize,
+) -> (Vec<Value>, usize) {
+    for _ in 0..times {
+        client.send_json(frame.clone()).await;
+    }
+    client
+        .send_json(json!({"event": "pusher:ping", "data": {}}))
+        .await;
+    let mut frames = Vec::new();
+    let mut bytes = 0;
+    loop {
+        let text = client.text().await;
+        bytes += text.len();
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        if frame["event"] == "pusher:pong" {
+            return (frames, bytes);
+        }
+        frames.push(frame);
+    }
+}
+
+fn assert_only_existing_subscription_errors(frames: &[Value], channel: &str, times: usize) {
+    let summary: Vec<String> = frames
+        .iter()
+        .map(|f| format!("{} ({} bytes)", f["event"], f.to_string().len()))
+        .collect();
+    assert_eq!(frames.len(), times, "{summary:?}");
+    for frame in frames {
+        assert_eq!(frame["event"], "pusher:error", "{frame}");
+        assert_eq!(frame["data"]["code"], Value::Null, "{frame}");
+        assert_eq!(
+            frame["data"]["message"],
+            format!("Existing subscription to channel {channel}"),
+            "{frame}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn subscribing_again_to_a_presence_channel_sends_no_member_list() {
+    let server = TestServer::with_settings("", "").await;
+    let channel = "presence-crowd";
+    // 60 members with ~900 bytes of user_info each: one member list is ~57 KB.
+    let mut members = Vec::new();
+    let mut last = None;
+    for i in 0..60 {
+        let (mut client, socket_id) = server.connect_established().await;
+        let channel_data =
+            json!({"user_id": format!("user-{i}"), "user_info": {"bio": "x".repeat(900)}})
+                .to_string();
+        let auth = presence_auth(&socket_id, channel, &channel_data);
+        client
+            .subscribe_with(channel, &auth, Some(&channel_data))
+            .await;
+        let ok = client.event("pusher_internal:subscription_succeeded").await;
+        assert_eq!(data_of(&ok)["presence"]["count"], i + 1);
+        last = Some((auth, channel_data));
+        members.push(client);
+    }
+    let (auth, channel_data) = last.unwrap();
+    let mut repeater = members.pop().unwrap();
+    let subscribe = json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth, "channel_data": channel_data}});
+    let request_bytes = subscribe.to_string().len() * 20;
+    let (frames, reply_bytes) = replies_to_repeats(&mut repeater, &subscribe, 20).await;
+    assert_only_existing_subscription_errors(&frames, channel, 20);
+    println!("20 repeated presence subscribes: {request_bytes} bytes in, {reply_bytes} bytes out");
+    assert!(
+        reply_bytes < request_bytes,
+        "{reply_bytes} bytes of replies to {request_bytes} bytes of requests"
+    );
+    // The others saw the member join once, and nothing for the repeats.
+    let other = members.first_mut().unwrap();
+    other
+        .send_json(json!({"event": "pusher:ping", "data": {}}))
+        .await;
+    let mut added = 0;
+    loop {
+        let frame = other.json().await;
+        match frame["event"].as_str() {
+            Some("pusher:pong") => break,
+            Some("pusher_internal:member_added") => added += 1,
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    assert_eq!(
+        added, 59,
+        "one member_added per later member, none for repeats"
+    );
+}
+
+#[tokio::test]
+async fn subscribing_again_to_a_cache_channel_replays_nothing() {
+    let server = TestServer::start().await;
+    let channel = "cache-rates";
+    server.trigger(channel, "rates", &"9".repeat(9000)).await;
+    let (mut client, _) = server.connect_established().await;
+    client.subscribed(channel).await;
+    assert_eq!(
+        client.json().await["event"],
+        "rates",
+        "the cached event, once"
+    );
+    let subscribe = json!({"event": "pusher:subscribe", "data": {"channel": channel}});
+    let (frames, _) = replies_to_repeats(&mut client, &subscribe, 20).await;
+    assert_only_existing_subscription_errors(&frames, channel, 20);
+    // Still subscribed: new events arrive.
+    server.trigger(channel, "rates", "{}").await;
+    assert_eq!(client.event("rates").await["data"], "{}");
+}
+
+#[tokio::test]
+async fn subscribe_requests_are_rate_limited_per_connection() {
+    let server = TestServer::with_settings(
+        "",
+        "max_channels_per_connection = 10\nsubscriptions_per_second = 2",
+    )
+    .await;
+    let (mut client, _) = server.connect_established().await;
+    // A reconnecting client subscribes to all its channels at once: a burst as large as
+    // the channel limit passes.
+    for i in 0..10 {
+        client.subscribe(&format!("first-{i}")).await;
+    }
+    for _ in 0..10 {
+        client.event("pusher_internal:subscription_succeeded").await;
+    }
+    // Churning beyond the rate is refused, per channel, with status 429.
+    for i in 0..10 {
+        client
+            .send_json(
+                json!({"event": "pusher:unsubscribe", "data": {"channel": format!("first-{i}")}}),
+            )
+            .await;
+    }
+    let mut refused = 0;
+    let mut succeeded = 0;
+    for i in 0..10 {
+        client.subscribe(&format!("second-{i}")).await;
+    }
+    client
+        .send_json(json!({"event": "pusher:ping", "data": {}}))
+        .await;
+    loop {
+        let frame = client.json().await;
+        match frame["event"].as_str() {
+            Some("pusher:pong") => break,
+            Some("pusher_internal:subscription_succeeded") => succeeded += 1,
+            Some("pusher:subscription_error") => {
+                assert_eq!(frame["data"]["type"], "LimitReached", "{frame}");
+                assert_eq!(frame["data"]["status"], 429, "{frame}");
+                assert!(
+                    frame["data"]["error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("subscribe requests"),
+                    "{frame}"
+                );
+                refused += 1;
+            }
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    assert_eq!(succeeded + refused, 10);
+    assert!(refused >= 5, "{refused} refused, {succeeded} let through");
+    // Another socket is not affected.
+    let (mut other, _) = server.connect_established().await;
+    other.subscribed("first-0").await;
+    // The budget comes back with time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        client.subscribe("later").await;
+        let frame = client.json().await;
+        if frame["event"] == "pusher_internal:subscription_succeeded" {
+            break;
+        }
+        assert_eq!(frame["data"]["status"], 429, "{frame}");
+        assert!(std::time::Instant::now() < deadline, "never allowed again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn private_pair(server: &TestServer, channel: &str) -> (Client, Client) {
     let mut pair = Vec::new();
     for _ in 0..2 {

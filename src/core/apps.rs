@@ -32,10 +32,25 @@ pub struct AppLimits {
     pub enable_client_messages: bool,
     pub client_events_per_second: u32,
     pub max_channels_per_connection: usize,
+    /// Subscribe requests one connection may send per second, after a burst of
+    /// `max_channels_per_connection` (see [`AppLimits::subscribe_budget`]).
+    pub subscriptions_per_second: u32,
     pub max_presence_members: usize,
     pub max_presence_member_size: usize,
     pub max_event_channels: usize,
     pub max_batch_size: usize,
+}
+
+impl AppLimits {
+    /// A connection's budget of subscribe requests: a burst as large as the channel limit
+    /// (a reconnecting client subscribes to everything at once), then the app's rate.
+    pub fn subscribe_budget(&self) -> crate::core::rate::TokenBucket {
+        let burst = u32::try_from(self.max_channels_per_connection).unwrap_or(u32::MAX);
+        crate::core::rate::TokenBucket::new(
+            burst.max(self.subscriptions_per_second),
+            self.subscriptions_per_second,
+        )
+    }
 }
 
 impl App {
@@ -51,6 +66,7 @@ impl App {
                 enable_client_messages: config.enable_client_messages,
                 client_events_per_second: config.client_events_per_second,
                 max_channels_per_connection: config.max_channels_per_connection,
+                subscriptions_per_second: config.subscriptions_per_second,
                 max_presence_members: config.max_presence_members,
                 max_presence_member_size: config.max_presence_member_size,
                 max_event_channels: config.max_event_channels,

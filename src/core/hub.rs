@@ -119,8 +119,9 @@ impl Hub {
         }
     }
 
-    /// Adds `conn` to `channel` and queues its `Subscribed` frame. Subscribing again is
-    /// harmless: the frame is sent again with the current state.
+    /// Adds `conn` to `channel` and queues its `Subscribed` frame. Subscribing again
+    /// changes nothing and queues nothing (`Ok(false)`): a repeated subscribe must not
+    /// cost a member list or a cached event.
     pub fn subscribe(
         &self,
         conn: &Arc<Connection>,
@@ -149,41 +150,41 @@ impl Hub {
         member: Option<Member>,
         max_presence_members: usize,
     ) -> Result<bool, HubRefusal> {
-        let already = state.subscribers.contains_key(&conn.id);
-        if !already {
-            let user = match member {
-                Some(member) => {
-                    let user_id = member.user_id.clone();
-                    match state.members.get_mut(&user_id) {
-                        Some(entry) => entry.sockets += 1,
-                        None => {
-                            if state.members.len() >= max_presence_members {
-                                return Err(HubRefusal::PresenceFull(max_presence_members));
-                            }
-                            let member = Arc::new(member);
-                            for sub in state.subscribers.values() {
-                                sub.conn.outbox.push(Outbound::MemberAdded {
-                                    channel: channel.clone(),
-                                    member: member.clone(),
-                                });
-                            }
-                            state
-                                .members
-                                .insert(user_id.clone(), MemberEntry { member, sockets: 1 });
-                        }
-                    }
-                    Some(user_id)
-                }
-                None => None,
-            };
-            state.subscribers.insert(
-                conn.id,
-                Subscriber {
-                    conn: conn.clone(),
-                    user,
-                },
-            );
+        if state.subscribers.contains_key(&conn.id) {
+            return Ok(false);
         }
+        let user = match member {
+            Some(member) => {
+                let user_id = member.user_id.clone();
+                match state.members.get_mut(&user_id) {
+                    Some(entry) => entry.sockets += 1,
+                    None => {
+                        if state.members.len() >= max_presence_members {
+                            return Err(HubRefusal::PresenceFull(max_presence_members));
+                        }
+                        let member = Arc::new(member);
+                        for sub in state.subscribers.values() {
+                            sub.conn.outbox.push(Outbound::MemberAdded {
+                                channel: channel.clone(),
+                                member: member.clone(),
+                            });
+                        }
+                        state
+                            .members
+                            .insert(user_id.clone(), MemberEntry { member, sockets: 1 });
+                    }
+                }
+                Some(user_id)
+            }
+            None => None,
+        };
+        state.subscribers.insert(
+            conn.id,
+            Subscriber {
+                conn: conn.clone(),
+                user,
+            },
+        );
         let presence = is_presence_channel(&channel).then(|| state.snapshot());
         let cache = if is_cache_channel(&channel) {
             match state.fresh_cache(self.cache_ttl) {
@@ -198,7 +199,7 @@ impl Hub {
             presence,
             cache,
         })));
-        Ok(!already)
+        Ok(true)
     }
 
     /// Removes `conn` from `channel`; announces `member_removed` when it was the member's

@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod presence;
 mod principal;
 mod publication;
+pub mod rate;
 mod session;
 mod socket_id;
 
@@ -34,7 +35,7 @@ pub use hub::{ChannelStats, Hub};
 pub use outbox::{Disconnect, Outbound, Outbox};
 pub use principal::Principal;
 pub use publication::{ENCODING_SLOTS, EncodingSlot, Publication};
-pub use session::{Session, SignInError, SubscribeError};
+pub use session::{Session, SignInError, SubscribeError, Subscription};
 pub use socket_id::SocketId;
 
 use crate::config::Config;

@@ -22,6 +22,16 @@ pub enum SubscribeError {
     Hub(#[from] HubRefusal),
 }
 
+/// What a successful subscribe did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscription {
+    /// The connection joined the channel; its `Subscribed` item is queued.
+    Added,
+    /// It was already subscribed: nothing changed and nothing was queued, so repeating a
+    /// subscribe costs the server no member list and no cached event.
+    AlreadySubscribed,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignInError {
     #[error("this connection is already signed in as someone else")]
@@ -67,10 +77,12 @@ impl Session {
         &mut self,
         channel: &str,
         member: Option<Member>,
-    ) -> Result<(), SubscribeError> {
+    ) -> Result<Subscription, SubscribeError> {
         let limits = &self.conn.app.limits;
-        let known = self.channels.contains_key(channel);
-        if !known && self.channels.len() >= limits.max_channels_per_connection {
+        if self.channels.contains_key(channel) {
+            return Ok(Subscription::AlreadySubscribed);
+        }
+        if self.channels.len() >= limits.max_channels_per_connection {
             return Err(SubscribeError::TooManyChannels(
                 limits.max_channels_per_connection,
             ));
@@ -86,8 +98,10 @@ impl Session {
             self.channels.insert(name, user);
             self.conn.add_subscriptions(1);
             self.core.metrics.subscriptions.increment(1.0);
+            Ok(Subscription::Added)
+        } else {
+            Ok(Subscription::AlreadySubscribed)
         }
-        Ok(())
     }
 
     pub fn unsubscribe(&mut self, channel: &str) -> bool {

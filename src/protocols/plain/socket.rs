@@ -25,7 +25,8 @@ use super::channels::{self, Scope};
 use super::envelope::Refusal;
 use super::{PLAIN_SLOT, PROTOCOL, codes};
 use crate::core::outbox::{Drain, Outbound};
-use crate::core::{App, Disconnect, Publication, Session, WhichConnections};
+use crate::core::rate::TokenBucket;
+use crate::core::{App, Disconnect, Publication, Session, Subscription, WhichConnections};
 use crate::http::HttpState;
 use crate::protocols::websocket;
 use crate::tokens::{self, TokenStore};
@@ -234,6 +235,7 @@ struct PlainSocket {
     tokens: Arc<dyn TokenStore>,
     pong_timeout: Duration,
     invalid_messages: u32,
+    subscribes: TokenBucket,
     batch: Vec<Outbound>,
 }
 
@@ -258,6 +260,7 @@ async fn serve(ws: WebSocket, admitted: Admitted, tokens: Arc<dyn TokenStore>) {
         expires_at,
         tokens,
         invalid_messages: 0,
+        subscribes: conn.app.limits.subscribe_budget(),
         batch: Vec::new(),
     };
     let end = socket.run().await;
@@ -474,9 +477,21 @@ impl PlainSocket {
                         .reply(json!({"event": "unsubscribed", "channel": channel}))
                         .await;
                 }
+                if !self.subscribes.try_take() {
+                    let message = format!(
+                        "More than {} subscribe requests per second",
+                        self.app.limits.subscriptions_per_second
+                    );
+                    return self.error(Some(&channel), "rate_limited", &message).await;
+                }
                 match self.session.subscribe(&core_channel, None) {
                     // The hub queues `subscribed` ahead of any event on the channel.
-                    Ok(()) => None,
+                    Ok(Subscription::Added) => None,
+                    // Nothing changed and the hub queued nothing: say so directly.
+                    Ok(Subscription::AlreadySubscribed) => {
+                        self.reply(json!({"event": "subscribed", "channel": channel}))
+                            .await
+                    }
                     Err(e) => {
                         self.error(Some(&channel), "subscription_refused", &e.to_string())
                             .await

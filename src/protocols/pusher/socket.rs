@@ -29,7 +29,10 @@ use super::wire_format::{WireFormat, json_frame};
 use crate::core::channel::{self, ChannelKind, SERVER_TO_USER_PREFIX};
 use crate::core::outbox::{CacheState, Drain, Outbound};
 use crate::core::presence::Member;
-use crate::core::{App, Core, Disconnect, NewPublication, OpenError, Session, SubscribeError};
+use crate::core::rate::TokenBucket;
+use crate::core::{
+    App, Core, Disconnect, NewPublication, OpenError, Session, SubscribeError, Subscription,
+};
 use crate::http::{ApiError, HttpState};
 use crate::protocols::websocket::{self, CLOSE_GRACE, close};
 
@@ -130,6 +133,7 @@ async fn serve(mut ws: WebSocket, core: Arc<Core>, app: Option<Arc<App>>, handsh
     };
     let socket_id = session.connection().id.to_string();
     tracing::debug!(%socket_id, app = %app.id, %remote, "pusher connection open");
+    let subscribes = app.limits.subscribe_budget();
     let mut connection = PusherSocket {
         socket_id,
         activity_timeout: core.settings.activity_timeout,
@@ -141,6 +145,7 @@ async fn serve(mut ws: WebSocket, core: Arc<Core>, app: Option<Arc<App>>, handsh
         last_seen: Instant::now(),
         ping_sent_at: None,
         client_events: RateWindow::default(),
+        subscribes,
         batch: Vec::new(),
         messages_in: metrics::counter!("payrelay_messages_in_total", "protocol" => "pusher"),
     };
@@ -202,6 +207,7 @@ struct PusherSocket {
     last_seen: Instant,
     ping_sent_at: Option<Instant>,
     client_events: RateWindow,
+    subscribes: TokenBucket,
     batch: Vec<Outbound>,
     messages_in: metrics::Counter,
 }
@@ -451,6 +457,21 @@ impl PusherSocket {
             }
         };
         let channel = data.channel.as_str();
+        // Every subscribe request counts, refused or repeated ones too: each costs the
+        // server a reply, and a new one may cost a member list and announcements.
+        if !self.subscribes.try_take() {
+            let error = format!(
+                "Subscription to {channel} refused: more than {} subscribe requests per second",
+                self.app.limits.subscriptions_per_second
+            );
+            // 429, as an auth endpoint would answer: pusher-js hands it to the channel.
+            return self
+                .subscription_error(channel, "LimitReached", &error, 429)
+                .await;
+        }
+        if self.session.is_subscribed(channel) {
+            return self.existing_subscription(channel).await;
+        }
         let info = match channel::classify(channel) {
             Ok(info) => info,
             Err(e) => {
@@ -468,13 +489,21 @@ impl PusherSocket {
             }
         };
         match self.session.subscribe(channel, member) {
-            Ok(()) => Flow::Continue,
+            Ok(Subscription::Added) => Flow::Continue,
+            Ok(Subscription::AlreadySubscribed) => self.existing_subscription(channel).await,
             Err(refusal @ (SubscribeError::TooManyChannels(_) | SubscribeError::Hub(_))) => {
                 let error = refusal.to_string();
                 self.subscription_error(channel, "LimitReached", &error, codes::OVER_CAPACITY)
                     .await
             }
         }
+    }
+
+    /// A subscribe to a channel this socket is already on gets what Pusher answers: a
+    /// `pusher:error` without a code, and no second member list or cached event.
+    async fn existing_subscription(&mut self, channel: &str) -> Flow {
+        let message = format!("Existing subscription to channel {channel}");
+        self.reply(frames::error(None, &message)).await
     }
 
     /// Decides whether this socket may join the channel, and as which presence member.
