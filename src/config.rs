@@ -104,8 +104,8 @@ pub struct Config {
     pub cache_ttl_secs: u64,
     #[serde(default)]
     pub apps: Vec<AppConfig>,
-    /// Where merchants and API keys live: `sqlite://path` (created if missing) or
-    /// `sqlite::memory:`.
+    /// The node's database: `sqlite://path` (created if missing), `sqlite::memory:`, or
+    /// `postgres://…` (shared by several nodes).
     #[serde(default = "defaults::database_url")]
     pub database_url: String,
     /// Sandbox mode: every app serves the always-on `test-channel` stream and simulated
@@ -579,6 +579,14 @@ impl Config {
             ));
         }
         self.validate_listener()?;
+        if !(self.database_url.starts_with("sqlite:")
+            || crate::db::is_postgres_url(&self.database_url))
+        {
+            return Err(invalid(
+                "database_url",
+                "must start with sqlite: or postgres://",
+            ));
+        }
         if self.outbound_queue_size < 16 {
             return Err(invalid("outbound_queue_size", "must be at least 16"));
         }

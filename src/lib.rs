@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod config;
 pub mod core;
+pub mod db;
 pub mod http;
 pub mod http_client;
 pub mod listener;

@@ -58,13 +58,14 @@ impl Server {
         // reported with its secret parts masked.
         let db_url = &config.database_url;
         let scrubbed = |e: anyhow::Error| crate::redact::in_text(&format!("{e:#}"), db_url);
-        let merchants = crate::merchants::Merchants::open(&config)
+        let db = crate::db::Db::open(db_url).await.map_err(|e| {
+            let url = crate::redact::url(db_url);
+            anyhow::anyhow!("cannot open the database {url}: {}", scrubbed(e.into()))
+        })?;
+        let merchants = crate::merchants::Merchants::open(&config, &db)
             .await
-            .map_err(|e| {
-                let url = crate::redact::url(db_url);
-                anyhow::anyhow!("cannot open the merchant store {url}: {}", scrubbed(e))
-            })?;
-        let tokens = crate::tokens::open(&config)
+            .map_err(|e| anyhow::anyhow!("cannot load the merchant settings: {}", scrubbed(e)))?;
+        let tokens = crate::tokens::open(&config, &db)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the access-token store: {}", scrubbed(e)))?;
         let state = HttpState {

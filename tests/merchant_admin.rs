@@ -149,7 +149,12 @@ async fn v1_events_and_the_pusher_api_land_on_the_same_merchant_channel() {
         .basic_request("POST", "/v1/events", Some(&event))
         .await;
     assert_eq!(status, 200, "{reply}");
-    assert_eq!(reply, json!({"channel": channel}));
+    assert_eq!(reply["channel"], channel);
+    let id = reply["id"].as_str().expect("the event's id");
+    assert!(
+        payrelay::core::EventId::parse(id).is_some(),
+        "an evt_ id: {reply}"
+    );
     let got = client.event("payment.updated").await;
     assert_eq!(got["channel"], channel);
     assert_eq!(got["data"], r#"{"status":"paid"}"#);

@@ -68,7 +68,6 @@ async fn publish(
     axum::Json(event): axum::Json<Event>,
 ) -> impl IntoResponse {
     let publication = Publication::new(
-        0,
         "ceiling".into(),
         event.channel.into(),
         event.name.into(),

@@ -9,6 +9,7 @@ pub mod apps;
 pub mod broker;
 pub mod channel;
 mod connection;
+mod event_id;
 pub mod hub;
 pub mod outbox;
 pub mod presence;
@@ -20,7 +21,7 @@ mod socket_id;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -31,6 +32,7 @@ pub use broker::{
     Broker, BrokerError, BrokerMessage, BrokerSink, InProcessBroker, WhichConnections,
 };
 pub use connection::Connection;
+pub use event_id::{EVENT_ID_PREFIX, EventId};
 pub use hub::{ChannelStats, Hub};
 pub use outbox::{Disconnect, Outbound, Outbox};
 pub use principal::Principal;
@@ -100,6 +102,10 @@ pub struct NewPublication {
     /// Relayed to current subscribers only, never kept as a cache channel's last event
     /// (peer-to-peer messages such as Pusher client events).
     pub relay_only: bool,
+    /// Also an app-level event: besides reaching the channel's subscribers, it is meant
+    /// for the app's own backend (its webhook endpoints without a merchant), as a payment
+    /// request's resolution is.
+    pub app_event: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,7 +141,6 @@ pub struct Core {
     connections: DashMap<SocketId, Arc<Connection>>,
     connection_count: AtomicUsize,
     shutting_down: AtomicBool,
-    next_publication_id: AtomicU64,
     pub(crate) metrics: CoreMetrics,
 }
 
@@ -203,7 +208,6 @@ impl Core {
             connections: DashMap::new(),
             connection_count: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
-            next_publication_id: AtomicU64::new(1),
             metrics,
         })
     }
@@ -289,8 +293,19 @@ impl Core {
         self.connections.iter().map(|e| e.value().clone()).collect()
     }
 
-    /// The one publish path: validate, stamp, hand to the broker.
-    pub async fn publish(&self, app: &App, new: NewPublication) -> Result<(), PublishError> {
+    /// The one publish path for backends (HTTP APIs, the sandbox): validate, stamp an
+    /// [`EventId`], hand to the broker. Returns the id.
+    pub async fn publish(&self, app: &App, new: NewPublication) -> Result<EventId, PublishError> {
+        self.publish_from(app, new, false).await
+    }
+
+    /// The same path for what a client connection sends ([`Session::publish`]).
+    pub(crate) async fn publish_from(
+        &self,
+        app: &App,
+        new: NewPublication,
+        from_client: bool,
+    ) -> Result<EventId, PublishError> {
         channel::classify(&new.channel)
             .map_err(|e| PublishError::InvalidChannel(new.channel.clone(), e))?;
         if new.event.is_empty() || new.event.len() > MAX_EVENT_NAME_LEN {
@@ -303,9 +318,7 @@ impl Core {
                 limit,
             });
         }
-        let id = self.next_publication_id.fetch_add(1, Ordering::Relaxed);
         let mut publication = Publication::new(
-            id,
             app.id.clone(),
             Arc::from(new.channel),
             new.event.into_boxed_str(),
@@ -314,11 +327,15 @@ impl Core {
         publication.exclude = new.exclude;
         publication.user_id = new.user_id.map(String::into_boxed_str);
         publication.relay_only = new.relay_only;
+        publication.from_client = from_client;
+        publication.app_event = new.app_event;
+        let id = publication.id;
         self.metrics.publications.increment(1);
         self.broker
             .publish(BrokerMessage::Publication(Arc::new(publication)))
             .await
-            .map_err(|e| PublishError::Broker(e.to_string()))
+            .map_err(|e| PublishError::Broker(e.to_string()))?;
+        Ok(id)
     }
 
     /// Closes every connection of `user_id` in `app`, on every node.

@@ -186,12 +186,12 @@ mod tests {
     use super::*;
 
     fn frame(n: u64) -> Outbound {
+        let data = n.to_string();
         Outbound::Publication(Arc::new(Publication::new(
-            n,
             "a".into(),
             "c".into(),
             "e".into(),
-            "d".into(),
+            data.into(),
         )))
     }
 
@@ -202,14 +202,14 @@ mod tests {
         assert!(outbox.push(frame(2)));
         let mut out = Vec::new();
         assert_eq!(outbox.drain(&mut out).await, Drain::Frames);
-        let ids: Vec<u64> = out
+        let data: Vec<&str> = out
             .iter()
             .map(|o| match o {
-                Outbound::Publication(p) => p.id,
-                _ => 0,
+                Outbound::Publication(p) => &*p.data,
+                _ => "",
             })
             .collect();
-        assert_eq!(ids, [1, 2]);
+        assert_eq!(data, ["1", "2"]);
     }
 
     #[tokio::test]

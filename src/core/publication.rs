@@ -10,7 +10,7 @@ use std::any::Any;
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
-use super::SocketId;
+use super::{EventId, SocketId};
 
 /// How many distinct wire encodings one publication can cache.
 pub const ENCODING_SLOTS: usize = 6;
@@ -22,8 +22,8 @@ pub struct EncodingSlot(pub usize);
 
 #[derive(Debug)]
 pub struct Publication {
-    /// Node-unique, increasing id.
-    pub id: u64,
+    /// Cluster-unique, sortable by time; a webhook's `webhook-id`.
+    pub id: EventId,
     pub app_id: Arc<str>,
     pub channel: Arc<str>,
     pub event: Box<str>,
@@ -35,6 +35,11 @@ pub struct Publication {
     pub user_id: Option<Box<str>>,
     /// Never cached for later subscribers (see `NewPublication::relay_only`).
     pub relay_only: bool,
+    /// Sent by a client connection (a Pusher client event), not by a backend: it never
+    /// becomes a merchant's callback.
+    pub from_client: bool,
+    /// An app-level event (see `NewPublication::app_event`).
+    pub app_event: bool,
     /// When the core accepted it; publish-to-fan-out latency is measured from here.
     pub accepted_at: Instant,
     pub published_at: SystemTime,
@@ -42,15 +47,10 @@ pub struct Publication {
 }
 
 impl Publication {
-    pub fn new(
-        id: u64,
-        app_id: Arc<str>,
-        channel: Arc<str>,
-        event: Box<str>,
-        data: Box<str>,
-    ) -> Self {
+    /// A publication stamped with a fresh [`EventId`].
+    pub fn new(app_id: Arc<str>, channel: Arc<str>, event: Box<str>, data: Box<str>) -> Self {
         Publication {
-            id,
+            id: EventId::new(),
             app_id,
             channel,
             event,
@@ -58,6 +58,8 @@ impl Publication {
             exclude: None,
             user_id: None,
             relay_only: false,
+            from_client: false,
+            app_event: false,
             accepted_at: Instant::now(),
             published_at: SystemTime::now(),
             encodings: Default::default(),
@@ -89,7 +91,7 @@ mod tests {
 
     #[test]
     fn each_format_is_encoded_once() {
-        let p = Publication::new(1, "app".into(), "ch".into(), "e".into(), "d".into());
+        let p = Publication::new("app".into(), "ch".into(), "e".into(), "d".into());
         let calls = AtomicUsize::new(0);
         let encode = |_: &Publication| {
             calls.fetch_add(1, Ordering::SeqCst);

@@ -145,9 +145,14 @@ impl Session {
         Ok(())
     }
 
-    /// Publishes through the core's one publish path.
-    pub async fn publish(&self, publication: NewPublication) -> Result<(), PublishError> {
-        self.core.publish(&self.conn.app, publication).await
+    /// Publishes what this connection's client sent, through the core's one publish path.
+    pub async fn publish(
+        &self,
+        publication: NewPublication,
+    ) -> Result<super::EventId, PublishError> {
+        self.core
+            .publish_from(&self.conn.app, publication, true)
+            .await
     }
 }
 

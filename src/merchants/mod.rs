@@ -33,8 +33,9 @@ pub struct Merchants {
 }
 
 impl Merchants {
-    pub async fn open(config: &Config) -> anyhow::Result<Merchants> {
-        let store = MerchantStore::open(&config.database_url).await?;
+    /// The merchant store in the node's database `db`, and each app's JWT verifier.
+    pub async fn open(config: &Config, db: &crate::db::Db) -> anyhow::Result<Merchants> {
+        let store = MerchantStore::new(db.clone());
         let mut verifiers = HashMap::new();
         for app in &config.apps {
             if let Some(jwt) = &app.jwt {

@@ -1,19 +1,16 @@
-//! Merchants and their API keys, in SQLite (the embedded default).
+//! Merchants and their API keys, in the node's database (the SQLite file by default, or
+//! PostgreSQL; see `src/db`).
 //!
 //! Keys are random 160-bit secrets, so a plain SHA-256 is enough to store them: there is
 //! nothing to brute-force that a slow hash would protect. The plaintext is returned once,
 //! by [`MerchantStore::create_key`], and never stored or logged; lookups hash what the
 //! client presents and compare hashes.
 
-use std::str::FromStr;
-use std::time::Duration;
-
 use rand::RngExt;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
-const SCHEMA: &str = include_str!("schema.sql");
+use crate::db::{Db, on_pool};
 
 /// Prefix of every API key, so a leaked key is recognisable in a code scan.
 pub const KEY_PREFIX: &str = "prk_";
@@ -54,7 +51,7 @@ pub struct NewKey {
 
 #[derive(Debug, Clone)]
 pub struct MerchantStore {
-    db: SqlitePools,
+    db: Db,
 }
 
 /// Merchant ids end up in channel names (`private-merchant.{id}`), so they use the
@@ -77,77 +74,15 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// How long a write waits for the database's write lock (held by another writer, a
-/// backup, the `sqlite3` shell) before it fails.
-const WRITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a read waits for a lock. In WAL mode reads do not wait for writers, so only
-/// rare cases (WAL recovery, a process that switched the file out of WAL) make them
-/// wait, and then they should fail fast rather than hold a request.
-const READ_BUSY_TIMEOUT: Duration = Duration::from_millis(250);
-/// Connections serving reads at once.
-const READ_CONNECTIONS: u32 = 4;
-
-/// The embedded database as every store uses it: a pool for reads and one for writes.
-///
-/// SQLite lets one writer in at a time, and a writer waits (up to its busy timeout) while
-/// another process holds the write lock. Sharing one pool, writes stuck on an external
-/// lock held every connection and a read-only request (merchant auth, a socket's
-/// admission) queued behind them for seconds. In WAL mode reads never wait for writers,
-/// so they get their own read-only connections and never queue behind a write. Writes
-/// share one connection: SQLite would serialize them anyway.
-#[derive(Debug, Clone)]
-pub struct SqlitePools {
-    pub read: SqlitePool,
-    pub write: SqlitePool,
-}
-
-/// Opens the SQLite database at `url` (`sqlite://path`, created if missing, or
-/// `sqlite::memory:`).
-pub async fn open_pools(url: &str) -> Result<SqlitePools, sqlx::Error> {
-    let options = SqliteConnectOptions::from_str(url)?;
-    let persistent = |pool: SqlitePoolOptions| {
-        pool.min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-    };
-    if url.contains(":memory:") {
-        // An in-memory database exists per connection: one connection does everything.
-        let pool = persistent(SqlitePoolOptions::new().max_connections(1))
-            .connect_with(options)
-            .await?;
-        return Ok(SqlitePools {
-            read: pool.clone(),
-            write: pool,
-        });
-    }
-    // The writer opens first: it creates the file and puts it in WAL mode (a setting the
-    // file keeps), which read-only connections cannot do.
-    let write = persistent(SqlitePoolOptions::new().max_connections(1))
-        .acquire_timeout(WRITE_BUSY_TIMEOUT)
-        .connect_with(
-            options
-                .clone()
-                .create_if_missing(true)
-                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .busy_timeout(WRITE_BUSY_TIMEOUT),
-        )
-        .await?;
-    let read = persistent(SqlitePoolOptions::new().max_connections(READ_CONNECTIONS))
-        .acquire_timeout(Duration::from_secs(2))
-        .connect_with(options.read_only(true).busy_timeout(READ_BUSY_TIMEOUT))
-        .await?;
-    Ok(SqlitePools { read, write })
-}
-
 impl MerchantStore {
-    /// Opens (creating if needed) the store at `url` (`sqlite://path` or
-    /// `sqlite::memory:`) and brings its schema up to date.
+    /// The store in `db` (already migrated).
+    pub fn new(db: Db) -> MerchantStore {
+        MerchantStore { db }
+    }
+
+    /// Opens (creating if needed) the database at `url` and brings its schema up to date.
     pub async fn open(url: &str) -> Result<MerchantStore, StoreError> {
-        let db = open_pools(url).await?;
-        // The schema is idempotent (`IF NOT EXISTS`) and compiled into the binary, so a
-        // fresh machine needs nothing but the file path.
-        sqlx::raw_sql(SCHEMA).execute(&db.write).await?;
-        Ok(MerchantStore { db })
+        Ok(MerchantStore::new(Db::open(url).await?))
     }
 
     /// Creates an API key for `merchant_id` (creating the merchant on first use).
@@ -159,26 +94,29 @@ impl MerchantStore {
         let api_key = format!("{KEY_PREFIX}{}", hex::encode(secret));
         let id_bytes: [u8; 6] = rand::rng().random();
         let key_id = format!("key_{}", hex::encode(id_bytes));
-        let mut tx = self.db.write.begin().await?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO merchants (app_id, merchant_id, created_at) VALUES (?, ?, ?)",
-        )
-        .bind(app_id)
-        .bind(merchant_id)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO api_keys (key_id, app_id, merchant_id, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&key_id)
-        .bind(app_id)
-        .bind(merchant_id)
-        .bind(hash_key(&api_key))
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        on_pool!(self.db.writer(), pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO merchants (app_id, merchant_id, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(app_id)
+            .bind(merchant_id)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO api_keys (key_id, app_id, merchant_id, key_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&key_id)
+            .bind(app_id)
+            .bind(merchant_id)
+            .bind(hash_key(&api_key))
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
         Ok(NewKey {
             key_id,
             merchant_id: merchant_id.to_string(),
@@ -193,43 +131,49 @@ impl MerchantStore {
         app_id: &str,
         key_id: &str,
     ) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE app_id = ? AND key_id = ? AND revoked_at IS NULL RETURNING merchant_id",
-        )
-        .bind(now())
-        .bind(app_id)
-        .bind(key_id)
-        .fetch_optional(&self.db.write)
-        .await?;
-        Ok(row.map(|r| r.get::<String, _>(0)))
+        on_pool!(self.db.writer(), pool => {
+            let row = sqlx::query(
+                "UPDATE api_keys SET revoked_at = $1 WHERE app_id = $2 AND key_id = $3 AND revoked_at IS NULL RETURNING merchant_id",
+            )
+            .bind(now())
+            .bind(app_id)
+            .bind(key_id)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(|r| r.get::<String, _>(0)))
+        })
     }
 
     /// The key a presented secret is, if it is live in any app.
     pub async fn find_key(&self, api_key: &str) -> Result<Option<FoundKey>, StoreError> {
-        let row = sqlx::query(
-            "SELECT key_id, app_id, merchant_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
-        )
-        .bind(hash_key(api_key))
-        .fetch_optional(&self.db.read)
-        .await?;
-        Ok(row.map(|r| FoundKey {
-            key_id: r.get(0),
-            app_id: r.get(1),
-            merchant_id: r.get(2),
-        }))
+        on_pool!(self.db.reader(), pool => {
+            let row = sqlx::query(
+                "SELECT key_id, app_id, merchant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            )
+            .bind(hash_key(api_key))
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(|r| FoundKey {
+                key_id: r.get(0),
+                app_id: r.get(1),
+                merchant_id: r.get(2),
+            }))
+        })
     }
 
     /// Whether key `key_id` of `app_id` exists and is not revoked (for sockets opened
     /// with it, which notice a revocation made by another process this way).
     pub async fn is_key_live(&self, app_id: &str, key_id: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query(
-            "SELECT 1 FROM api_keys WHERE app_id = ? AND key_id = ? AND revoked_at IS NULL",
-        )
-        .bind(app_id)
-        .bind(key_id)
-        .fetch_optional(&self.db.read)
-        .await?;
-        Ok(row.is_some())
+        on_pool!(self.db.reader(), pool => {
+            let row = sqlx::query(
+                "SELECT 1 FROM api_keys WHERE app_id = $1 AND key_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(app_id)
+            .bind(key_id)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.is_some())
+        })
     }
 
     pub async fn list_keys(
@@ -237,24 +181,25 @@ impl MerchantStore {
         app_id: &str,
         merchant_id: Option<&str>,
     ) -> Result<Vec<KeyInfo>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT key_id, merchant_id, created_at, revoked_at FROM api_keys
-             WHERE app_id = ? AND (? IS NULL OR merchant_id = ?) ORDER BY created_at, key_id",
-        )
-        .bind(app_id)
-        .bind(merchant_id)
-        .bind(merchant_id)
-        .fetch_all(&self.db.read)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| KeyInfo {
-                key_id: r.get(0),
-                merchant_id: r.get(1),
-                created_at: r.get(2),
-                revoked_at: r.get(3),
-            })
-            .collect())
+        on_pool!(self.db.reader(), pool => {
+            let rows = sqlx::query(
+                "SELECT key_id, merchant_id, created_at, revoked_at FROM api_keys
+                 WHERE app_id = $1 AND ($2 IS NULL OR merchant_id = $2) ORDER BY created_at, key_id",
+            )
+            .bind(app_id)
+            .bind(merchant_id)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| KeyInfo {
+                    key_id: r.get(0),
+                    merchant_id: r.get(1),
+                    created_at: r.get(2),
+                    revoked_at: r.get(3),
+                })
+                .collect())
+        })
     }
 }
 

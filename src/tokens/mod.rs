@@ -5,7 +5,8 @@
 //! until when, and whether it was revoked. An access token names a user; a client token
 //! names a merchant (and optionally one of its users), and neither opens the other's
 //! protocol. Two stores:
-//! - [`SqliteTokens`], the embedded default, in the `database_url` file (token hashes only);
+//! - [`SqliteTokens`], the default, in the node's database (`database_url`: the SQLite
+//!   file, or PostgreSQL; token hashes only);
 //! - [`RedisTokens`], when `redis_url` is set, so a backend that already keeps its access
 //!   tokens in Redis (seed 002: "Redis-backed access-token state") works unchanged. Its key
 //!   format and value are documented there.
@@ -244,12 +245,15 @@ fn default_app(config: &crate::config::Config) -> Option<String> {
 }
 
 /// Opens the store the configuration asks for: Redis when `redis_url` is set, else the
-/// SQLite file.
-pub async fn open(config: &crate::config::Config) -> anyhow::Result<Arc<dyn TokenStore>> {
+/// node's database `db`.
+pub async fn open(
+    config: &crate::config::Config,
+    db: &crate::db::Db,
+) -> anyhow::Result<Arc<dyn TokenStore>> {
     Ok(match &config.redis_url {
         Some(url) => Arc::new(
             RedisTokens::connect(url, &config.redis_token_prefix, default_app(config)).await?,
         ),
-        None => Arc::new(SqliteTokens::open(&config.database_url).await?),
+        None => Arc::new(SqliteTokens::new(db.clone())),
     })
 }

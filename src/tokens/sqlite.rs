@@ -1,5 +1,5 @@
-//! Tokens in the embedded SQLite file: only SHA-256 hashes are stored, so a copy of the
-//! file yields no usable token. Access tokens and merchants' client tokens keep their own
+//! Tokens in the node's database (the embedded SQLite file, or PostgreSQL; `src/db`): only
+//! SHA-256 hashes are stored, so a copy of the database yields no usable token. Access tokens and merchants' client tokens keep their own
 //! tables (a client token has a merchant and maybe no user); the prefix payrelay gave a
 //! token says which table holds it.
 
@@ -9,31 +9,9 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::merchants::store::SqlitePools;
+use crate::db::{Db, on_pool};
 
 use super::{MintedToken, Subject, TokenError, TokenRecord, TokenStore, credential_id, now_unix};
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS access_tokens (
-    token_hash    TEXT PRIMARY KEY,
-    credential_id TEXT NOT NULL,
-    app_id        TEXT NOT NULL,
-    user_id       TEXT NOT NULL,
-    expires_at    INTEGER NOT NULL,
-    revoked_at    INTEGER
-);
-CREATE INDEX IF NOT EXISTS access_tokens_by_user ON access_tokens (app_id, user_id);
-CREATE TABLE IF NOT EXISTS client_tokens (
-    token_hash    TEXT PRIMARY KEY,
-    credential_id TEXT NOT NULL,
-    app_id        TEXT NOT NULL,
-    merchant_id   TEXT NOT NULL,
-    user_id       TEXT,
-    key_id        TEXT,
-    expires_at    INTEGER NOT NULL,
-    revoked_at    INTEGER
-);
-";
 
 /// The table that holds `token`.
 fn table_of(token: &str) -> &'static str {
@@ -47,7 +25,7 @@ fn table_of(token: &str) -> &'static str {
 pub struct SqliteTokens {
     /// Lookups (every socket admission) use the read pool, so they never queue behind a
     /// mint waiting on another process's write lock.
-    db: SqlitePools,
+    db: Db,
 }
 
 fn unavailable(e: sqlx::Error) -> TokenError {
@@ -59,15 +37,13 @@ fn hash(token: &str) -> String {
 }
 
 impl SqliteTokens {
+    /// The store in `db` (already migrated).
+    pub fn new(db: Db) -> SqliteTokens {
+        SqliteTokens { db }
+    }
+
     pub async fn open(url: &str) -> Result<SqliteTokens, TokenError> {
-        let db = crate::merchants::store::open_pools(url)
-            .await
-            .map_err(unavailable)?;
-        sqlx::raw_sql(SCHEMA)
-            .execute(&db.write)
-            .await
-            .map_err(unavailable)?;
-        Ok(SqliteTokens { db })
+        Ok(SqliteTokens::new(Db::open(url).await.map_err(unavailable)?))
     }
 }
 
@@ -82,31 +58,33 @@ impl TokenStore for SqliteTokens {
         subject.validate()?;
         let token = subject.new_token();
         let expires_at = now_unix().saturating_add(ttl.as_secs() as i64);
-        let query = match subject {
-            Subject::User(user) => sqlx::query(
-                "INSERT INTO access_tokens (token_hash, credential_id, app_id, expires_at, user_id) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(hash(&token))
-            .bind(credential_id(&token))
-            .bind(app_id)
-            .bind(expires_at)
-            .bind(user),
-            Subject::Client {
-                merchant_id,
-                user_id,
-                minted_with,
-            } => sqlx::query(
-                "INSERT INTO client_tokens (token_hash, credential_id, app_id, expires_at, user_id, merchant_id, key_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(hash(&token))
-            .bind(credential_id(&token))
-            .bind(app_id)
-            .bind(expires_at)
-            .bind(user_id)
-            .bind(merchant_id)
-            .bind(minted_with),
-        };
-        query.execute(&self.db.write).await.map_err(unavailable)?;
+        on_pool!(self.db.writer(), pool => {
+            let query = match subject {
+                Subject::User(user) => sqlx::query(
+                    "INSERT INTO access_tokens (token_hash, credential_id, app_id, expires_at, user_id) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(hash(&token))
+                .bind(credential_id(&token))
+                .bind(app_id)
+                .bind(expires_at)
+                .bind(user),
+                Subject::Client {
+                    merchant_id,
+                    user_id,
+                    minted_with,
+                } => sqlx::query(
+                    "INSERT INTO client_tokens (token_hash, credential_id, app_id, expires_at, user_id, merchant_id, key_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(hash(&token))
+                .bind(credential_id(&token))
+                .bind(app_id)
+                .bind(expires_at)
+                .bind(user_id)
+                .bind(merchant_id)
+                .bind(minted_with),
+            };
+            query.execute(pool).await.map_err(unavailable)?;
+        });
         Ok(subject.minted(token, expires_at))
     }
 
@@ -117,63 +95,73 @@ impl TokenStore for SqliteTokens {
         } else {
             "NULL, NULL"
         };
-        let row = sqlx::query(&format!(
-            "SELECT app_id, user_id, expires_at, revoked_at, {client_columns} FROM {table} WHERE token_hash = ?"
-        ))
-        .bind(hash(token))
-        .fetch_optional(&self.db.read)
-        .await
-        .map_err(unavailable)?;
-        Ok(row.map(|r| {
-            let user_id: Option<String> = r.get(1);
-            let subject = match r.get::<Option<String>, _>(4) {
-                Some(merchant_id) => Subject::Client {
-                    merchant_id,
-                    user_id,
-                    minted_with: r.get(5),
-                },
-                None => Subject::User(user_id.unwrap_or_default()),
-            };
-            TokenRecord {
-                app_id: Some(r.get(0)),
-                subject,
-                expires_at: Some(r.get(2)),
-                revoked: r.get::<Option<i64>, _>(3).is_some(),
-            }
-        }))
+        let sql = format!(
+            "SELECT app_id, user_id, expires_at, revoked_at, {client_columns} FROM {table} WHERE token_hash = $1"
+        );
+        on_pool!(self.db.reader(), pool => {
+            let row = sqlx::query(&sql)
+                .bind(hash(token))
+                .fetch_optional(pool)
+                .await
+                .map_err(unavailable)?;
+            Ok(row.map(|r| {
+                let user_id: Option<String> = r.get(1);
+                let subject = match r.get::<Option<String>, _>(4) {
+                    Some(merchant_id) => Subject::Client {
+                        merchant_id,
+                        user_id,
+                        minted_with: r.get(5),
+                    },
+                    None => Subject::User(user_id.unwrap_or_default()),
+                };
+                TokenRecord {
+                    app_id: Some(r.get(0)),
+                    subject,
+                    expires_at: Some(r.get(2)),
+                    revoked: r.get::<Option<i64>, _>(3).is_some(),
+                }
+            }))
+        })
     }
 
     async fn revoke(&self, token: &str) -> Result<Option<TokenRecord>, TokenError> {
         let record = self.lookup(token).await?;
         if record.is_some() {
-            sqlx::query(&format!(
-                "UPDATE {} SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL",
+            let sql = format!(
+                "UPDATE {} SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
                 table_of(token)
-            ))
-            .bind(now_unix())
-            .bind(hash(token))
-            .execute(&self.db.write)
-            .await
-            .map_err(unavailable)?;
+            );
+            on_pool!(self.db.writer(), pool => sqlx::query(&sql)
+                .bind(now_unix())
+                .bind(hash(token))
+                .execute(pool)
+                .await
+                .map(|_| ())
+                .map_err(unavailable))?;
         }
         Ok(record)
     }
 
     async fn revoke_user(&self, app_id: &str, user_id: &str) -> Result<Vec<String>, TokenError> {
-        let rows = sqlx::query(
-            "UPDATE access_tokens SET revoked_at = ? WHERE app_id = ? AND user_id = ? AND revoked_at IS NULL RETURNING credential_id",
-        )
-        .bind(now_unix())
-        .bind(app_id)
-        .bind(user_id)
-        .fetch_all(&self.db.write)
-        .await
-        .map_err(unavailable)?;
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        on_pool!(self.db.writer(), pool => {
+            let rows = sqlx::query(
+                "UPDATE access_tokens SET revoked_at = $1 WHERE app_id = $2 AND user_id = $3 AND revoked_at IS NULL RETURNING credential_id",
+            )
+            .bind(now_unix())
+            .bind(app_id)
+            .bind(user_id)
+            .fetch_all(pool)
+            .await
+            .map_err(unavailable)?;
+            Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        })
     }
 
     fn name(&self) -> &'static str {
-        "sqlite"
+        match self.db.backend() {
+            crate::db::Backend::Sqlite => "sqlite",
+            crate::db::Backend::Postgres => "postgres",
+        }
     }
 }
 

@@ -451,3 +451,87 @@ impl TestServer {
             .map_or(0.0, |value| value.trim().parse().expect("a numeric sample"))
     }
 }
+
+/// A PostgreSQL database of its own for one test, dropped when the guard is.
+///
+/// The local server (`PAYRELAY_TEST_POSTGRES_URL`, default `postgres://127.0.0.1:5432/test`)
+/// is shared with other tests and other projects, so each test creates a uniquely named
+/// database and never touches anything else. Without a server the test is skipped with a
+/// printed reason, unless `PAYRELAY_REQUIRE_POSTGRES` is set (scripts/test, hence CI, sets
+/// it): then it fails.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+    admin_url: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Option<PgDatabase> {
+        use sqlx::Connection;
+        let admin_url = std::env::var("PAYRELAY_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://127.0.0.1:5432/test".into());
+        let mut admin = match tokio::time::timeout(
+            Duration::from_secs(5),
+            sqlx::PgConnection::connect(&admin_url),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            failed => {
+                let reason = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".into(),
+                };
+                if std::env::var_os("PAYRELAY_REQUIRE_POSTGRES").is_some() {
+                    panic!(
+                        "PostgreSQL at {admin_url} does not answer ({reason}), and PAYRELAY_REQUIRE_POSTGRES is set (scripts/test sets it)"
+                    );
+                }
+                println!(
+                    "SKIPPED: no PostgreSQL answers at {admin_url} ({reason}; set PAYRELAY_REQUIRE_POSTGRES to fail instead)"
+                );
+                return None;
+            }
+        };
+        let name = format!("payrelay_test_{:016x}", rand::random::<u64>());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create a test database");
+        let _ = admin.close().await;
+        let url = match admin_url.rfind('/') {
+            Some(slash) if slash > "postgres://".len() => format!("{}/{name}", &admin_url[..slash]),
+            _ => panic!("PAYRELAY_TEST_POSTGRES_URL must name a database: {admin_url}"),
+        };
+        Some(PgDatabase {
+            url,
+            name,
+            admin_url,
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime; the clean-up gets a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}

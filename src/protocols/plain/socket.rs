@@ -604,7 +604,6 @@ mod tests {
     #[test]
     fn event_frames_carry_data_as_json() {
         let p = Publication::new(
-            1,
             "1".into(),
             "private-user-7.notification.events".into(),
             "NOTIFICATION_UPDATE".into(),
@@ -616,7 +615,6 @@ mod tests {
             json!({"event": "NOTIFICATION_UPDATE", "channel": "notification.events", "data": {"unread_count": 3}})
         );
         let p = Publication::new(
-            2,
             "1".into(),
             "private-all.settings".into(),
             "e".into(),

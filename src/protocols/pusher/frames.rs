@@ -245,7 +245,7 @@ mod tests {
 
     #[test]
     fn event_frames_keep_data_as_a_string() {
-        let mut p = Publication::new(1, "1".into(), "ch".into(), "ev".into(), r#"{"n":1}"#.into());
+        let mut p = Publication::new("1".into(), "ch".into(), "ev".into(), r#"{"n":1}"#.into());
         let frame: Value = serde_json::from_str(&event(&p)).unwrap();
         assert_eq!(
             frame,

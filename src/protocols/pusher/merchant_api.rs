@@ -10,7 +10,8 @@
 //!   `DELETE /apps/{app_id}/keys/{key_id}`;
 //! - `POST /v1/events` `{merchant_id, kind, event, data}`: the simple way for a backend to
 //!   publish to a merchant. It lands on `private-{kind}.{merchant_id}`, the very channel
-//!   the Pusher HTTP API would publish to, through the same core publish path.
+//!   the Pusher HTTP API would publish to, through the same core publish path, and
+//!   answers `{channel, id}` with the event's id.
 
 use std::sync::Arc;
 
@@ -179,10 +180,11 @@ async fn publish_event(
         data,
         ..Default::default()
     };
-    state
+    let id = state
         .core
         .publish(&app, publication)
         .await
         .map_err(super::http_api::publish_error)?;
-    Ok(Json(json!({ "channel": channel })))
+    // The id is the callback's `webhook-id`: a backend can match the two.
+    Ok(Json(json!({ "channel": channel, "id": id })))
 }

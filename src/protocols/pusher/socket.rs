@@ -653,9 +653,10 @@ impl PusherSocket {
             // Replaying a peer's message to later subscribers (or back to its sender)
             // would make it look like the server's.
             relay_only: true,
+            ..Default::default()
         };
         match self.session.publish(publication).await {
-            Ok(()) => Flow::Continue,
+            Ok(_) => Flow::Continue,
             Err(e) => {
                 self.send_error(codes::MALFORMED, &format!("Client event rejected: {e}"))
                     .await

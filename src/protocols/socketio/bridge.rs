@@ -180,7 +180,7 @@ mod tests {
     use super::*;
 
     fn publication(data: &str) -> Publication {
-        Publication::new(1, "1".into(), "c".into(), "trade".into(), data.into())
+        Publication::new("1".into(), "c".into(), "trade".into(), data.into())
     }
 
     #[test]

@@ -1,4 +1,6 @@
 -- Merchants of an app and their API keys (hashed; see src/merchants/store.rs).
+-- `IF NOT EXISTS` because these tables predate versioned migrations: a file made by an
+-- older payrelay already has them, and this migration then only records itself.
 CREATE TABLE IF NOT EXISTS merchants (
     app_id      TEXT NOT NULL,
     merchant_id TEXT NOT NULL,
