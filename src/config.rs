@@ -119,10 +119,21 @@ pub struct Config {
     /// gets the latest rates at once.
     #[serde(default = "defaults::exchange_rates_channel")]
     pub exchange_rates_channel: String,
-    /// Failed merchant authentications one API key, or one client address, may make per
-    /// minute before further attempts get 429 until the minute is over.
+    /// Failed merchant authentications one credential (API key, client token), or one
+    /// client address within an app, may make per minute before further attempts get 429
+    /// until the minute is over (`src/merchants/failures.rs`). Requests that present no
+    /// credential never count.
     #[serde(default = "defaults::auth_failures_per_minute")]
     pub auth_failures_per_minute: u32,
+    /// Reverse proxies (addresses or networks such as `10.0.0.0/8`) whose
+    /// `trusted_proxy_header` names the client's address. Empty: the TCP peer is the
+    /// client, and forwarding headers are ignored (a client could write them).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// The header those proxies append the client's address to: `x-forwarded-for` or
+    /// `forwarded` (RFC 7239).
+    #[serde(default)]
+    pub trusted_proxy_header: crate::http::client_addr::ForwardedHeader,
     /// Redis (`redis://host:port/db`): when set, access tokens of the plain JSON protocol
     /// are read from (and minted into) Redis instead of the SQLite file.
     #[serde(default)]
@@ -547,6 +558,10 @@ impl Config {
             "auth_failures_per_minute",
             u64::from(self.auth_failures_per_minute),
         )?;
+        for (i, entry) in self.trusted_proxies.iter().enumerate() {
+            crate::http::client_addr::parse_proxy(entry)
+                .map_err(|e| invalid(format!("trusted_proxies[{i}]"), e))?;
+        }
         match crate::core::channel::classify(&self.exchange_rates_channel) {
             Ok(info) if info.cached && info.kind == crate::core::channel::ChannelKind::Public => {}
             _ => {

@@ -74,6 +74,7 @@ impl Server {
             prometheus,
             merchants,
             tokens,
+            client_addr: Arc::new(http::client_addr::ClientAddr::from_config(&config)),
             socketio: Default::default(),
         };
         if config.sandbox {

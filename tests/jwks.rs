@@ -104,6 +104,24 @@ jwks_url = "{jwks_url}"
     )
 }
 
+/// A node whose app takes keys from `state`'s provider over http, refreshed every second,
+/// and an API key of merchant m1.
+async fn node_refreshing_every_second(state: Arc<Mutex<Provider>>) -> (TestServer, String) {
+    let idp = provider(state).await;
+    let server = TestServer::with_config(&node_config(
+        &format!("http://{idp}/jwks.json"),
+        "jwks_allow_http = true\njwks_refresh_secs = 1",
+    ))
+    .await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "m1")
+        .await
+        .unwrap();
+    (server, key.api_key)
+}
+
 async fn merchant_auth(server: &TestServer, token: &str, api_key: &str) -> u16 {
     http()
         .post(server.url("/v1/websocket/auth"))
@@ -143,20 +161,7 @@ async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> b
 async fn jwt_keys_come_from_a_jwks_url_and_follow_its_rotation() {
     let (key, jwk_a) = rsa_key("key-a");
     let state = Arc::new(Mutex::new(Provider::Serve(JwkSet { keys: vec![jwk_a] })));
-    let idp = provider(state.clone()).await;
-    let url = format!("http://{idp}/jwks.json");
-    let server = TestServer::with_config(&node_config(
-        &url,
-        "jwks_allow_http = true\njwks_refresh_secs = 1",
-    ))
-    .await;
-    let api_key = server
-        .merchants()
-        .store
-        .create_key("1", "m1")
-        .await
-        .unwrap()
-        .api_key;
+    let (server, api_key) = node_refreshing_every_second(state.clone()).await;
     assert_eq!(
         merchant_auth(&server, &rs_token(&key, "key-a", "m1"), &api_key).await,
         200
@@ -192,19 +197,7 @@ async fn jwt_keys_come_from_a_jwks_url_and_follow_its_rotation() {
 async fn a_hung_identity_provider_never_holds_a_request() {
     let (key, jwk) = rsa_key("key-a");
     let state = Arc::new(Mutex::new(Provider::Serve(JwkSet { keys: vec![jwk] })));
-    let idp = provider(state.clone()).await;
-    let server = TestServer::with_config(&node_config(
-        &format!("http://{idp}/jwks.json"),
-        "jwks_allow_http = true\njwks_refresh_secs = 1",
-    ))
-    .await;
-    let api_key = server
-        .merchants()
-        .store
-        .create_key("1", "m1")
-        .await
-        .unwrap()
-        .api_key;
+    let (server, api_key) = node_refreshing_every_second(state.clone()).await;
     *state.lock() = Provider::Hang;
     // Let a refresh fall due (and start hanging).
     tokio::time::sleep(Duration::from_millis(1500)).await;

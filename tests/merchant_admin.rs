@@ -219,7 +219,8 @@ async fn failed_attempts_are_throttled_per_key_and_per_address() {
             403
         );
     }
-    // The limit is reached: even good credentials from this address wait.
+    // The limit is reached: this key, from this address, waits (even with good
+    // credentials); the address's count is the app's, and the key's its own.
     let response = http()
         .post(server.url("/v1/websocket/auth"))
         .bearer_auth(&good)
@@ -264,5 +265,168 @@ async fn failed_attempts_are_throttled_per_key_and_per_address() {
     assert_eq!(
         merchant_auth(&server, &good, &key.api_key, "private-merchant.m1").await,
         200
+    );
+}
+
+/// `POST /v1/websocket/auth` with these headers (`None`: header left out).
+async fn auth_with(
+    server: &TestServer,
+    token: Option<&str>,
+    api_key: Option<&str>,
+    forwarded_for: Option<&str>,
+) -> u16 {
+    let mut request = http()
+        .post(server.url("/v1/websocket/auth"))
+        .json(&json!({"socket_id": "1.2", "channel_name": "private-merchant.m1"}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(key) = api_key {
+        request = request.header("x-api-key", key);
+    }
+    if let Some(client) = forwarded_for {
+        request = request.header("x-forwarded-for", client);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// Issue 12 item 3, the review's case: 20 empty requests from one address gave every
+/// merchant behind it 429 for the minute. Requests without credentials now count against
+/// no one.
+#[tokio::test]
+async fn empty_requests_do_not_lock_out_a_merchant_behind_the_same_address() {
+    let server = TestServer::with_config(&config("")).await; // the default limit, 20
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "m1")
+        .await
+        .unwrap();
+    for _ in 0..25 {
+        assert_eq!(auth_with(&server, None, None, None).await, 401);
+        assert_eq!(auth_with(&server, Some(&jwt("m1")), None, None).await, 401);
+    }
+    assert_eq!(
+        auth_with(&server, Some(&jwt("m1")), Some(&key.api_key), None).await,
+        200,
+        "the merchant with a valid key is not locked out"
+    );
+}
+
+/// Behind a trusted proxy each client counts alone: a guesser runs out, the merchant
+/// behind the same proxy does not. The forwarding header of anyone else is ignored, so
+/// rotating it does not dodge the count.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_address_counts_alone() {
+    let server = TestServer::with_config(&config(
+        "auth_failures_per_minute = 3\ntrusted_proxies = [\"127.0.0.0/8\"]",
+    ))
+    .await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "m1")
+        .await
+        .unwrap();
+    let good = jwt("m1");
+    let guesser = Some("203.0.113.7");
+    for i in 0..3 {
+        let guess = format!("prk_guess{i}");
+        assert_eq!(
+            auth_with(&server, Some(&good), Some(&guess), guesser).await,
+            401
+        );
+    }
+    assert_eq!(
+        auth_with(&server, Some(&good), Some("prk_guess9"), guesser).await,
+        429,
+        "the guessing client is throttled"
+    );
+    let merchant = Some("198.51.100.9, 127.0.0.1");
+    assert_eq!(
+        auth_with(&server, Some(&good), Some(&key.api_key), merchant).await,
+        200,
+        "another client behind the same proxy is not"
+    );
+
+    // Without trusted proxies the header is the client's own word, and ignored.
+    let server = TestServer::with_config(&config("auth_failures_per_minute = 3")).await;
+    for i in 0..3 {
+        let spoofed = format!("198.51.100.{i}");
+        let guess = format!("prk_guess{i}");
+        assert_eq!(
+            auth_with(&server, Some(&good), Some(&guess), Some(&spoofed)).await,
+            401
+        );
+    }
+    assert_eq!(
+        auth_with(&server, Some(&good), Some("prk_guess9"), Some("192.0.2.1")).await,
+        429
+    );
+}
+
+/// Failures are keyed on the credential and the app: a key whose JWTs keep failing runs
+/// out from every address, while another app's merchant at the same address is not held.
+#[tokio::test]
+async fn a_failing_key_runs_out_everywhere_and_only_in_its_app() {
+    let server = TestServer::with_config(&format!(
+        r#"
+bind = "127.0.0.1:0"
+auth_failures_per_minute = 3
+trusted_proxies = ["127.0.0.1"]
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+[apps.jwt]
+algorithm = "HS256"
+secret = "{JWT_SECRET}"
+[[apps]]
+id = "2"
+key = "other-key"
+secret = "other-secret"
+[apps.jwt]
+algorithm = "HS256"
+secret = "{JWT_SECRET}"
+"#
+    ))
+    .await;
+    let store = &server.merchants().store;
+    let stolen = store.create_key("1", "m1").await.unwrap();
+    let neighbour = store.create_key("2", "m1").await.unwrap();
+    let other_in_app_1 = store.create_key("1", "m2").await.unwrap();
+    let wrong_merchant = jwt("someone-else");
+    for _ in 0..3 {
+        assert_eq!(
+            auth_with(&server, Some(&wrong_merchant), Some(&stolen.api_key), None).await,
+            401
+        );
+    }
+    assert_eq!(
+        auth_with(
+            &server,
+            Some(&jwt("m1")),
+            Some(&stolen.api_key),
+            Some("192.0.2.50")
+        )
+        .await,
+        429,
+        "the key is spent, from any address"
+    );
+    assert_eq!(
+        auth_with(&server, Some(&jwt("m1")), Some(&neighbour.api_key), None).await,
+        200,
+        "another app's merchant at the same address is not held"
+    );
+    assert_eq!(
+        auth_with(
+            &server,
+            Some(&jwt("m2")),
+            Some(&other_in_app_1.api_key),
+            None
+        )
+        .await,
+        429,
+        "within app 1 the address is spent"
     );
 }

@@ -404,6 +404,34 @@ async fn failed_attempts_are_throttled_per_address() {
     );
 }
 
+/// Issue 12 item 3 on Socket.IO: credential-less attempts (empty Pusher auth requests,
+/// CONNECTs without `apiKey` or `token`) count against no one, so a merchant's client at
+/// the same address still connects.
+#[tokio::test]
+async fn attempts_without_credentials_do_not_throttle_an_address() {
+    let server = TestServer::with_settings("auth_failures_per_minute = 2", "").await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", MERCHANT)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let status = http()
+            .post(server.url("/v1/websocket/auth"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 401);
+        let (mut raw, _) = RawSocketIo::open(&server, "").await;
+        assert!(raw.connect(None).await.contains("Missing credentials"));
+    }
+    let (mut raw, _) = RawSocketIo::open(&server, &format!("&apiKey={}", key.api_key)).await;
+    let answer = raw.connect(None).await;
+    assert!(answer.starts_with("40{"), "{answer}");
+}
+
 #[tokio::test]
 async fn a_token_that_expires_while_connected_keeps_its_socket_across_rechecks() {
     let server =

@@ -2,6 +2,7 @@
 //! operational endpoints (`/healthz`, `/readyz`, `/metrics`).
 
 pub mod app_auth;
+pub mod client_addr;
 pub mod error;
 mod ops;
 
@@ -27,6 +28,8 @@ pub struct HttpState {
     pub merchants: crate::merchants::Merchants,
     /// Access tokens of app users (plain JSON protocol).
     pub tokens: std::sync::Arc<dyn crate::tokens::TokenStore>,
+    /// Who a request's client is behind trusted proxies (per-address limits).
+    pub client_addr: Arc<client_addr::ClientAddr>,
     /// The Socket.IO server, set when the router is built (for shutdown).
     pub socketio: protocols::socketio::Gateway,
 }

@@ -8,16 +8,20 @@
 //! need no signature to subscribe; signing them grants nothing, and the seed's own
 //! example expects an answer, so they are signed too.
 //!
-//! Failed attempts (401, 403) are counted per API key and per client address; past
-//! `auth_failures_per_minute` the next attempts get 429 with `Retry-After`, before any
-//! credential is looked at.
+//! Failed attempts (401, 403) made with an API key count against that key and against
+//! the client's address (within the key's app, or within "no app" for an unknown key);
+//! past `auth_failures_per_minute` the next attempts get 429 with `Retry-After`, before
+//! the key is looked up when the key or the address's unknown-key count is spent. A
+//! request without an API key is refused at no cost and counts against no one
+//! (`crate::merchants::failures`).
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use std::net::SocketAddr;
-
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -28,7 +32,8 @@ use super::auth;
 use crate::core::SocketId;
 use crate::core::channel::{self, ChannelKind};
 use crate::http::{ApiError, HttpState};
-use crate::merchants::{channels, failures};
+use crate::merchants::channels;
+use crate::merchants::failures::Subject;
 
 #[derive(Deserialize)]
 struct AuthRequest {
@@ -36,11 +41,25 @@ struct AuthRequest {
     channel_name: String,
 }
 
-/// Why a request was refused: the status, a metric/log label, and the client's message.
+/// Which address count a failure goes to, besides the key's own.
+#[derive(Clone)]
+enum Counted {
+    /// Not a failed attempt at a credential (missing key, bad body, store down).
+    No,
+    /// The key names no app: guessing, or a revoked key.
+    UnknownKey,
+    /// A real key of this app, with a bad JWT or for another merchant's channel.
+    InApp(Arc<str>),
+}
+
+/// Why a request was refused: the status, a metric/log label, the client's message, and
+/// what it counts against.
 struct Refusal {
     status: StatusCode,
     reason: &'static str,
     message: String,
+    counted: Counted,
+    retry_after: Option<Duration>,
 }
 
 fn refuse(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Refusal {
@@ -48,6 +67,27 @@ fn refuse(status: StatusCode, reason: &'static str, message: impl Into<String>) 
         status,
         reason,
         message: message.into(),
+        counted: Counted::No,
+        retry_after: None,
+    }
+}
+
+impl Refusal {
+    fn counted(mut self, counted: Counted) -> Self {
+        self.counted = counted;
+        self
+    }
+}
+
+fn throttled(wait: Duration) -> Refusal {
+    let seconds = wait.as_secs().max(1);
+    Refusal {
+        retry_after: Some(Duration::from_secs(seconds)),
+        ..refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("Too many failed attempts; retry in {seconds} s"),
+        )
     }
 }
 
@@ -57,46 +97,39 @@ pub(super) async fn authorize(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let failures = &state.merchants.failures;
+    let client = state.client_addr.client_ip(remote, &headers);
     let api_key = header_value(&headers, "x-api-key");
-    let mut subjects = vec![failures::address_subject(remote.ip())];
-    if let Some(key) = api_key {
-        subjects.push(failures::key_subject(key));
-    }
-    if let Some(wait) = subjects.iter().filter_map(|s| failures.blocked(s)).max() {
-        metrics::counter!("payrelay_merchant_auth_refused_total", "reason" => "rate_limited")
-            .increment(1);
-        tracing::info!(%remote, "merchant auth refused: too many failed attempts");
-        let retry_after = wait.as_secs().max(1).to_string();
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many failed attempts; retry in {retry_after} s"),
-        )
-        .into_response();
-        if let Ok(value) = HeaderValue::from_str(&retry_after) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return response;
-    }
-    match check(&state, &headers, api_key, &body).await {
+    match check(&state, client, &headers, api_key, &body).await {
         Ok(answer) => Json(answer).into_response(),
         Err(refusal) => {
             let Refusal {
                 status,
                 reason,
                 message,
+                counted,
+                retry_after,
             } = refusal;
             metrics::counter!("payrelay_merchant_auth_refused_total", "reason" => reason)
                 .increment(1);
-            tracing::info!(reason, %status, %remote, "merchant auth refused");
-            // Credential failures count towards the limit; malformed bodies do not (they
-            // guess nothing).
-            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-                for subject in &subjects {
-                    failures.record_failure(subject);
-                }
+            tracing::info!(reason, %status, %client, "merchant auth refused");
+            let address = match &counted {
+                Counted::No => None,
+                Counted::UnknownKey => Some(Subject::address(None, client)),
+                Counted::InApp(app) => Some(Subject::address(Some(app), client)),
+            };
+            if let (Some(address), Some(key)) = (address, api_key) {
+                state
+                    .merchants
+                    .failures
+                    .record_failure(&[Subject::credential(key), address]);
             }
-            ApiError::new(status, message).into_response()
+            let mut response = ApiError::new(status, message).into_response();
+            if let Some(wait) = retry_after
+                && let Ok(value) = HeaderValue::from_str(&wait.as_secs().to_string())
+            {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
         }
     }
 }
@@ -112,22 +145,30 @@ fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Checks both credentials and the channel; the answer is the body of a 200.
 async fn check(
     state: &HttpState,
+    client: IpAddr,
     headers: &HeaderMap,
     api_key: Option<&str>,
     body: &[u8],
 ) -> Result<Value, Refusal> {
     let merchants = &state.merchants;
+    let failures = &merchants.failures;
+    let missing = || {
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            "missing_credentials",
+            "Both `Authorization: Bearer <JWT>` and `X-API-KEY` are required",
+        )
+    };
+    // No key, no attempt at anything: refused for free, counted against no one.
+    let api_key = api_key.ok_or_else(missing)?;
+    let before_lookup = [Subject::credential(api_key), Subject::address(None, client)];
+    if let Some(wait) = failures.blocked(&before_lookup) {
+        return Err(throttled(wait));
+    }
     let bearer = header_value(headers, header::AUTHORIZATION.as_str())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty());
-    let (Some(token), Some(api_key)) = (bearer, api_key) else {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "missing_credentials",
-            "Both `Authorization: Bearer <JWT>` and `X-API-KEY` are required",
-        ));
-    };
 
     let request = parse_body(headers, body)
         .map_err(|message| refuse(StatusCode::BAD_REQUEST, "malformed_body", message))?;
@@ -150,7 +191,8 @@ async fn check(
                 StatusCode::UNAUTHORIZED,
                 "bad_api_key",
                 "The API key is unknown or revoked",
-            ));
+            )
+            .counted(Counted::UnknownKey));
         }
         Err(e) => {
             tracing::error!("merchant store: {e}");
@@ -161,6 +203,13 @@ async fn check(
             ));
         }
     };
+    // Now that the key names its app, that app's count for this address applies too.
+    let scope: Arc<str> = Arc::from(app_id.as_str());
+    if let Some(wait) = failures.blocked(&[Subject::address(Some(&scope), client)]) {
+        return Err(throttled(wait));
+    }
+    let in_app = Counted::InApp(scope);
+    let token = bearer.ok_or_else(|| missing().counted(in_app.clone()))?;
     let verifier = merchants.verifier(&app_id).ok_or_else(|| {
         refuse(
             StatusCode::UNAUTHORIZED,
@@ -174,13 +223,15 @@ async fn check(
             "bad_jwt",
             format!("JWT refused: {e}"),
         )
+        .counted(in_app.clone())
     })?;
     if jwt_merchant != key_merchant {
         return Err(refuse(
             StatusCode::UNAUTHORIZED,
             "merchant_mismatch",
             "The JWT and the API key belong to different merchants",
-        ));
+        )
+        .counted(in_app));
     }
     let app = state.core.apps.by_id(&app_id).cloned().ok_or_else(|| {
         refuse(
@@ -209,7 +260,8 @@ async fn check(
             StatusCode::FORBIDDEN,
             "not_your_channel",
             format!("{channel_name} is not a channel of merchant {jwt_merchant}"),
-        )),
+        )
+        .counted(Counted::InApp(app.id.clone()))),
         ChannelKind::Presence => {
             let channel_data = json!({"user_id": jwt_merchant}).to_string();
             let signature = auth::sign_presence(&app, socket_id, channel_name, &channel_data);

@@ -33,6 +33,15 @@ pub(super) enum Presented {
     Token(String),
 }
 
+impl Presented {
+    /// The secret itself (for a hashed failure count; never for a log).
+    pub(super) fn secret(&self) -> &str {
+        match self {
+            Presented::ApiKey(secret) | Presented::Token(secret) => secret,
+        }
+    }
+}
+
 impl std::fmt::Debug for Presented {
     // Both are bearer secrets: never in logs, not even at debug level.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,7 +112,7 @@ pub(super) enum AuthError {
     Disabled,
     #[error("Authentication is unavailable, try again later")]
     StoreUnavailable,
-    #[error("Too many failed attempts from this address; retry in {0} s")]
+    #[error("Too many failed attempts; retry in {0} s")]
     Throttled(u64),
     #[error("Connection refused: {0}")]
     Refused(String),

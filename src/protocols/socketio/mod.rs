@@ -41,7 +41,8 @@ use tokio::sync::Notify;
 use self::auth::{AuthError, AuthPayload, Recheck};
 use crate::core::Session;
 use crate::http::HttpState;
-use crate::merchants::{channels, failures};
+use crate::merchants::channels;
+use crate::merchants::failures::Subject;
 
 /// The name the core and the metrics know this adapter by.
 pub const PROTOCOL: &str = "socketio";
@@ -109,29 +110,53 @@ async fn authenticate(
     TryData(auth): TryData<AuthPayload>,
     State(state): State<HttpState>,
 ) -> Result<(), AuthError> {
-    // socket.io-client may send CONNECT again and again on one transport; failed
-    // credentials are counted per address, as on the Pusher auth endpoint, so guessing
-    // costs neither the store nor the log more than `auth_failures_per_minute`.
     let remote = remote_addr(&socket);
-    let failures = &state.merchants.failures;
-    let subject = failures::address_subject(remote.ip());
-    if let Some(wait) = failures.blocked(&subject) {
-        metrics::counter!("payrelay_socketio_refusals_total", "reason" => "throttled").increment(1);
-        return Err(AuthError::Throttled(wait.as_secs().max(1)));
-    }
-    let result = admit(&socket, auth.unwrap_or_default(), &state).await;
+    let client = state
+        .client_addr
+        .client_ip(remote, &socket.req_parts().headers);
+    let result = match auth::presented(socket.req_parts().uri.query(), &auth.unwrap_or_default()) {
+        // No credential: refused for free, counted against no one.
+        Err(e) => Err(e),
+        Ok(presented) => admit_counted(&socket, presented, client, &state).await,
+    };
     if let Err(e) = &result {
-        if matches!(e, AuthError::BadApiKey | AuthError::BadToken) {
-            failures.record_failure(&subject);
-        }
-        tracing::info!(%remote, "socket.io connection refused: {e}");
+        tracing::info!(%client, "socket.io connection refused: {e}");
         metrics::counter!("payrelay_socketio_refusals_total", "reason" => e.reason()).increment(1);
     }
     result
 }
 
-async fn admit(socket: &SocketRef, auth: AuthPayload, state: &HttpState) -> Result<(), AuthError> {
-    let presented = auth::presented(socket.req_parts().uri.query(), &auth)?;
+/// Admits a client that presented a credential, under the failed-attempt limits of the
+/// Pusher auth endpoint: socket.io-client may send CONNECT again and again on one
+/// transport, so a bad API key or token counts against itself and against the client's
+/// address, and guessing costs neither the store nor the log more than
+/// `auth_failures_per_minute`.
+async fn admit_counted(
+    socket: &SocketRef,
+    presented: auth::Presented,
+    client: std::net::IpAddr,
+    state: &HttpState,
+) -> Result<(), AuthError> {
+    let failures = &state.merchants.failures;
+    let subjects = [
+        Subject::credential(presented.secret()),
+        Subject::address(None, client),
+    ];
+    if let Some(wait) = failures.blocked(&subjects) {
+        return Err(AuthError::Throttled(wait.as_secs().max(1)));
+    }
+    let result = admit(socket, presented, state).await;
+    if let Err(AuthError::BadApiKey | AuthError::BadToken) = &result {
+        failures.record_failure(&subjects);
+    }
+    result
+}
+
+async fn admit(
+    socket: &SocketRef,
+    presented: auth::Presented,
+    state: &HttpState,
+) -> Result<(), AuthError> {
     let identity = auth::identify(state, presented).await?;
     let mut session = state
         .core
