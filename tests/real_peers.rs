@@ -175,3 +175,23 @@ async fn python_socketio_is_a_second_independent_client() {
     let env = socketio_env(&server).await;
     run_peer_with(&server, &python(), "socketio_client.py", &env).await;
 }
+
+#[tokio::test]
+async fn socketio_client_reconnects_after_a_slow_consumer_close() {
+    require_node_modules();
+    // Small queues and one second of patience: a client that stops reading is given up
+    // on within seconds.
+    let server =
+        TestServer::with_settings("outbound_queue_size = 16\npong_timeout_secs = 1", "").await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "merchant_001")
+        .await
+        .unwrap();
+    let env = [
+        ("PAYRELAY_MERCHANT", "merchant_001".to_string()),
+        ("PAYRELAY_API_KEY", key.api_key),
+    ];
+    run_peer_with(&server, Path::new("node"), "socketio_reconnect.mjs", &env).await;
+}

@@ -5,7 +5,9 @@
 //! outbox and emits each publication as `socket.emit(event, data)`, so a Socket.IO client
 //! sees exactly what a Pusher subscriber of the same channel sees, under the same event
 //! name. It also looks the credential up again now and then, and carries the core's
-//! close requests (revocation, termination, slow consumer) to the socket.
+//! close requests to the socket: revocation and termination as a Socket.IO DISCONNECT
+//! (final for the client), a slow consumer by closing its transport (the client
+//! reconnects, as after a network failure).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use socketioxide::{SendError, SocketError};
 use tokio::sync::Notify;
 
 use super::auth::{self, Recheck};
+use super::transport::TransportSwitch;
 use crate::core::outbox::Drain;
 use crate::core::{Disconnect, Outbound, Publication, Session};
 use crate::http::HttpState;
@@ -65,6 +68,7 @@ pub(super) async fn run(
     session: Session,
     state: HttpState,
     recheck: Recheck,
+    switch: TransportSwitch,
     gone: Arc<Notify>,
 ) {
     let conn = session.connection().clone();
@@ -104,9 +108,12 @@ pub(super) async fn run(
         // The node's shutdown closes every Engine.IO transport at once (see `Gateway`),
         // which clients take as "transport close" and reconnect elsewhere.
         End::Closed(Disconnect::Shutdown) => {}
+        // Nothing the client did calls for a final DISCONNECT (which could not be queued
+        // behind a full buffer anyway): it loses its transport, as in a network failure,
+        // and socket.io-client reconnects by itself.
         End::Closed(Disconnect::SlowConsumer) => {
             session.core().record_slow_consumer();
-            disconnect(socket, &gone).await;
+            switch.close();
         }
         End::Closed(_) | End::Revoked => disconnect(socket, &gone).await,
     }

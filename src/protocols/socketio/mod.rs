@@ -19,19 +19,23 @@
 //!
 //! Only the WebSocket transport is served (the seed has no long-polling fallback); a
 //! polling request gets a 400 that says so before reaching socketioxide.
+//!
+//! The WebSocket handshake is ours (`upgrade.rs`), so each socket's transport carries a
+//! switch (`transport.rs`): a socket closed for being slow loses its transport, which
+//! socket.io-client reconnects after, rather than getting a DISCONNECT, which is final.
 
 mod auth;
 mod bridge;
 mod client_tokens;
+mod transport;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use parking_lot::Mutex;
 use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
@@ -39,6 +43,7 @@ use socketioxide::{SocketIo, TransportType};
 use tokio::sync::Notify;
 
 use self::auth::{AuthError, AuthPayload, Recheck};
+use self::transport::TransportSwitch;
 use crate::core::Session;
 use crate::http::HttpState;
 use crate::merchants::channels;
@@ -66,7 +71,7 @@ impl Gateway {
 
 /// A socket that passed the connect middleware, waiting for its connect handler.
 #[derive(Clone)]
-struct Admitted(Arc<Mutex<Option<(Session, Recheck)>>>);
+struct Admitted(Arc<Mutex<Option<(Session, Recheck, TransportSwitch)>>>);
 
 pub(crate) fn routes(state: &HttpState) -> Router<HttpState> {
     let (service, io) = SocketIo::builder()
@@ -81,27 +86,10 @@ pub(crate) fn routes(state: &HttpState) -> Router<HttpState> {
     if state.socketio.0.set(io).is_err() {
         tracing::warn!("the Socket.IO router was built twice; shutdown closes the first one");
     }
+    let handshake = get(move |request: Request| upgrade::upgrade(service.clone(), request));
     Router::new()
-        .route_service(PATH, service)
-        .layer(middleware::from_fn(websocket_only))
+        .route(PATH, handshake)
         .merge(client_tokens::routes())
-}
-
-/// Refuses anything but a WebSocket handshake with a 400 whose body says why (Engine.IO's
-/// own answer is a bare "Bad request"). socket.io-client with `transports:
-/// ['websocket']` never sends these.
-async fn websocket_only(request: Request, next: Next) -> Response {
-    let transport = form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "transport")
-        .map(|(_, v)| v.into_owned());
-    if transport.as_deref() != Some("websocket") {
-        let body = serde_json::json!({
-            "code": 3,
-            "message": "Only the websocket transport is supported: connect with transports: ['websocket'] (EIO=4&transport=websocket)",
-        });
-        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-    }
-    next.run(request).await
 }
 
 /// The connect middleware: a refusal here is the client's `connect_error`.
@@ -157,6 +145,15 @@ async fn admit(
     presented: auth::Presented,
     state: &HttpState,
 ) -> Result<(), AuthError> {
+    // Every socket came through `upgrade`, which put the switch of its transport here.
+    let Some(switch) = socket
+        .req_parts()
+        .extensions
+        .get::<TransportSwitch>()
+        .cloned()
+    else {
+        return Err(AuthError::Refused("no switchable transport".into()));
+    };
     let identity = auth::identify(state, presented).await?;
     let mut session = state
         .core
@@ -187,13 +184,14 @@ async fn admit(
     socket.extensions.insert(Admitted(Arc::new(Mutex::new(Some((
         session,
         identity.recheck,
+        switch,
     ))))));
     Ok(())
 }
 
 /// The socket is connected (its CONNECT answered): start carrying events to it.
 async fn on_connect(socket: SocketRef, State(state): State<HttpState>) {
-    let Some((session, recheck)) = socket
+    let Some((session, recheck, switch)) = socket
         .extensions
         .remove::<Admitted>()
         .and_then(|admitted| admitted.0.lock().take())
@@ -214,7 +212,7 @@ async fn on_connect(socket: SocketRef, State(state): State<HttpState>) {
     let in_flight = state.tracker.token();
     tokio::spawn(async move {
         let _in_flight = in_flight;
-        bridge::run(socket, session, state, recheck, gone).await;
+        bridge::run(socket, session, state, recheck, switch, gone).await;
     });
 }
 
