@@ -87,9 +87,14 @@ fn sigterm(pid: &str) {
 
 /// Starts the binary and returns it with the address it logged and the log lines so far.
 fn spawn(args: &[&str]) -> (Serving, String, Vec<String>) {
+    // A folder of this test process's own: without --config the node opens
+    // `payrelay.db` in its working directory, and a shared one (the temp dir itself) may
+    // hold a database another build migrated.
+    let cwd = std::env::temp_dir().join(format!("payrelay-cli-{}-serve", std::process::id()));
+    std::fs::create_dir_all(&cwd).unwrap();
     let mut child = Serving(
         Command::new(BIN)
-            .current_dir(std::env::temp_dir())
+            .current_dir(&cwd)
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
