@@ -9,6 +9,8 @@ pub mod bench;
 pub mod config;
 pub mod core;
 pub mod db;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod http_client;
 pub mod listener;

@@ -66,6 +66,17 @@ impl Publication {
         }
     }
 
+    /// The data as JSON to write into a frame as is, if it is JSON that common parsers
+    /// read back: valid syntax (what `RawValue` checks) with every number within `f64`
+    /// range. `1e400` is valid JSON, but serde_json and Go's encoding/json refuse the
+    /// whole frame over it and JavaScript reads Infinity, so such data is not JSON here
+    /// and travels as the text it was published as.
+    pub fn data_as_json(&self) -> Option<&serde_json::value::RawValue> {
+        let raw: &serde_json::value::RawValue = serde_json::from_str(&self.data).ok()?;
+        serde_json::from_str::<serde_json::Value>(raw.get()).ok()?;
+        Some(raw)
+    }
+
     /// This publication in one wire format, encoded on first request and shared
     /// afterwards. `T` should be cheap to clone (it is cloned per subscriber).
     pub fn encoded<T>(&self, slot: EncodingSlot, encode: impl Fn(&Publication) -> T) -> T

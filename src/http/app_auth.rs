@@ -116,7 +116,7 @@ fn verify_signature(app: &App, request: &Request<'_>) -> Result<(), ApiError> {
 
 /// `Authorization: Basic base64(key:secret)`, if present. A Basic header that does not
 /// decode is an error rather than "no credentials", so a typo is reported as such.
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, ApiError> {
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };

@@ -47,7 +47,7 @@ pub(super) fn check_url(url: &str, allow_http: bool) -> Result<(), String> {
 }
 
 /// Parses a JWKS document; keys the library cannot use are skipped.
-pub(super) fn parse(bytes: &[u8]) -> Result<Vec<(Option<String>, DecodingKey)>, String> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<(Option<String>, DecodingKey)>, String> {
     let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS: {e}"))?;
     let keys = set
         .keys

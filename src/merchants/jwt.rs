@@ -288,7 +288,7 @@ impl JwtVerifier {
 }
 
 /// The `alg` a token claims, read without trusting it (for the error message only).
-fn unverified_alg(token: &str) -> Option<String> {
+pub(crate) fn unverified_alg(token: &str) -> Option<String> {
     use base64::Engine;
     let header = token.split('.').next()?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD

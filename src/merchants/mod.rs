@@ -8,6 +8,7 @@
 pub mod channels;
 pub mod failures;
 mod jwks;
+pub(crate) use jwks::parse as parse_jwks;
 pub mod jwt;
 pub mod store;
 

@@ -10,6 +10,8 @@ mod api;
 mod channels;
 mod envelope;
 mod socket;
+pub(crate) use channels::{Scope, core_channel, logical_channel};
+pub(crate) use socket::{ClientMessage, event_frame};
 
 use axum::Router;
 use axum::routing::{get, post};

@@ -205,11 +205,12 @@ async fn admit(
     })
 }
 
+/// What a client sends: `{"event", "channel"?}`.
 #[derive(Deserialize)]
-struct ClientMessage {
-    event: String,
+pub(crate) struct ClientMessage {
+    pub(crate) event: String,
     #[serde(default)]
-    channel: Option<String>,
+    pub(crate) channel: Option<String>,
 }
 
 /// How a socket ended, for the debug log.
@@ -529,12 +530,13 @@ fn close_for(reason: Disconnect) -> (u16, &'static str) {
 
 /// A publication as this protocol writes it: `data` is the published JSON itself (not a
 /// string holding it, unlike Pusher), or a string when what was published is not JSON.
-fn event_frame(publication: &Publication) -> Utf8Bytes {
+pub(crate) fn event_frame(publication: &Publication) -> Utf8Bytes {
     publication.encoded(PLAIN_SLOT, |p| {
         let channel = channels::logical_channel(&p.channel);
-        let data = serde_json::from_str::<&serde_json::value::RawValue>(&p.data)
+        let data = p
+            .data_as_json()
             .map(|raw| raw.get().to_string())
-            .unwrap_or_else(|_| Value::String(p.data.to_string()).to_string());
+            .unwrap_or_else(|| Value::String(p.data.to_string()).to_string());
         let head = json!({"event": &*p.event, "channel": channel}).to_string();
         // `{"event":..,"channel":..}` + `,"data":<data>}`: data spliced in unparsed.
         Utf8Bytes::from(format!("{},\"data\":{data}}}", &head[..head.len() - 1]))
@@ -622,5 +624,22 @@ mod tests {
         );
         let frame: Value = serde_json::from_str(&event_frame(&p)).unwrap();
         assert_eq!(frame["data"], "plain text");
+    }
+
+    /// Found by fuzz/plain_message: `1205e46666666` is valid JSON syntax, but a number
+    /// out of f64 range; spliced in, it made the whole frame unreadable to serde_json
+    /// (and Go's encoding/json). Such data travels as the string it was published as.
+    #[test]
+    fn numbers_no_parser_can_hold_travel_as_text() {
+        for data in ["1205e46666666", r#"{"amount":1e400}"#, "[-1e309]"] {
+            let p = Publication::new(
+                "1".into(),
+                "private-all.settings".into(),
+                "e".into(),
+                data.into(),
+            );
+            let frame: Value = serde_json::from_str(&event_frame(&p)).unwrap();
+            assert_eq!(frame["data"], data, "{data}");
+        }
     }
 }

@@ -55,6 +55,39 @@ pub fn parse_data<T: for<'de> Deserialize<'de>>(data: Option<Value>) -> Result<T
     serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
+/// The presence member a subscribe's `channel_data` names: a `user_id` (a non-empty
+/// string, or a number shown as one) and an optional `user_info` of at most
+/// `max_info_bytes` serialised. The error is the subscription error's status and text.
+pub fn presence_member(channel_data: &str, max_info_bytes: usize) -> Result<Member, (u16, String)> {
+    let invalid = |why: &str| (400, format!("Invalid presence channel_data: {why}"));
+    let value: Value = serde_json::from_str(channel_data).map_err(|_| invalid("not JSON"))?;
+    let user_id = match value.get("user_id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(invalid("`user_id` must be a non-empty string or a number")),
+    };
+    let user_info = value.get("user_info").cloned();
+    let size = user_info.as_ref().map_or(0, |i| i.to_string().len());
+    if size > max_info_bytes {
+        return Err((
+            super::codes::OVER_CAPACITY,
+            format!("Presence user_info is {size} bytes, over the limit of {max_info_bytes}"),
+        ));
+    }
+    Ok(Member {
+        user_id: user_id.into(),
+        user_info,
+    })
+}
+
+/// The user a `pusher:signin`'s `user_data` signs in: its non-empty string `id`.
+pub fn signin_user_id(user_data: &str) -> Option<String> {
+    serde_json::from_str::<Value>(user_data)
+        .ok()
+        .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
+        .filter(|id| !id.is_empty())
+}
+
 fn to_string<T: Serialize>(value: &T) -> String {
     // Serialising our own plain structs and `Value`s cannot fail.
     serde_json::to_string(value).unwrap_or_default()

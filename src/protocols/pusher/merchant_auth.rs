@@ -36,9 +36,9 @@ use crate::merchants::channels;
 use crate::merchants::failures::Subject;
 
 #[derive(Deserialize)]
-struct AuthRequest {
-    socket_id: String,
-    channel_name: String,
+pub(crate) struct AuthRequest {
+    pub(crate) socket_id: String,
+    pub(crate) channel_name: String,
 }
 
 /// Which address count a failure goes to, besides the key's own.
@@ -271,7 +271,7 @@ async fn check(
     }
 }
 
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<AuthRequest, String> {
+pub(crate) fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<AuthRequest, String> {
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

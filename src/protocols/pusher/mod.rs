@@ -5,9 +5,10 @@
 pub mod auth;
 pub mod frames;
 mod http_api;
-pub(crate) use http_api::publish_error;
+pub(crate) use http_api::{ValidEvent, parse_batch, parse_info, parse_trigger, publish_error};
 mod merchant_api;
 mod merchant_auth;
+pub(crate) use merchant_auth::parse_body as parse_merchant_auth_body;
 pub mod request_auth;
 pub mod socket;
 pub mod wire_format;

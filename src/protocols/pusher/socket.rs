@@ -550,26 +550,7 @@ impl PusherSocket {
     }
 
     fn presence_member(&self, channel_data: &str) -> Result<Member, (u16, String)> {
-        let invalid = |why: &str| (400, format!("Invalid presence channel_data: {why}"));
-        let value: Value = serde_json::from_str(channel_data).map_err(|_| invalid("not JSON"))?;
-        let user_id = match value.get("user_id") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(invalid("`user_id` must be a non-empty string or a number")),
-        };
-        let user_info = value.get("user_info").cloned();
-        let size = user_info.as_ref().map_or(0, |i| i.to_string().len());
-        let limit = self.app.limits.max_presence_member_size;
-        if size > limit {
-            return Err((
-                codes::OVER_CAPACITY,
-                format!("Presence user_info is {size} bytes, over the limit of {limit}"),
-            ));
-        }
-        Ok(Member {
-            user_id: Arc::from(user_id),
-            user_info,
-        })
+        frames::presence_member(channel_data, self.app.limits.max_presence_member_size)
     }
 
     async fn on_signin(&mut self, data: Option<Value>) -> Flow {
@@ -587,11 +568,7 @@ impl PusherSocket {
                 .send_error(codes::UNAUTHORIZED, &format!("Sign-in refused: {e}"))
                 .await;
         }
-        let user_id = serde_json::from_str::<Value>(&data.user_data)
-            .ok()
-            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
-            .filter(|id| !id.is_empty());
-        let Some(user_id) = user_id else {
+        let Some(user_id) = frames::signin_user_id(&data.user_data) else {
             let message =
                 "Sign-in refused: user_data must be a JSON object with a non-empty string `id`";
             return self.send_error(codes::UNAUTHORIZED, message).await;

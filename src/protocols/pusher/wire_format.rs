@@ -154,6 +154,21 @@ mod tests {
         );
     }
 
+    /// Found by fuzz/pusher_frame_msgpack: serde_json's default float parsing may be one
+    /// ULP off, so a number changed on its way from JSON to MessagePack (and any JSON a
+    /// client or the HTTP API sent as an object was re-serialised with different
+    /// digits). Floats now parse exactly (`float_roundtrip`).
+    #[test]
+    fn floats_survive_json_to_msgpack_exactly() {
+        let Message::Binary(bytes) =
+            WireFormat::MsgPack.message(r#"{"event":"e","data":-1.3629632216575999e57}"#.into())
+        else {
+            panic!("msgpack frames are binary");
+        };
+        let back: Value = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back["data"].as_f64(), Some(-1.3629632216575999e57));
+    }
+
     #[test]
     fn msgpack_client_frames_are_decoded() {
         let frame = serde_json::json!({"event": "pusher:subscribe", "data": {"channel": "x"}});

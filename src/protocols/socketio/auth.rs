@@ -19,7 +19,7 @@ use crate::tokens::{self, Subject};
 /// The credential fields of the `auth` payload (`io(url, {auth: {apiKey}})`). No `Debug`:
 /// it holds secrets.
 #[derive(Default, Deserialize)]
-pub(super) struct AuthPayload {
+pub(crate) struct AuthPayload {
     #[serde(rename = "apiKey", default)]
     api_key: Option<String>,
     #[serde(default)]
@@ -28,7 +28,7 @@ pub(super) struct AuthPayload {
 
 /// What a client presented.
 #[derive(PartialEq, Eq)]
-pub(super) enum Presented {
+pub(crate) enum Presented {
     ApiKey(String),
     Token(String),
 }
@@ -93,7 +93,7 @@ pub(super) struct Identity {
 
 /// Why a connection is refused; the text is the `connect_error` message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum AuthError {
+pub(crate) enum AuthError {
     #[error(
         "Missing credentials: pass apiKey (a merchant API key) or token (a client token) in the query or the auth payload"
     )]
@@ -137,7 +137,7 @@ impl AuthError {
 }
 
 /// The credential in the query (the seed's form) or else in the auth payload.
-pub(super) fn presented(query: Option<&str>, auth: &AuthPayload) -> Result<Presented, AuthError> {
+pub(crate) fn presented(query: Option<&str>, auth: &AuthPayload) -> Result<Presented, AuthError> {
     let mut api_key = None;
     let mut token = None;
     for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {

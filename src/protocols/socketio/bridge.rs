@@ -43,9 +43,11 @@ const FULL_BUFFER_BACKOFF: Duration = Duration::from_millis(5);
 /// JSON (the Pusher HTTP API allows any string). Parsed once per publication.
 fn event_data(publication: &Publication) -> Arc<RawValue> {
     publication.encoded(SOCKETIO_SLOT, |p| {
-        let raw = RawValue::from_string(p.data.to_string())
-            .or_else(|_| serde_json::value::to_raw_value(&*p.data))
-            .unwrap_or_else(|_| RawValue::NULL.to_owned());
+        let raw = match p.data_as_json() {
+            Some(json) => json.to_owned(),
+            None => serde_json::value::to_raw_value(&*p.data)
+                .unwrap_or_else(|_| RawValue::NULL.to_owned()),
+        };
         Arc::from(raw)
     })
 }
@@ -202,5 +204,14 @@ mod tests {
             r#""plain text""#
         );
         assert_eq!(event_data(&publication("")).get(), r#""""#);
+    }
+
+    /// As in the plain protocol: JSON whose numbers no common parser can hold (here
+    /// `1e400`) would make socket.io-client's JSON.parse see Infinity and serde-based
+    /// clients refuse the packet; it travels as the text it was published as.
+    #[test]
+    fn out_of_range_numbers_travel_as_text() {
+        let p = publication(r#"{"amount":1e400}"#);
+        assert_eq!(event_data(&p).get(), r#""{\"amount\":1e400}""#);
     }
 }

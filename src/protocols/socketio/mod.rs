@@ -24,7 +24,7 @@
 //! switch (`transport.rs`): a socket closed for being slow loses its transport, which
 //! socket.io-client reconnects after, rather than getting a DISCONNECT, which is final.
 
-mod auth;
+pub(crate) mod auth;
 mod bridge;
 mod client_tokens;
 mod transport;
