@@ -141,6 +141,10 @@ pub struct Config {
     /// Prefix of access-token keys in Redis (see `src/tokens/redis.rs` for the layout).
     #[serde(default = "defaults::redis_token_prefix")]
     pub redis_token_prefix: String,
+    /// The longest a call to the token store (Redis or SQLite) may take before the
+    /// request that needs it gets 503; also Redis's connect and reply timeouts.
+    #[serde(default = "defaults::token_store_timeout_ms")]
+    pub token_store_timeout_ms: u64,
     /// The app of a Redis token whose record names no `app_id`. Unset, such tokens belong
     /// to the only app, and are refused when several apps are served.
     #[serde(default)]
@@ -403,6 +407,9 @@ mod defaults {
     pub fn request_timeout() -> u64 {
         30
     }
+    pub fn token_store_timeout_ms() -> u64 {
+        1000
+    }
     pub fn redis_token_prefix() -> String {
         "payrelay:token:".into()
     }
@@ -583,6 +590,12 @@ impl Config {
             return Err(invalid(
                 "redis_url",
                 "must start with redis:// (TLS is not built in)",
+            ));
+        }
+        if !(50..=30_000).contains(&self.token_store_timeout_ms) {
+            return Err(invalid(
+                "token_store_timeout_ms",
+                "must be between 50 and 30000",
             ));
         }
         if let Some(app) = &self.redis_token_default_app

@@ -8,6 +8,32 @@ use std::time::Duration;
 
 use common::*;
 
+/// A plain-protocol access token for `user`, valid ten minutes.
+async fn mint_access_token(server: &TestServer, user: &str) -> String {
+    let (status, minted) = server
+        .basic_request(
+            "POST",
+            "/api/v1/tokens",
+            Some(&serde_json::json!({"user_id": user, "ttl_secs": 600})),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    minted["data"]["token"].as_str().unwrap().to_string()
+}
+
+/// A Socket.IO client token of `merchant`, valid ten minutes.
+async fn mint_client_token(server: &TestServer, merchant: &str) -> String {
+    let (status, minted) = server
+        .basic_request(
+            "POST",
+            "/v1/client-tokens",
+            Some(&serde_json::json!({"merchant_id": merchant, "ttl_secs": 600})),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    minted["token"].as_str().unwrap().to_string()
+}
+
 #[tokio::test]
 async fn a_private_redis_stops_and_comes_back_on_the_same_port() {
     let mut redis = PrivateRedis::start().await;
@@ -104,15 +130,7 @@ async fn reads_do_not_queue_behind_writes_stuck_on_another_process_lock() {
         .create_key(APP_ID, "merchant_001")
         .await
         .unwrap();
-    let (status, minted) = server
-        .basic_request(
-            "POST",
-            "/api/v1/tokens",
-            Some(&serde_json::json!({"user_id": "u1", "ttl_secs": 600})),
-        )
-        .await;
-    assert_eq!(status, 201, "{minted}");
-    let token = minted["data"]["token"].as_str().unwrap().to_string();
+    let token = mint_access_token(&server, "u1").await;
 
     let _lock = ExternalWriteLock::take(&db).await;
     // Writes to both stores now wait on the lock (up to their busy timeout) ...
@@ -408,4 +426,191 @@ async fn a_token_whose_expiry_cannot_be_read_is_refused() {
             "{token}: {value}"
         );
     }
+}
+
+/// A Socket.IO client reduced to what these tests need: connect with a client token,
+/// read events, answer Engine.IO pings.
+struct SocketIoClient {
+    client: Client,
+}
+
+impl SocketIoClient {
+    /// Opens the transport and sends CONNECT; returns the client and the server's answer
+    /// (`40{…}` for success, `44{…}` for `connect_error`).
+    async fn connect(server: &TestServer, token: &str) -> (SocketIoClient, String) {
+        let client = Client::connect(&server.ws_url(&format!(
+            "/socket.io/?EIO=4&transport=websocket&token={token}"
+        )))
+        .await;
+        let mut socket = SocketIoClient { client };
+        let open = socket.client.text().await;
+        assert!(open.starts_with('0'), "the open packet first: {open}");
+        socket.client.send_text("40").await;
+        let answer = socket.packet().await;
+        (socket, answer)
+    }
+
+    /// The next Socket.IO packet, answering Engine.IO pings on the way.
+    async fn packet(&mut self) -> String {
+        loop {
+            let text = self.client.text().await;
+            if text == "2" {
+                self.client.send_text("3").await;
+                continue;
+            }
+            return text;
+        }
+    }
+}
+
+async fn readyz(server: &TestServer) -> (u16, serde_json::Value) {
+    server.raw_request("GET", "/readyz", Vec::new()).await
+}
+
+/// Polls `/readyz` until it answers `status`, or panics after `within`.
+async fn readyz_becomes(server: &TestServer, status: u16, within: Duration) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (now, body) = readyz(server).await;
+        if now == status {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz still answers {now} {body}, not {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_redis_outage_neither_freezes_sockets_nor_stalls_admission() {
+    let mut redis = PrivateRedis::start().await;
+    let server = TestServer::with_config(&format!(
+        r#"
+bind = "127.0.0.1:0"
+redis_url = "{}"
+redis_token_prefix = "t:"
+outbound_queue_size = 16
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+[apps.plain]
+token_recheck_secs = 1
+[apps.socketio]
+credential_recheck_secs = 1
+"#,
+        redis.url()
+    ))
+    .await;
+    let token = mint_access_token(&server, "u1").await;
+    let client_token = mint_client_token(&server, "m1").await;
+
+    let mut plain = Client::connect(&server.ws_url(&format!("/api/v1/ws?token={token}"))).await;
+    assert_eq!(plain.json().await["event"], "subscribed");
+    let (mut socketio, answer) = SocketIoClient::connect(&server, &client_token).await;
+    assert!(answer.starts_with("40{"), "{answer}");
+    let (status, body) = readyz(&server).await;
+    assert_eq!(status, 200, "{body}");
+    let slow = "payrelay_slow_consumer_disconnects_total";
+    let slow_before = server.metric(slow).await;
+
+    redis.stop().await;
+    // Events keep flowing through several rechecks while Redis is gone (far more than the
+    // 16 a socket may have queued); each socket gets every one, in order.
+    let events = 150;
+    let publisher = {
+        let url = server.url("");
+        tokio::spawn(async move {
+            let http = http();
+            for n in 0..events {
+                for (path, body) in [
+                    (
+                        "/api/v1/events",
+                        serde_json::json!({"channel": "settings", "event": "tick", "data": {"n": n}}),
+                    ),
+                    (
+                        "/v1/events",
+                        serde_json::json!({"merchant_id": "m1", "kind": "merchant", "event": "tick", "data": {"n": n}}),
+                    ),
+                ] {
+                    let response = http
+                        .post(format!("{url}{path}"))
+                        .basic_auth(KEY, Some(SECRET))
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 200);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    // Meanwhile, admission answers 503 at once rather than waiting for Redis, and /readyz
+    // says why the node is not ready.
+    let body = readyz_becomes(&server, 503, Duration::from_secs(5)).await;
+    assert_eq!(body["status"], "token_store_unavailable", "{body}");
+    assert_eq!(body["token_store"]["name"], "redis", "{body}");
+    assert_eq!(body["token_store"]["ready"], false, "{body}");
+    assert!(body["token_store"]["error"].is_string(), "{body}");
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let refused =
+            tokio_tungstenite::connect_async(server.ws_url(&format!("/api/v1/ws?token={token}")))
+                .await;
+        match refused {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 503);
+                let body: serde_json::Value =
+                    serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+                assert_eq!(body["message"], "Token store unavailable");
+            }
+            other => panic!("expected a 503 during the outage, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let started = std::time::Instant::now();
+        let (_, answer) = SocketIoClient::connect(&server, &client_token).await;
+        assert!(
+            answer.starts_with("44") && answer.contains("unavailable"),
+            "{answer}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    for n in 0..events {
+        assert_eq!(
+            plain.json().await,
+            serde_json::json!({"event": "tick", "channel": "settings", "data": {"n": n}}),
+        );
+        assert_eq!(
+            socketio.packet().await,
+            format!(r#"42["tick",{{"n":{n}}}]"#)
+        );
+    }
+    publisher.await.unwrap();
+    assert_eq!(
+        server.metric(slow).await,
+        slow_before,
+        "no socket was closed as a slow consumer"
+    );
+
+    // Redis comes back (empty: it keeps nothing): the node is ready again and admits.
+    redis.restart().await;
+    let body = readyz_becomes(&server, 200, Duration::from_secs(10)).await;
+    assert_eq!(body["status"], "ready", "{body}");
+    assert_eq!(body["token_store"]["ready"], true, "{body}");
+    let fresh = mint_access_token(&server, "u2").await;
+    let mut again = Client::connect(&server.ws_url(&format!("/api/v1/ws?token={fresh}"))).await;
+    assert_eq!(again.json().await["event"], "subscribed");
 }

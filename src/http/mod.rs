@@ -26,8 +26,9 @@ pub struct HttpState {
     pub prometheus: PrometheusHandle,
     /// Merchant accounts: the API key store and each app's JWT verifier.
     pub merchants: crate::merchants::Merchants,
-    /// Access tokens of app users (plain JSON protocol).
-    pub tokens: std::sync::Arc<dyn crate::tokens::TokenStore>,
+    /// Access tokens (plain JSON protocol) and client tokens (Socket.IO), every call
+    /// bounded in time; its health is part of `/readyz`.
+    pub tokens: Arc<crate::tokens::BoundedTokens>,
     /// Who a request's client is behind trusted proxies (per-address limits).
     pub client_addr: Arc<client_addr::ClientAddr>,
     /// The Socket.IO server, set when the router is built (for shutdown).

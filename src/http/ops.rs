@@ -22,22 +22,38 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// The node accepts new connections: not shutting down, broker reachable.
+/// The node accepts new connections: not shutting down, broker reachable, token store
+/// answering (without it no socket can be admitted). The first failing condition names
+/// the status; the token store's last probe says why it is down.
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     let core = &state.core;
     let broker = core.broker();
+    let tokens = state.tokens.status();
+    let status = if core.is_shutting_down() {
+        "shutting_down"
+    } else if !broker.is_ready() {
+        "broker_unavailable"
+    } else if tokens.problem.is_some() {
+        "token_store_unavailable"
+    } else {
+        "ready"
+    };
+    let mut token_store = json!({"name": tokens.name, "ready": tokens.problem.is_none()});
+    if let Some(problem) = &tokens.problem {
+        token_store["error"] = json!(problem);
+    }
     let body = json!({
-        "status": if core.is_shutting_down() { "shutting_down" } else if broker.is_ready() { "ready" } else { "broker_unavailable" },
+        "status": status,
         "broker": broker.name(),
+        "token_store": token_store,
         "connections": core.connection_count(),
     });
-    let ready = !core.is_shutting_down() && broker.is_ready();
-    let status = if ready {
+    let code = if status == "ready" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body))
+    (code, Json(body))
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {

@@ -14,6 +14,8 @@
 //! Connections keep only [`credential_id`] of their token, so a revocation can close
 //! exactly the sockets opened with it without the token being held or logged.
 
+mod bounded;
+mod recheck;
 mod redis;
 mod sqlite;
 
@@ -24,6 +26,8 @@ use async_trait::async_trait;
 use rand::RngExt;
 use sha2::{Digest, Sha256};
 
+pub use self::bounded::{BoundedTokens, StoreStatus};
+pub use self::recheck::BackgroundCheck;
 pub use self::redis::RedisTokens;
 pub use self::sqlite::SqliteTokens;
 
@@ -183,6 +187,8 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn revoke(&self, token: &str) -> Result<Option<TokenRecord>, TokenError>;
     /// Revokes every access token of a user; returns the credential ids revoked.
     async fn revoke_user(&self, app_id: &str, user_id: &str) -> Result<Vec<String>, TokenError>;
+    /// Whether the store answers now (the health probe behind `/readyz`).
+    async fn ping(&self) -> Result<(), TokenError>;
     /// Short name for logs.
     fn name(&self) -> &'static str;
 }
@@ -245,15 +251,23 @@ fn default_app(config: &crate::config::Config) -> Option<String> {
 }
 
 /// Opens the store the configuration asks for: Redis when `redis_url` is set, else the
-/// node's database `db`.
+/// node's database `db`; every call bounded by `token_store_timeout_ms`.
 pub async fn open(
     config: &crate::config::Config,
     db: &crate::db::Db,
-) -> anyhow::Result<Arc<dyn TokenStore>> {
-    Ok(match &config.redis_url {
+) -> anyhow::Result<Arc<BoundedTokens>> {
+    let timeout = Duration::from_millis(config.token_store_timeout_ms);
+    let store: Arc<dyn TokenStore> = match &config.redis_url {
         Some(url) => Arc::new(
-            RedisTokens::connect(url, &config.redis_token_prefix, default_app(config)).await?,
+            RedisTokens::connect(
+                url,
+                &config.redis_token_prefix,
+                default_app(config),
+                timeout,
+            )
+            .await?,
         ),
         None => Arc::new(SqliteTokens::new(db.clone())),
-    })
+    };
+    Ok(Arc::new(BoundedTokens::new(store, timeout)))
 }

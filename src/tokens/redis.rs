@@ -23,10 +23,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 
 use super::{MintedToken, Subject, TokenError, TokenRecord, TokenStore, credential_id, now_unix};
+
+/// How long start-up waits for Redis to answer.
+const CONNECT_AT_START: Duration = Duration::from_secs(5);
+/// Reconnection attempts after a lost connection, before the next command starts over.
+const RECONNECT_RETRIES: usize = 2;
+/// The longest pause between two reconnection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// The `kind` that marks a merchant's client token.
 const CLIENT_KIND: &str = "client";
@@ -100,10 +107,14 @@ fn parse_record(value: &str, default_app: Option<&str>) -> Option<TokenRecord> {
 impl RedisTokens {
     /// Connects (and reconnects by itself later); fails if Redis does not answer now.
     /// Records without `app_id` belong to `default_app`, or to no app when it is `None`.
+    /// Connecting and every command give up after `timeout`, and reconnection backs off
+    /// up to [`MAX_RECONNECT_DELAY`]: the client never holds a caller longer than that
+    /// (the defaults wait for a reply for ever and retried for about eight seconds).
     pub async fn connect(
         url: &str,
         prefix: &str,
         default_app: Option<String>,
+        timeout: Duration,
     ) -> Result<RedisTokens, TokenError> {
         // The URL may carry a password: errors name it redacted, and a library message
         // that quotes it is scrubbed.
@@ -115,16 +126,24 @@ impl RedisTokens {
             ))
         };
         let client = redis::Client::open(url).map_err(failed)?;
-        let connection =
-            tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client))
-                .await
-                .map_err(|_| {
-                    TokenError::Unavailable(format!(
-                        "no answer from {} within 5 s",
-                        crate::redact::url(url)
-                    ))
-                })?
-                .map_err(failed)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(MAX_RECONNECT_DELAY);
+        let connection = tokio::time::timeout(
+            CONNECT_AT_START,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| {
+            TokenError::Unavailable(format!(
+                "no answer from {} within {} s",
+                crate::redact::url(url),
+                CONNECT_AT_START.as_secs()
+            ))
+        })?
+        .map_err(failed)?;
         Ok(RedisTokens {
             connection,
             prefix: prefix.to_string(),
@@ -235,6 +254,15 @@ impl TokenStore for RedisTokens {
             cursor = next;
         }
         Ok(revoked)
+    }
+
+    async fn ping(&self) -> Result<(), TokenError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(unavailable)
     }
 
     fn name(&self) -> &'static str {

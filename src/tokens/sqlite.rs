@@ -157,6 +157,16 @@ impl TokenStore for SqliteTokens {
         })
     }
 
+    async fn ping(&self) -> Result<(), TokenError> {
+        on_pool!(self.db.reader(), pool => {
+            sqlx::query("SELECT 1")
+                .execute(pool)
+                .await
+                .map(drop)
+                .map_err(unavailable)
+        })
+    }
+
     fn name(&self) -> &'static str {
         match self.db.backend() {
             crate::db::Backend::Sqlite => "sqlite",

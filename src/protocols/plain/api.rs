@@ -18,7 +18,7 @@ use super::{FORCE_LOGOUT_CHANNEL, FORCE_LOGOUT_EVENT, PROTOCOL};
 use crate::core::{Disconnect, NewPublication, WhichConnections};
 use crate::http::HttpState;
 use crate::http::app_auth::Call;
-use crate::tokens;
+use crate::tokens::{self, TokenStore};
 
 /// Longest token lifetime the API mints (30 days).
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;

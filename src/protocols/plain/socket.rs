@@ -301,9 +301,15 @@ impl PlainSocket {
         let ping_every = Duration::from_secs(self.app.plain.ping_interval_secs);
         let mut ping_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-        let recheck_every = Duration::from_secs(self.app.plain.token_recheck_secs);
-        let mut recheck_tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + recheck_every, recheck_every);
+        // A client that was silent for a while must not get a burst of catch-up pings.
+        ping_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recheck =
+            tokens::BackgroundCheck::every(Duration::from_secs(self.app.plain.token_recheck_secs));
+        let (store, token, expires_at) = (self.tokens.clone(), self.token.clone(), self.expires_at);
+        let check = move || {
+            let (store, token) = (store.clone(), token.clone());
+            async move { tokens::revoked_since_connect(&*store, &token, expires_at).await }
+        };
         let mut last_seen = Instant::now();
         let mut ping_sent: Option<Instant> = None;
         loop {
@@ -357,14 +363,18 @@ impl PlainSocket {
                         ping_sent = Some(Instant::now());
                     }
                 }
-                _ = recheck_tick.tick() => {
-                    let (tokens, token, expires_at) =
-                        (self.tokens.clone(), self.token.clone(), self.expires_at);
-                    if Box::pin(token_is_gone(tokens, token, expires_at)).await {
+                // The lookup runs on its own task: a store that hangs never stops this
+                // loop from draining the outbox.
+                verdict = recheck.next(&check) => match verdict {
+                    Some(Ok(true)) => {
                         self.close(codes::TOKEN_REVOKED, "Token revoked").await;
                         return End::TokenGone;
                     }
-                }
+                    Some(Ok(false)) => {}
+                    // A store outage must not log everyone out: the next recheck decides.
+                    Some(Err(e)) => tracing::debug!("token recheck skipped: {e}"),
+                    None => tracing::debug!("token recheck skipped: no answer in time"),
+                },
             }
         }
     }
@@ -508,14 +518,6 @@ impl PlainSocket {
             }
         }
     }
-}
-
-/// Whether the token was revoked since the socket opened; a store outage must not log
-/// everyone out.
-async fn token_is_gone(store: Arc<dyn TokenStore>, token: String, expires_at: Option<i64>) -> bool {
-    tokens::revoked_since_connect(&*store, &token, expires_at)
-        .await
-        .unwrap_or(false)
 }
 
 fn close_for(reason: Disconnect) -> (u16, &'static str) {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::core::App;
 use crate::http::HttpState;
-use crate::tokens::{self, Subject};
+use crate::tokens::{self, Subject, TokenStore};
 
 /// The credential fields of the `auth` payload (`io(url, {auth: {apiKey}})`). No `Debug`:
 /// it holds secrets.
@@ -287,7 +287,7 @@ pub(super) async fn still_live(state: &HttpState, app: &App, recheck: &Recheck) 
         },
     };
     answer.unwrap_or_else(|e| {
-        tracing::warn!("credential recheck skipped: {e}");
+        tracing::debug!("credential recheck skipped: {e}");
         true
     })
 }

@@ -28,7 +28,7 @@ use serde_json::json;
 use crate::core::{App, Disconnect, WhichConnections};
 use crate::http::app_auth::Call;
 use crate::http::{ApiError, HttpState};
-use crate::tokens::{self, Subject, TokenError};
+use crate::tokens::{self, Subject, TokenError, TokenStore};
 
 pub(super) fn routes() -> Router<HttpState> {
     Router::new()
