@@ -65,6 +65,42 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// An app's end-to-end encryption master key (`encryption_master_key_base64`): 32 bytes,
+/// written as base64 as Pusher's libraries take it. Never printed, not even when invalid.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncryptionMasterKey([u8; 32]);
+
+impl EncryptionMasterKey {
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for EncryptionMasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EncryptionMasterKey(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for EncryptionMasterKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        let text = Secret::deserialize(deserializer)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.expose().trim())
+            .map_err(|_| {
+                serde::de::Error::custom("must be base64 (e.g. `openssl rand -base64 32`)")
+            })?;
+        let key: [u8; 32] = bytes.try_into().map_err(|bytes: Vec<u8>| {
+            serde::de::Error::custom(format!(
+                "must decode to 32 bytes, not {} (e.g. `openssl rand -base64 32`)",
+                bytes.len()
+            ))
+        })?;
+        Ok(EncryptionMasterKey(key))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -221,6 +257,13 @@ pub struct AppConfig {
     /// the merchant auth endpoint refuses every request for this app.
     #[serde(default)]
     pub jwt: Option<crate::merchants::JwtConfig>,
+    /// The master key of end-to-end encrypted channels (`private-encrypted-*`): the auth
+    /// endpoint answers each with its `shared_secret`, derived from it as Pusher does. The
+    /// backend encrypts with the same key (the Pusher server libraries'
+    /// `encryptionMasterKeyBase64`); payrelay itself only relays ciphertext. Without it,
+    /// encrypted channels are refused.
+    #[serde(default)]
+    pub encryption_master_key_base64: Option<EncryptionMasterKey>,
     /// The plain JSON protocol (`/api/v1/ws`, `[apps.plain]`).
     #[serde(default)]
     pub plain: PlainConfig,

@@ -323,3 +323,96 @@ async fn a_configured_issuer_and_audience_must_be_in_the_jwt() {
         );
     }
 }
+
+/// A 32-byte master key, base64 (`openssl rand -base64 32`); test-only.
+const MASTER_KEY: &str = "dGhpcyBpcyBhIHRlc3Qgb25seSBtYXN0ZXIga2V5ISE=";
+
+/// Issue 12 item 12: `private-encrypted-merchant.*` channels get Pusher's `shared_secret`,
+/// base64(SHA-256(channel name + master key)), so pusher-js can decrypt what the backend
+/// encrypted with the same master key. Without a master key the app cannot serve them,
+/// and signing them anyway would only hand out a subscription that never decrypts.
+#[tokio::test]
+async fn encrypted_merchant_channels_get_the_shared_secret() {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let config = CONFIG.replace(
+        "secret = \"app-secret\"",
+        &format!("secret = \"app-secret\"\nencryption_master_key_base64 = \"{MASTER_KEY}\""),
+    );
+    let server = TestServer::with_config(&config).await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "m1")
+        .await
+        .unwrap();
+    let channel = "private-encrypted-merchant.m1";
+    let body = json!({"socket_id": "123.456", "channel_name": channel});
+    let (status, answer) = auth(&server, &jwt("m1", 60), &key.api_key, body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["auth"], private_auth("123.456", channel));
+    let mut material = channel.as_bytes().to_vec();
+    material.extend(b64.decode(MASTER_KEY).unwrap());
+    let expected = b64.encode(Sha256::digest(&material));
+    assert_eq!(answer["shared_secret"], expected, "{answer}");
+    // Other merchants' encrypted channels stay theirs.
+    let (status, _) = auth(
+        &server,
+        &jwt("m1", 60),
+        &key.api_key,
+        json!({"socket_id": "123.456", "channel_name": "private-encrypted-merchant.m2"}),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // Plain private channels carry no shared secret.
+    let (_, answer) = auth(
+        &server,
+        &jwt("m1", 60),
+        &key.api_key,
+        json!({"socket_id": "123.456", "channel_name": "private-merchant.m1"}),
+    )
+    .await;
+    assert!(answer.get("shared_secret").is_none(), "{answer}");
+
+    // An app without a master key refuses encrypted channels instead of signing them.
+    let server = TestServer::with_config(CONFIG).await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "m1")
+        .await
+        .unwrap();
+    let (status, answer) = auth(&server, &jwt("m1", 60), &key.api_key, body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("encryption_master_key_base64"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn a_master_key_must_be_32_bytes_of_base64() {
+    let with = |value: &str| {
+        payrelay::config::Config::parse(&CONFIG.replace(
+            "secret = \"app-secret\"",
+            &format!("secret = \"app-secret\"\nencryption_master_key_base64 = \"{value}\""),
+        ))
+    };
+    assert!(with(MASTER_KEY).is_ok());
+    for bad in [
+        "c2hvcnQ=",
+        "not base64!",
+        "dGhpcyBpcyBhIHRlc3Qgb25seSBtYXN0ZXIga2V5ISEh",
+    ] {
+        let err = with(bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("apps[0].encryption_master_key_base64"),
+            "{err}"
+        );
+        assert!(!err.contains(bad), "the key is not echoed: {err}");
+    }
+}

@@ -88,9 +88,14 @@ async fn pypi_pusher_library_reads_channels_and_sees_refusals() {
 async fn pusher_js_custom_authorizer_calls_the_merchant_auth_endpoint() {
     require_node_modules();
     const JWT_SECRET: &str = "merchant-jwt-secret-0123456789";
+    // A test-only key (`openssl rand -base64 32`), for the encrypted-channel scenario.
+    const MASTER_KEY: &str = "dGhpcyBpcyBhIHRlc3Qgb25seSBtYXN0ZXIga2V5ISE=";
     let server = TestServer::with_settings(
         "",
-        "[apps.jwt]\nalgorithm = \"HS256\"\nsecret = \"merchant-jwt-secret-0123456789\"",
+        &format!(
+            "encryption_master_key_base64 = \"{MASTER_KEY}\"\n\
+             [apps.jwt]\nalgorithm = \"HS256\"\nsecret = \"merchant-jwt-secret-0123456789\""
+        ),
     )
     .await;
     let store = &server.merchants().store;
@@ -123,6 +128,7 @@ async fn pusher_js_custom_authorizer_calls_the_merchant_auth_endpoint() {
         ("PAYRELAY_JWT_ALG_NONE", alg_none),
         ("PAYRELAY_API_KEY_REVOKED", revoked.api_key),
         ("PAYRELAY_API_KEY_OTHER", other.api_key),
+        ("PAYRELAY_ENCRYPTION_MASTER_KEY", MASTER_KEY.to_string()),
     ];
     run_peer_with(&server, Path::new("node"), "pusher_js_merchant.mjs", &env).await;
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::config::{AppConfig, Secret};
+use crate::config::{AppConfig, EncryptionMasterKey, Secret};
 
 /// One app as the node runs it: its configuration plus live counters.
 #[derive(Debug)]
@@ -15,6 +15,7 @@ pub struct App {
     pub id: Arc<str>,
     pub key: String,
     secret: Secret,
+    encryption_master_key: Option<EncryptionMasterKey>,
     pub enabled: bool,
     pub limits: AppLimits,
     /// Settings of the plain JSON protocol adapter.
@@ -59,6 +60,7 @@ impl App {
             id: Arc::from(config.id.as_str()),
             key: config.key.clone(),
             secret: config.secret.clone(),
+            encryption_master_key: config.encryption_master_key_base64.clone(),
             enabled: config.enabled,
             limits: AppLimits {
                 max_connections: config.max_connections,
@@ -81,6 +83,11 @@ impl App {
     /// The app secret, for signing and verifying. Never log it.
     pub fn secret(&self) -> &Secret {
         &self.secret
+    }
+
+    /// The master key of end-to-end encrypted channels, if the app has one.
+    pub fn encryption_master_key(&self) -> Option<&EncryptionMasterKey> {
+        self.encryption_master_key.as_ref()
     }
 
     pub fn connection_count(&self) -> usize {

@@ -12,10 +12,13 @@
 //   PAYRELAY_JWT_ALG_NONE        an unsigned (`alg: none`) token for that merchant
 //   PAYRELAY_API_KEY_REVOKED     a revoked key of that merchant
 //   PAYRELAY_API_KEY_OTHER       a live key of another merchant
+//   PAYRELAY_APP_ID              the app's id (for the npm `pusher` library)
+//   PAYRELAY_ENCRYPTION_MASTER_KEY  the app's encryption_master_key_base64
 // Exits 0 when every scenario passed; prints FAIL lines and exits 1 otherwise.
 
 import assert from 'node:assert/strict';
 import Pusher from 'pusher-js';
+import PusherServer from 'pusher';
 import { deadline, env, runScenarios, sleep } from './harness.mjs';
 
 const WAIT_MS = 4000;
@@ -96,6 +99,17 @@ async function publish(kind, event, data) {
   assert.equal(res.status, 200, await res.text());
 }
 
+/** The backend's side with the npm `pusher` library, encrypting for encrypted channels. */
+const backend = new PusherServer({
+  appId: env('PAYRELAY_APP_ID'),
+  key: KEY,
+  secret: SECRET,
+  host: HOST,
+  port: PORT,
+  useTLS: false,
+  encryptionMasterKeyBase64: env('PAYRELAY_ENCRYPTION_MASTER_KEY'),
+});
+
 const scenarios = {
   async 'own channel subscribes and receives the backend event'() {
     const pusher = merchantClient(GOOD);
@@ -117,6 +131,30 @@ const scenarios = {
       const sub = await subscribe(pusher, `presence-merchant.${MERCHANT}`);
       assert.ok(sub.ok, `refused: ${JSON.stringify(sub.error)}`);
       assert.equal(sub.members.me.id, MERCHANT);
+    } finally {
+      pusher.disconnect();
+    }
+  },
+
+  async 'encrypted channel: pusher-js decrypts what the npm pusher library encrypted'() {
+    const pusher = merchantClient(GOOD);
+    const channelName = `private-encrypted-merchant.${MERCHANT}`;
+    try {
+      const sub = await subscribe(pusher, channelName);
+      assert.ok(sub.ok, `refused: ${JSON.stringify(sub.error)}`);
+      const got = new Promise((resolve) => sub.channel.bind('payment.secret', resolve));
+      // A raw listener on the same socket sees what payrelay relayed: ciphertext only.
+      const raw = new Promise((resolve) =>
+        pusher.connection.bind('message', (m) => m.event === 'payment.secret' && resolve(m)),
+      );
+      const plaintext = { payment_id: 'pay_enc', card: '4111…1111' };
+      await backend.trigger(channelName, 'payment.secret', plaintext);
+      const data = await Promise.race([got, sleep(WAIT_MS).then(() => 'timeout')]);
+      assert.deepEqual(data, plaintext, 'pusher-js decrypted the event');
+      const relayed = await Promise.race([raw, sleep(WAIT_MS).then(() => 'timeout')]);
+      const wire = JSON.stringify(relayed.data);
+      assert.ok(!wire.includes('pay_enc'), `plaintext on the wire: ${wire}`);
+      assert.match(wire, /ciphertext/);
     } finally {
       pusher.disconnect();
     }

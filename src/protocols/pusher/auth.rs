@@ -74,6 +74,21 @@ pub fn sign_presence(app: &App, socket_id: &str, channel: &str, channel_data: &s
     sign(app, &format!("{socket_id}:{channel}:{channel_data}"))
 }
 
+/// The `shared_secret` of an end-to-end encrypted channel, as Pusher derives it: base64 of
+/// SHA-256 over the channel name followed by the app's master key. pusher-js decrypts the
+/// channel's events with it; the backend encrypts them with a key derived the same way.
+/// `None` when the app has no master key.
+pub fn shared_secret(app: &App, channel: &str) -> Option<String> {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let master_key = app.encryption_master_key()?;
+    let digest = Sha256::new()
+        .chain_update(channel.as_bytes())
+        .chain_update(master_key.as_bytes())
+        .finalize();
+    Some(base64::engine::general_purpose::STANDARD.encode(digest))
+}
+
 pub fn sign(app: &App, signed: &str) -> String {
     format!(
         "{}:{}",

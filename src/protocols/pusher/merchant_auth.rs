@@ -267,6 +267,19 @@ async fn check(
             let signature = auth::sign_presence(&app, socket_id, channel_name, &channel_data);
             Ok(json!({"auth": signature, "channel_data": channel_data}))
         }
+        // pusher-js refuses an encrypted channel's answer without the secret it decrypts
+        // with, so a signature alone would only subscribe to undecryptable events.
+        ChannelKind::PrivateEncrypted => match auth::shared_secret(&app, channel_name) {
+            Some(shared_secret) => Ok(json!({
+                "auth": auth::sign_private(&app, socket_id, channel_name),
+                "shared_secret": shared_secret,
+            })),
+            None => Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "encryption_not_configured",
+                "Encrypted channels need the app's encryption_master_key_base64, which is not set",
+            )),
+        },
         _ => Ok(json!({"auth": auth::sign_private(&app, socket_id, channel_name)})),
     }
 }
