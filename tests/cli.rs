@@ -331,6 +331,14 @@ fn urls_in_startup_errors_are_logged_without_their_credentials() {
             "sqlite:///nonexistent-dir/x.db?vfs=***",
             "info",
         ),
+        (
+            "postgres",
+            format!(
+                "bind=\"127.0.0.1:0\"\ndatabase_url=\"postgres://payrelay:hunter2pw@127.0.0.1:1/payrelay?password=hunter2tok\"\n{app}"
+            ),
+            "postgres://***@127.0.0.1:1/payrelay?password=***",
+            "trace",
+        ),
     ];
     for (name, text, shown, level) in cases {
         let path = dir.join(format!("{name}.toml"));
