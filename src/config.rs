@@ -185,6 +185,9 @@ pub struct Config {
     /// to the only app, and are refused when several apps are served.
     #[serde(default)]
     pub redis_token_default_app: Option<String>,
+    /// Signed callbacks (`[webhooks]`, see `src/webhooks/config.rs`).
+    #[serde(default)]
+    pub webhooks: crate::webhooks::WebhooksConfig,
 
     // The listener (src/listener/): limits and timeouts that hold before any protocol runs.
     /// TCP connections open at once, HTTP and WebSocket alike, counted at accept. Absent:
@@ -270,6 +273,9 @@ pub struct AppConfig {
     /// The Socket.IO gateway (`/socket.io/`, `[apps.socketio]`).
     #[serde(default)]
     pub socketio: SocketIoConfig,
+    /// Pusher app webhooks (`[[apps.webhooks]]`): occupancy, presence and client events.
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhooks::PusherWebhookConfig>,
 }
 
 /// `[apps.socketio]`: the Socket.IO v4 gateway of seed 003.
@@ -650,6 +656,7 @@ impl Config {
             ));
         }
         self.validate_listener()?;
+        self.webhooks.validate()?;
         if !(self.database_url.starts_with("sqlite:")
             || crate::db::is_postgres_url(&self.database_url))
         {
@@ -866,6 +873,9 @@ impl AppConfig {
             return Err(invalid(at("secret"), "must be at least 8 characters"));
         }
         self.plain.validate(&|f: &str| at(&format!("plain.{f}")))?;
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            hook.validate(&at(&format!("webhooks[{i}]")))?;
+        }
         self.socketio
             .validate(&|f: &str| at(&format!("socketio.{f}")))?;
         if let Some(jwt) = &self.jwt {

@@ -68,6 +68,10 @@ impl Server {
         let tokens = crate::tokens::open(&config, &db)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the access-token store: {}", scrubbed(e)))?;
+        let webhooks = crate::webhooks::Webhooks::start(&config, &db, &core)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start the webhook outbox: {}", scrubbed(e)))?;
+        crate::webhooks::pusher::start(&webhooks, &core);
         let state = HttpState {
             core: core.clone(),
             tracker: TaskTracker::new(),
@@ -76,6 +80,7 @@ impl Server {
             tokens,
             client_addr: Arc::new(http::client_addr::ClientAddr::from_config(&config)),
             socketio: Default::default(),
+            webhooks,
         };
         if config.sandbox {
             tracing::warn!("sandbox mode: serving test-channel and simulated exchange rates");
@@ -92,6 +97,10 @@ impl Server {
 
     pub fn merchants(&self) -> &crate::merchants::Merchants {
         &self.state.merchants
+    }
+
+    pub fn webhooks(&self) -> &Arc<crate::webhooks::Webhooks> {
+        &self.state.webhooks
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -117,6 +126,7 @@ impl Server {
         } = self;
         let tracker = state.tracker.clone();
         let socketio = state.socketio.clone();
+        let webhooks = state.webhooks.clone();
         let stop_accepting = CancellationToken::new();
         let mut serving = tokio::spawn(listener::serve(
             listener,
@@ -173,6 +183,8 @@ impl Server {
         // are tracked above). Its clients reconnect after a transport close, not after a
         // Socket.IO disconnect, so their transports are closed rather than disconnected.
         let _ = tokio::time::timeout_at(deadline, socketio.close_all()).await;
+        // Callbacks in flight finish (or their leases go back) within the same deadline.
+        webhooks.shutdown(deadline).await;
         if tokio::time::timeout_at(deadline, &mut serving)
             .await
             .is_err()

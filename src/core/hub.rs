@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use super::channel::{is_cache_channel, is_presence_channel};
+use super::occupancy::{OccupancyChange, OccupancyObserver};
 use super::outbox::{CacheState, Disconnect, Outbound, Subscribed};
 use super::presence::{Member, PresenceSnapshot};
 use super::{Connection, Principal, Publication, SocketId};
@@ -94,6 +95,20 @@ impl ChannelStats {
     }
 }
 
+/// The hub's occupancy observer, set once.
+#[derive(Default)]
+struct ObserverSlot(std::sync::OnceLock<Arc<dyn OccupancyObserver>>);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "ObserverSlot(set)"
+        } else {
+            "ObserverSlot(none)"
+        })
+    }
+}
+
 #[derive(Debug)]
 pub struct Hub {
     channels: DashMap<ChannelKey, ChannelState>,
@@ -101,6 +116,8 @@ pub struct Hub {
     /// revocation and one-socket-per-user.
     signed_in: DashMap<SignedInKey, Vec<Arc<Connection>>>,
     cache_ttl: Duration,
+    /// Told when channels become occupied or vacated and members join or leave.
+    observer: ObserverSlot,
 }
 
 impl Hub {
@@ -109,6 +126,18 @@ impl Hub {
             channels: DashMap::new(),
             signed_in: DashMap::new(),
             cache_ttl,
+            observer: ObserverSlot::default(),
+        }
+    }
+
+    /// Sets the occupancy observer (once, at start-up). Returns false if one was set.
+    pub fn set_observer(&self, observer: Arc<dyn OccupancyObserver>) -> bool {
+        self.observer.0.set(observer).is_ok()
+    }
+
+    fn observe(&self, app: &Arc<str>, channel: &Arc<str>, change: OccupancyChange) {
+        if let Some(observer) = self.observer.0.get() {
+            observer.changed(app, channel, change);
         }
     }
 
@@ -153,6 +182,8 @@ impl Hub {
         if state.subscribers.contains_key(&conn.id) {
             return Ok(false);
         }
+        let was_empty = state.subscribers.is_empty();
+        let mut occupied_reported = false;
         let user = match member {
             Some(member) => {
                 let user_id = member.user_id.clone();
@@ -172,12 +203,25 @@ impl Hub {
                         state
                             .members
                             .insert(user_id.clone(), MemberEntry { member, sockets: 1 });
+                        if was_empty {
+                            self.observe(&conn.app.id, &channel, OccupancyChange::Occupied);
+                            occupied_reported = true;
+                        }
+                        self.observe(
+                            &conn.app.id,
+                            &channel,
+                            OccupancyChange::MemberAdded(user_id.clone()),
+                        );
                     }
                 }
                 Some(user_id)
             }
             None => None,
         };
+        // A new presence member's join reported it above, before `MemberAdded`.
+        if was_empty && !occupied_reported {
+            self.observe(&conn.app.id, &channel, OccupancyChange::Occupied);
+        }
         state.subscribers.insert(
             conn.id,
             Subscriber {
@@ -209,8 +253,17 @@ impl Hub {
         let removed = match self.channels.get_mut(&key) {
             Some(mut state) => match state.subscribers.remove(&conn.id) {
                 Some(subscriber) => {
-                    if let Some(user) = subscriber.user {
-                        Self::leave_member(&mut state, &key.channel, &user);
+                    if let Some(user) = subscriber.user
+                        && Self::leave_member(&mut state, &key.channel, &user)
+                    {
+                        self.observe(
+                            &conn.app.id,
+                            &key.channel,
+                            OccupancyChange::MemberRemoved(user),
+                        );
+                    }
+                    if state.subscribers.is_empty() {
+                        self.observe(&conn.app.id, &key.channel, OccupancyChange::Vacated);
                     }
                     true
                 }
@@ -225,13 +278,15 @@ impl Hub {
         removed
     }
 
-    fn leave_member(state: &mut ChannelState, channel: &Arc<str>, user: &Arc<str>) {
+    /// Drops one socket of `user`'s membership; returns whether that was its last (the
+    /// member left, and `member_removed` was queued).
+    fn leave_member(state: &mut ChannelState, channel: &Arc<str>, user: &Arc<str>) -> bool {
         let Some(entry) = state.members.get_mut(user) else {
-            return;
+            return false;
         };
         entry.sockets -= 1;
         if entry.sockets > 0 {
-            return;
+            return false;
         }
         state.members.remove(user);
         for sub in state.subscribers.values() {
@@ -240,6 +295,7 @@ impl Hub {
                 user_id: user.clone(),
             });
         }
+        true
     }
 
     /// Queues `publication` for every local subscriber of its channel (except an excluded

@@ -11,6 +11,8 @@ pub mod channel;
 mod connection;
 mod event_id;
 pub mod hub;
+mod journal;
+pub mod occupancy;
 pub mod outbox;
 pub mod presence;
 mod principal;
@@ -34,6 +36,8 @@ pub use broker::{
 pub use connection::Connection;
 pub use event_id::{EVENT_ID_PREFIX, EventId};
 pub use hub::{ChannelStats, Hub};
+pub use journal::{JournalWrite, PublicationJournal};
+pub use occupancy::{OccupancyChange, OccupancyObserver};
 pub use outbox::{Disconnect, Outbound, Outbox};
 pub use principal::Principal;
 pub use publication::{ENCODING_SLOTS, EncodingSlot, Publication};
@@ -118,6 +122,9 @@ pub enum PublishError {
     DataTooLarge { size: usize, limit: usize },
     #[error("{0}")]
     Broker(String),
+    /// The journal (the webhook outbox) could not record it: nothing was published.
+    #[error("{0}")]
+    Journal(String),
 }
 
 /// Why a connection was not admitted.
@@ -141,6 +148,7 @@ pub struct Core {
     connections: DashMap<SocketId, Arc<Connection>>,
     connection_count: AtomicUsize,
     shutting_down: AtomicBool,
+    journal: std::sync::OnceLock<Arc<dyn PublicationJournal>>,
     pub(crate) metrics: CoreMetrics,
 }
 
@@ -208,6 +216,7 @@ impl Core {
             connections: DashMap::new(),
             connection_count: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            journal: std::sync::OnceLock::new(),
             metrics,
         })
     }
@@ -330,12 +339,22 @@ impl Core {
         publication.from_client = from_client;
         publication.app_event = new.app_event;
         let id = publication.id;
+        let publication = Arc::new(publication);
+        if let Some(write) = self.journal.get().and_then(|j| j.record(&publication)) {
+            write.await.map_err(PublishError::Journal)?;
+        }
         self.metrics.publications.increment(1);
         self.broker
-            .publish(BrokerMessage::Publication(Arc::new(publication)))
+            .publish(BrokerMessage::Publication(publication))
             .await
             .map_err(|e| PublishError::Broker(e.to_string()))?;
         Ok(id)
+    }
+
+    /// Sets the journal every publication is offered to before it is handed to the
+    /// broker (once, at start-up). Returns false if one was already set.
+    pub fn set_journal(&self, journal: Arc<dyn PublicationJournal>) -> bool {
+        self.journal.set(journal).is_ok()
     }
 
     /// Closes every connection of `user_id` in `app`, on every node.

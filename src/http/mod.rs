@@ -2,6 +2,7 @@
 //! operational endpoints (`/healthz`, `/readyz`, `/metrics`).
 
 pub mod app_auth;
+pub mod caller;
 pub mod client_addr;
 pub mod error;
 mod ops;
@@ -33,6 +34,8 @@ pub struct HttpState {
     pub client_addr: Arc<client_addr::ClientAddr>,
     /// The Socket.IO server, set when the router is built (for shutdown).
     pub socketio: protocols::socketio::Gateway,
+    /// Signed callbacks: the outbox, its dispatcher and the endpoint index.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -40,6 +43,7 @@ pub fn router(state: HttpState) -> Router {
         .merge(protocols::pusher::routes())
         .merge(protocols::plain::routes())
         .merge(protocols::socketio::routes(&state))
+        .merge(crate::webhooks::api::routes())
         .merge(ops::routes())
         .fallback(|| async { ApiError::not_found("No such route") })
         .with_state(state)

@@ -2,6 +2,7 @@
 //! signed Pusher HTTP API client.
 #![allow(dead_code)]
 
+pub mod receiver;
 mod redis;
 
 // Not every test binary uses it.

@@ -19,14 +19,15 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::core::{App, Disconnect, WhichConnections};
+use crate::core::{Disconnect, WhichConnections};
 use crate::http::app_auth::Call;
+use crate::http::caller::Caller;
 use crate::http::{ApiError, HttpState};
 use crate::tokens::{self, Subject, TokenError, TokenStore};
 
@@ -34,63 +35,6 @@ pub(super) fn routes() -> Router<HttpState> {
     Router::new()
         .route("/v1/client-tokens", post(mint))
         .route("/v1/client-tokens/revoke", post(revoke))
-}
-
-/// Who is asking.
-enum Caller {
-    Merchant {
-        app: Arc<App>,
-        merchant_id: String,
-        key_id: String,
-    },
-    App(Arc<App>),
-}
-
-impl Caller {
-    fn app(&self) -> &Arc<App> {
-        match self {
-            Caller::Merchant { app, .. } | Caller::App(app) => app,
-        }
-    }
-}
-
-/// A merchant API key from `X-API-Key` or `Authorization: Bearer`, if one is presented.
-fn api_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(key.trim());
-    }
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-}
-
-async fn caller(state: &HttpState, call: &Call) -> Result<Caller, ApiError> {
-    let Some(key) = api_key(&call.headers) else {
-        return Ok(Caller::App(call.app(state, None)?));
-    };
-    let found = state
-        .merchants
-        .store
-        .find_key(key)
-        .await
-        .map_err(|e| {
-            tracing::error!("merchant store: {e}");
-            ApiError::unavailable("merchant store unavailable")
-        })?
-        .ok_or_else(|| ApiError::unauthorized("The API key is unknown or revoked"))?;
-    let app = state
-        .core
-        .apps
-        .by_id(&found.app_id)
-        .cloned()
-        .ok_or_else(|| ApiError::unauthorized("The API key's app is not served here"))?;
-    Ok(Caller::Merchant {
-        app,
-        merchant_id: found.merchant_id,
-        key_id: found.key_id,
-    })
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, ApiError> {
@@ -120,7 +64,7 @@ struct MintRequest {
 }
 
 async fn mint(State(state): State<HttpState>, call: Call) -> Result<Response, ApiError> {
-    let caller = caller(&state, &call).await?;
+    let caller = Caller::of(&state, &call).await?;
     let request: MintRequest = parse(&call.body, "{merchant_id?, user_id?, ttl_secs?}")?;
     let merchant_id = match (&caller, request.merchant_id) {
         (Caller::Merchant { merchant_id, .. }, Some(asked)) if &asked != merchant_id => {
@@ -177,7 +121,7 @@ struct RevokeRequest {
 }
 
 async fn revoke(State(state): State<HttpState>, call: Call) -> Result<Response, ApiError> {
-    let caller = caller(&state, &call).await?;
+    let caller = Caller::of(&state, &call).await?;
     let request: RevokeRequest = parse(&call.body, "{token}")?;
     let app = caller.app().clone();
     let unknown = || ApiError::not_found("Unknown client token");

@@ -1,0 +1,822 @@
+//! The outbox's tables (`migrations/*/0003_webhooks.sql`), on SQLite or PostgreSQL.
+//!
+//! Writes that happen per message (recording events, recording attempt outcomes) take
+//! whole batches, so the writer task ([`super::writer`]) commits many in one transaction:
+//! multi-row `INSERT`s and one `UPDATE … FROM (VALUES …)`, never a statement per row.
+//! The claim ([`OutboxStore::claim`]) is one statement that picks due messages fairly
+//! across endpoints (at most a per-endpoint number, counting those already leased, oldest
+//! first within each endpoint, endpoints interleaved) and leases them only if nobody
+//! holds them: two workers, or two nodes on PostgreSQL, never hold the same message.
+
+use std::collections::HashMap;
+
+use sqlx::{QueryBuilder, Row};
+
+use super::endpoint::{Endpoint, EventFilter, Kind};
+use crate::db::{Backend, Db, on_pool};
+
+/// Rows per multi-row statement: far below both backends' bind-parameter limits.
+const ROWS_PER_STATEMENT: usize = 500;
+
+pub const PENDING: &str = "pending";
+pub const DELIVERED: &str = "delivered";
+pub const FAILED: &str = "failed";
+
+/// An endpoint as stored (the API shows most of it).
+#[derive(Debug, Clone)]
+pub struct EndpointRow {
+    pub id: String,
+    pub app_id: String,
+    pub merchant_id: Option<String>,
+    pub kind: Kind,
+    pub url: String,
+    pub description: Option<String>,
+    pub filter: EventFilter,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_until: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub failing_since: Option<i64>,
+    pub last_success_at: Option<i64>,
+}
+
+impl EndpointRow {
+    /// A new, enabled endpoint with nothing delivered yet.
+    pub fn fresh(
+        id: String,
+        app_id: String,
+        merchant_id: Option<String>,
+        kind: Kind,
+        url: String,
+        filter: EventFilter,
+        secret: String,
+    ) -> Self {
+        let now = crate::db::now_ms();
+        EndpointRow {
+            id,
+            app_id,
+            merchant_id,
+            kind,
+            url,
+            description: None,
+            filter,
+            enabled: true,
+            disabled_reason: None,
+            secret,
+            previous_secret: None,
+            previous_until: 0,
+            created_at: now,
+            updated_at: now,
+            failing_since: None,
+            last_success_at: None,
+        }
+    }
+
+    pub fn to_endpoint(&self) -> Endpoint {
+        Endpoint {
+            id: self.id.as_str().into(),
+            app_id: self.app_id.as_str().into(),
+            merchant_id: self.merchant_id.as_deref().map(Into::into),
+            kind: self.kind,
+            url: self.url.as_str().into(),
+            filter: self.filter.clone(),
+            enabled: self.enabled,
+            secret: self.secret.as_str().into(),
+            previous_secret: self.previous_secret.as_deref().map(Into::into),
+            previous_until: self.previous_until,
+        }
+    }
+}
+
+const ENDPOINT_COLUMNS: &str = "id, app_id, merchant_id, kind, url, description, events, enabled, \
+     disabled_reason, secret, previous_secret, previous_until, created_at, updated_at, \
+     failing_since, last_success_at";
+
+macro_rules! endpoint_row {
+    ($r:expr) => {
+        EndpointRow {
+            id: $r.get(0),
+            app_id: $r.get(1),
+            merchant_id: $r.get(2),
+            kind: Kind::parse(&$r.get::<String, _>(3)),
+            url: $r.get(4),
+            description: $r.get(5),
+            filter: EventFilter::from_column($r.get(6)),
+            enabled: $r.get(7),
+            disabled_reason: $r.get(8),
+            secret: $r.get(9),
+            previous_secret: $r.get(10),
+            previous_until: $r.get(11),
+            created_at: $r.get(12),
+            updated_at: $r.get(13),
+            failing_since: $r.get(14),
+            last_success_at: $r.get(15),
+        }
+    };
+}
+
+/// An event to record, with the endpoints it goes to.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub app_id: String,
+    pub merchant_id: Option<String>,
+    pub event_type: String,
+    pub channel: Option<String>,
+    pub payload: String,
+    pub created_at: i64,
+    pub deliveries: Vec<NewDelivery>,
+}
+
+impl NewEvent {
+    /// An event for `endpoints`, none of them leased yet.
+    pub fn for_endpoints(
+        id: String,
+        app_id: &str,
+        merchant_id: Option<&str>,
+        event_type: &str,
+        channel: &str,
+        payload: String,
+        endpoints: &[std::sync::Arc<Endpoint>],
+    ) -> Self {
+        NewEvent {
+            id,
+            app_id: app_id.to_string(),
+            merchant_id: merchant_id.map(str::to_string),
+            event_type: event_type.to_string(),
+            channel: Some(channel.to_string()),
+            payload,
+            created_at: crate::db::now_ms(),
+            deliveries: endpoints
+                .iter()
+                .map(|e| NewDelivery {
+                    endpoint_id: e.id.to_string(),
+                    lease_until: 0,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub endpoint_id: String,
+    /// Recorded already leased to this node (it sends at once), or left for a claim.
+    pub lease_until: i64,
+}
+
+/// A message this node now holds the lease on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub endpoint_id: String,
+    pub event_id: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+}
+
+/// What became of an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    Delivered,
+    RetryAt(i64),
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub attempted_at: i64,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub latency_ms: i64,
+    pub response_body: Option<String>,
+    /// The attempt count after this attempt.
+    pub attempts: i64,
+    pub next: Next,
+}
+
+/// One row of an endpoint's message log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MessageRow {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub channel: Option<String>,
+    pub status: String,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub next_attempt_at: Option<i64>,
+    pub attempt_log: Vec<AttemptRow>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttemptRow {
+    pub attempted_at: i64,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub latency_ms: i64,
+    pub response_body: Option<String>,
+}
+
+/// Outbox figures for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    pub pending: i64,
+    pub oldest_pending_created_at: Option<i64>,
+    pub disabled_endpoints: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxStore {
+    db: Db,
+}
+
+impl OutboxStore {
+    pub fn new(db: Db) -> Self {
+        OutboxStore { db }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    // ---------------------------------------------------------------- endpoints
+
+    pub async fn insert_endpoint(&self, row: &EndpointRow) -> Result<(), sqlx::Error> {
+        on_pool!(self.db.writer(), pool => {
+            sqlx::query(
+                "INSERT INTO webhook_endpoints (id, app_id, merchant_id, kind, url, description, events,
+                   enabled, disabled_reason, secret, previous_secret, previous_until, created_at,
+                   updated_at, failing_since, last_success_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            )
+            .bind(&row.id)
+            .bind(&row.app_id)
+            .bind(&row.merchant_id)
+            .bind(row.kind.as_str())
+            .bind(&row.url)
+            .bind(&row.description)
+            .bind(row.filter.to_column())
+            .bind(row.enabled)
+            .bind(&row.disabled_reason)
+            .bind(&row.secret)
+            .bind(&row.previous_secret)
+            .bind(row.previous_until)
+            .bind(row.created_at)
+            .bind(row.updated_at)
+            .bind(row.failing_since)
+            .bind(row.last_success_at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+    }
+
+    /// Writes every editable field of `row` (url, description, filter, enabled, secrets).
+    pub async fn update_endpoint(&self, row: &EndpointRow) -> Result<bool, sqlx::Error> {
+        on_pool!(self.db.writer(), pool => {
+            let done = sqlx::query(
+                "UPDATE webhook_endpoints SET url = $1, description = $2, events = $3, enabled = $4,
+                   disabled_reason = $5, secret = $6, previous_secret = $7, previous_until = $8,
+                   updated_at = $9, failing_since = $10
+                 WHERE id = $11 AND app_id = $12",
+            )
+            .bind(&row.url)
+            .bind(&row.description)
+            .bind(row.filter.to_column())
+            .bind(row.enabled)
+            .bind(&row.disabled_reason)
+            .bind(&row.secret)
+            .bind(&row.previous_secret)
+            .bind(row.previous_until)
+            .bind(row.updated_at)
+            .bind(row.failing_since)
+            .bind(&row.id)
+            .bind(&row.app_id)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    /// Deletes an endpoint with its deliveries and attempts (events are pruned later).
+    pub async fn delete_endpoint(&self, app_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+        on_pool!(self.db.writer(), pool => {
+            let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1 AND app_id = $2")
+                .bind(id)
+                .bind(app_id)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    pub async fn endpoint(
+        &self,
+        app_id: &str,
+        id: &str,
+    ) -> Result<Option<EndpointRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND app_id = $2"
+        );
+        on_pool!(self.db.reader(), pool => {
+            let row = sqlx::query(&sql).bind(id).bind(app_id).fetch_optional(pool).await?;
+            Ok(row.map(|r| endpoint_row!(r)))
+        })
+    }
+
+    /// Endpoints of `app_id`; with `merchant`, only that merchant's (`Some(None)`: only
+    /// the app's own).
+    pub async fn endpoints(
+        &self,
+        app_id: Option<&str>,
+        merchant: Option<Option<&str>>,
+    ) -> Result<Vec<EndpointRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
+             WHERE ($1 IS NULL OR app_id = $1)
+               AND ($2 = 0 OR ($3 IS NULL AND merchant_id IS NULL) OR merchant_id = $3)
+             ORDER BY created_at, id"
+        );
+        let (scoped, merchant_id) = match merchant {
+            None => (0_i64, None),
+            Some(m) => (1, m),
+        };
+        on_pool!(self.db.reader(), pool => {
+            let rows = sqlx::query(&sql)
+                .bind(app_id)
+                .bind(scoped)
+                .bind(merchant_id)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(|r| endpoint_row!(r)).collect())
+        })
+    }
+
+    /// Disables an endpoint and fails its pending messages (they stay retryable).
+    pub async fn disable_endpoint(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        on_pool!(self.db.writer(), pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "UPDATE webhook_endpoints SET enabled = $1, disabled_reason = $2, updated_at = $3 WHERE id = $4",
+            )
+            .bind(false)
+            .bind(reason)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = $1, lease_until = 0, updated_at = $2
+                 WHERE endpoint_id = $3 AND status = $4",
+            )
+            .bind(FAILED)
+            .bind(now)
+            .bind(id)
+            .bind(PENDING)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        })
+    }
+
+    // ---------------------------------------------------------------- the outbox
+
+    /// Records events and their deliveries in one transaction.
+    pub async fn insert_events(&self, events: &[NewEvent], owner: &str) -> Result<(), sqlx::Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        on_pool!(self.db.writer(), pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in events.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO webhook_events (id, app_id, merchant_id, event_type, channel, payload, created_at) ",
+                );
+                insert.push_values(chunk, |mut row, e| {
+                    row.push_bind(&e.id)
+                        .push_bind(&e.app_id)
+                        .push_bind(&e.merchant_id)
+                        .push_bind(&e.event_type)
+                        .push_bind(&e.channel)
+                        .push_bind(&e.payload)
+                        .push_bind(e.created_at);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            let deliveries: Vec<(&NewEvent, &NewDelivery)> = events
+                .iter()
+                .flat_map(|e| e.deliveries.iter().map(move |d| (e, d)))
+                .collect();
+            for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO webhook_deliveries (endpoint_id, event_id, status, attempts,
+                       next_attempt_at, lease_until, lease_owner, created_at, updated_at) ",
+                );
+                insert.push_values(chunk, |mut row, (e, d)| {
+                    row.push_bind(&d.endpoint_id)
+                        .push_bind(&e.id)
+                        .push_bind(PENDING)
+                        .push_bind(0_i64)
+                        .push_bind(e.created_at)
+                        .push_bind(d.lease_until)
+                        .push_bind((d.lease_until > 0).then_some(owner))
+                        .push_bind(e.created_at)
+                        .push_bind(e.created_at);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })
+    }
+
+    /// Leases up to `limit` due messages until `lease_until`: at most `per_endpoint` per
+    /// endpoint counting those already leased, the oldest of each endpoint first, one of
+    /// every endpoint before a second of any.
+    pub async fn claim(
+        &self,
+        now: i64,
+        lease_until: i64,
+        owner: &str,
+        per_endpoint: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>, sqlx::Error> {
+        const CANDIDATES: &str = "
+            WITH leased AS (
+                SELECT endpoint_id, COUNT(*) AS n FROM webhook_deliveries
+                WHERE status = 'pending' AND lease_until > $1
+                GROUP BY endpoint_id
+            ), due AS (
+                SELECT d.endpoint_id, d.event_id, d.next_attempt_at,
+                       ROW_NUMBER() OVER (PARTITION BY d.endpoint_id
+                                          ORDER BY d.next_attempt_at, d.event_id) AS rn
+                FROM webhook_deliveries d
+                JOIN webhook_endpoints e ON e.id = d.endpoint_id
+                WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND d.lease_until <= $1
+                  AND e.enabled
+            )
+            SELECT due.endpoint_id, due.event_id FROM due
+            LEFT JOIN leased ON leased.endpoint_id = due.endpoint_id
+            WHERE due.rn + COALESCE(leased.n, 0) <= $4
+            ORDER BY due.rn, due.next_attempt_at
+            LIMIT $5";
+        // The lease is taken only where nobody holds one (`lease_until <= now`), so a row
+        // another worker claimed between the read and the write is skipped, not shared.
+        // PostgreSQL also skips rows another node is claiming right now instead of
+        // waiting for it.
+        let sql = match self.backend() {
+            Backend::Sqlite => format!(
+                "UPDATE webhook_deliveries SET lease_until = $2, lease_owner = $3
+                 WHERE status = 'pending' AND lease_until <= $1
+                   AND (endpoint_id, event_id) IN ({CANDIDATES})
+                 RETURNING endpoint_id, event_id, attempts"
+            ),
+            Backend::Postgres => format!(
+                "UPDATE webhook_deliveries SET lease_until = $2, lease_owner = $3
+                 WHERE (endpoint_id, event_id) IN (
+                     SELECT endpoint_id, event_id FROM webhook_deliveries
+                     WHERE status = 'pending' AND lease_until <= $1
+                       AND (endpoint_id, event_id) IN ({CANDIDATES})
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING endpoint_id, event_id, attempts"
+            ),
+        };
+        on_pool!(self.db.writer(), pool => {
+            let rows = sqlx::query(&sql)
+                .bind(now)
+                .bind(lease_until)
+                .bind(owner)
+                .bind(per_endpoint)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| Claimed {
+                    endpoint_id: r.get(0),
+                    event_id: r.get(1),
+                    attempts: r.get(2),
+                })
+                .collect())
+        })
+    }
+
+    /// The bodies of these events, by id.
+    pub async fn payloads(&self, ids: &[&str]) -> Result<HashMap<String, String>, sqlx::Error> {
+        let mut found = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            on_pool!(self.db.reader(), pool => {
+                let mut select = QueryBuilder::new("SELECT id, payload FROM webhook_events WHERE id IN (");
+                let mut list = select.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                select.push(")");
+                for row in select.build().fetch_all(pool).await? {
+                    found.insert(row.get(0), row.get(1));
+                }
+            });
+        }
+        Ok(found)
+    }
+
+    /// Records attempts and their consequences in one transaction. Only rows this node
+    /// still holds the lease on change state (a lease that ran out belongs to someone
+    /// else now); the attempt itself is always logged.
+    pub async fn record_outcomes(
+        &self,
+        outcomes: &[Outcome],
+        owner: &str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        // Endpoint health: a success clears `failing_since`, a failure starts it.
+        let mut health: HashMap<&str, bool> = HashMap::new();
+        for o in outcomes {
+            let ok = o.next == Next::Delivered;
+            let entry = health.entry(&o.endpoint_id).or_insert(ok);
+            *entry |= ok;
+        }
+        on_pool!(self.db.writer(), pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
+                let mut update = QueryBuilder::new(
+                    "UPDATE webhook_deliveries SET status = v.column3, attempts = v.column4,
+                       next_attempt_at = v.column5, lease_until = 0, lease_owner = NULL, updated_at = ",
+                );
+                update.push_bind(now);
+                update.push(" FROM (");
+                update.push_values(chunk, |mut row, o| {
+                    let (status, next_at) = match o.next {
+                        Next::Delivered => (DELIVERED, o.attempted_at),
+                        Next::RetryAt(at) => (PENDING, at),
+                        Next::Failed => (FAILED, o.attempted_at),
+                    };
+                    row.push_bind(&o.endpoint_id)
+                        .push_bind(&o.event_id)
+                        .push_bind(status)
+                        .push_bind(o.attempts)
+                        .push_bind(next_at);
+                });
+                update.push(
+                    ") AS v WHERE webhook_deliveries.endpoint_id = v.column1
+                       AND webhook_deliveries.event_id = v.column2
+                       AND webhook_deliveries.status = 'pending'
+                       AND webhook_deliveries.lease_owner = ",
+                );
+                update.push_bind(owner);
+                update.build().execute(&mut *tx).await?;
+
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO webhook_attempts (endpoint_id, event_id, attempted_at, status_code,
+                       error, latency_ms, response_body) ",
+                );
+                insert.push_values(chunk, |mut row, o| {
+                    row.push_bind(&o.endpoint_id)
+                        .push_bind(&o.event_id)
+                        .push_bind(o.attempted_at)
+                        .push_bind(o.status_code)
+                        .push_bind(&o.error)
+                        .push_bind(o.latency_ms)
+                        .push_bind(&o.response_body);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            for (endpoint_id, ok) in &health {
+                let sql = if *ok {
+                    "UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = $1 WHERE id = $2"
+                } else {
+                    "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2"
+                };
+                sqlx::query(sql).bind(now).bind(*endpoint_id).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })
+    }
+
+    /// When an endpoint began failing without a success since (ms), if it is.
+    pub async fn failing_since(&self, endpoint_id: &str) -> Result<Option<i64>, sqlx::Error> {
+        on_pool!(self.db.reader(), pool => {
+            let row = sqlx::query("SELECT failing_since FROM webhook_endpoints WHERE id = $1")
+                .bind(endpoint_id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.and_then(|r| r.get::<Option<i64>, _>(0)))
+        })
+    }
+
+    /// Gives up the leases `owner` holds (a node shutting down leaves its unsent messages
+    /// to the others at once), or every lease (`None`: a restarted single node, whose
+    /// previous process held them and is dead).
+    pub async fn release_leases(&self, owner: Option<&str>) -> Result<u64, sqlx::Error> {
+        on_pool!(self.db.writer(), pool => {
+            let done = sqlx::query(
+                "UPDATE webhook_deliveries SET lease_until = 0, lease_owner = NULL
+                 WHERE status = 'pending' AND lease_until > 0 AND ($1 IS NULL OR lease_owner = $1)",
+            )
+            .bind(owner)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    // ---------------------------------------------------------------- the log
+
+    /// An endpoint's messages, newest first, with their attempts.
+    pub async fn messages(
+        &self,
+        endpoint_id: &str,
+        status: Option<&str>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<MessageRow>, sqlx::Error> {
+        let mut messages: Vec<MessageRow> = on_pool!(self.db.reader(), pool => {
+            let rows = sqlx::query(
+                "SELECT d.event_id, e.event_type, e.channel, d.status, d.attempts, e.created_at,
+                        d.next_attempt_at
+                 FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
+                 WHERE d.endpoint_id = $1 AND ($2 IS NULL OR d.status = $2)
+                   AND ($3 IS NULL OR d.event_id < $3)
+                 ORDER BY d.event_id DESC LIMIT $4",
+            )
+            .bind(endpoint_id)
+            .bind(status)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    let status: String = r.get(3);
+                    let next: i64 = r.get(6);
+                    MessageRow {
+                        id: r.get(0),
+                        event_type: r.get(1),
+                        channel: r.get(2),
+                        next_attempt_at: (status == PENDING).then_some(next),
+                        status,
+                        attempts: r.get(4),
+                        created_at: r.get(5),
+                        attempt_log: Vec::new(),
+                    }
+                })
+                .collect()
+        });
+        if messages.is_empty() {
+            return Ok(messages);
+        }
+        let mut by_event: HashMap<String, Vec<AttemptRow>> = HashMap::new();
+        on_pool!(self.db.reader(), pool => {
+            let mut select = QueryBuilder::new(
+                "SELECT event_id, attempted_at, status_code, error, latency_ms, response_body
+                 FROM webhook_attempts WHERE endpoint_id = ",
+            );
+            select.push_bind(endpoint_id);
+            select.push(" AND event_id IN (");
+            let mut list = select.separated(", ");
+            for m in &messages {
+                list.push_bind(m.id.as_str());
+            }
+            select.push(") ORDER BY id");
+            for r in select.build().fetch_all(pool).await? {
+                by_event.entry(r.get(0)).or_default().push(AttemptRow {
+                    attempted_at: r.get(1),
+                    status_code: r.get(2),
+                    error: r.get(3),
+                    latency_ms: r.get(4),
+                    response_body: r.get(5),
+                });
+            }
+        });
+        for m in &mut messages {
+            m.attempt_log = by_event.remove(&m.id).unwrap_or_default();
+        }
+        Ok(messages)
+    }
+
+    /// Puts a delivered or failed message back in the queue with a fresh retry schedule.
+    /// Returns false when there is no such message (or it is still pending).
+    pub async fn retry(
+        &self,
+        endpoint_id: &str,
+        event_id: &str,
+        now: i64,
+    ) -> Result<bool, sqlx::Error> {
+        on_pool!(self.db.writer(), pool => {
+            let done = sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = $1,
+                   lease_until = 0, lease_owner = NULL, updated_at = $1
+                 WHERE endpoint_id = $2 AND event_id = $3 AND status <> 'pending'",
+            )
+            .bind(now)
+            .bind(endpoint_id)
+            .bind(event_id)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    /// Puts every failed message of an endpoint created since `since` (ms) back in the
+    /// queue; returns how many.
+    pub async fn recover(
+        &self,
+        endpoint_id: &str,
+        since: i64,
+        now: i64,
+    ) -> Result<u64, sqlx::Error> {
+        on_pool!(self.db.writer(), pool => {
+            let done = sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = $1,
+                   lease_until = 0, lease_owner = NULL, updated_at = $1
+                 WHERE endpoint_id = $2 AND status = 'failed' AND created_at >= $3",
+            )
+            .bind(now)
+            .bind(endpoint_id)
+            .bind(since)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    /// Deletes delivered and failed messages last touched before `before` (ms), at most
+    /// `limit` of them, with their attempts, then events nothing refers to. Returns how
+    /// many messages went.
+    pub async fn prune(&self, before: i64, limit: i64) -> Result<u64, sqlx::Error> {
+        on_pool!(self.db.writer(), pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "DELETE FROM webhook_attempts WHERE (endpoint_id, event_id) IN (
+                   SELECT endpoint_id, event_id FROM webhook_deliveries
+                   WHERE status IN ('delivered', 'failed') AND updated_at < $1 LIMIT $2)",
+            )
+            .bind(before)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?;
+            let gone = sqlx::query(
+                "DELETE FROM webhook_deliveries WHERE (endpoint_id, event_id) IN (
+                   SELECT endpoint_id, event_id FROM webhook_deliveries
+                   WHERE status IN ('delivered', 'failed') AND updated_at < $1 LIMIT $2)",
+            )
+            .bind(before)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "DELETE FROM webhook_events WHERE created_at < $1 AND id NOT IN (
+                   SELECT event_id FROM webhook_deliveries)",
+            )
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(gone)
+        })
+    }
+
+    pub async fn stats(&self) -> Result<Stats, sqlx::Error> {
+        on_pool!(self.db.reader(), pool => {
+            let row = sqlx::query(
+                "SELECT COUNT(*), MIN(created_at) FROM webhook_deliveries WHERE status = 'pending'",
+            )
+            .fetch_one(pool)
+            .await?;
+            let disabled = sqlx::query("SELECT COUNT(*) FROM webhook_endpoints WHERE NOT enabled")
+                .fetch_one(pool)
+                .await?;
+            Ok(Stats {
+                pending: row.get(0),
+                oldest_pending_created_at: row.get(1),
+                disabled_endpoints: disabled.get(0),
+            })
+        })
+    }
+
+    /// How many messages an endpoint has in each state (tests, the CLI).
+    pub async fn counts(&self, endpoint_id: &str) -> Result<HashMap<String, i64>, sqlx::Error> {
+        on_pool!(self.db.reader(), pool => {
+            let rows = sqlx::query(
+                "SELECT status, COUNT(*) FROM webhook_deliveries WHERE endpoint_id = $1 GROUP BY status",
+            )
+            .bind(endpoint_id)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+}

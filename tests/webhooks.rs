@@ -1,0 +1,822 @@
+//! Signed callbacks against a real receiver on loopback: what is delivered, how it is
+//! signed, retries, refusals, tenancy, the log, replay, Pusher app webhooks, PostgreSQL.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::receiver::{Answer, Receiver};
+use common::*;
+use payrelay::webhooks::signature::standard_signature;
+
+const WAIT_LONG: Duration = Duration::from_secs(15);
+
+/// A node whose retries come within seconds, allowed to call loopback receivers.
+fn config(webhooks: &str, database: &str) -> String {
+    format!(
+        r#"bind = "127.0.0.1:0"
+{database}
+[webhooks]
+allow_private_targets = true
+retry_schedule_secs = [1, 1]
+retry_jitter = 0.0
+timeout_secs = 2
+poll_interval_ms = 50
+pusher_leave_delay_ms = 400
+{webhooks}
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+enable_client_messages = true
+"#
+    )
+}
+
+async fn node(webhooks: &str) -> TestServer {
+    TestServer::with_config(&config(webhooks, "")).await
+}
+
+async fn create_endpoint(server: &TestServer, body: Value) -> Value {
+    let (status, reply) = server
+        .basic_request("POST", "/v1/webhooks/endpoints", Some(&body))
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    reply
+}
+
+async fn publish(server: &TestServer, merchant: &str, event: &str, data: Value) -> String {
+    let body = json!({"merchant_id": merchant, "kind": "payments", "event": event, "data": data});
+    let (status, reply) = server
+        .basic_request("POST", "/v1/events", Some(&body))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    reply["id"].as_str().unwrap().to_string()
+}
+
+/// The signatures of a received message that verify with `secret`.
+fn verifies(received: &receiver::Received, secret: &str) -> bool {
+    let id = received.header("webhook-id");
+    let timestamp: i64 = received.header("webhook-timestamp").parse().unwrap();
+    let expected = standard_signature(&[secret], id, timestamp, &received.body);
+    received
+        .header("webhook-signature")
+        .split(' ')
+        .any(|part| part == expected)
+}
+
+use common::receiver;
+
+async fn messages(server: &TestServer, endpoint: &str, query: &str) -> Value {
+    let (status, reply) = server
+        .basic_request(
+            "GET",
+            &format!("/v1/webhooks/endpoints/{endpoint}/messages{query}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    reply
+}
+
+/// Polls the log until `check` holds.
+async fn wait_log(server: &TestServer, endpoint: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT_LONG;
+    loop {
+        let log = messages(server, endpoint, "").await;
+        if check(&log) {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "the log never got there: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_merchant_event_reaches_its_endpoints_signed_whatever_api_published_it() {
+    let server = node("").await;
+    let receiver = Receiver::start().await;
+    let other = Receiver::start().await;
+    let endpoint = create_endpoint(
+        &server,
+        json!({"url": receiver.url("/hooks"), "merchant_id": "m1", "description": "ledger"}),
+    )
+    .await;
+    let secret = endpoint["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"), "{endpoint}");
+    assert!(endpoint["id"].as_str().unwrap().starts_with("ep_"));
+    assert_eq!(endpoint["enabled"], true);
+    create_endpoint(&server, json!({"url": other.url("/"), "merchant_id": "m2"})).await;
+
+    // /v1/events
+    let id = publish(
+        &server,
+        "m1",
+        "trade",
+        json!({"trade": {"id": "t1", "status": "paid"}}),
+    )
+    .await;
+    let got = receiver.wait_for(1, WAIT).await;
+    let first = &got[0];
+    assert_eq!(first.path, "/hooks");
+    assert_eq!(first.header("webhook-id"), id);
+    assert_eq!(first.header("content-type"), "application/json");
+    assert!(
+        verifies(first, &secret),
+        "signature: {}",
+        first.header("webhook-signature")
+    );
+    let timestamp: i64 = first.header("webhook-timestamp").parse().unwrap();
+    assert!((timestamp - now()).abs() <= 5);
+    let body = first.json();
+    assert_eq!(body["type"], "trade");
+    assert_eq!(
+        body["data"],
+        json!({"trade": {"id": "t1", "status": "paid"}})
+    );
+    assert_eq!(body["merchant_id"], "m1");
+    assert_eq!(body["channel"], "private-payments.m1");
+    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'), "{body}");
+
+    // The Pusher HTTP API and batch_events, on each of the merchant's channels; data
+    // that is not JSON arrives as a string.
+    server
+        .trigger("private-merchant.m1", "deposit", "not json")
+        .await;
+    let batch = json!({"batch": [
+        {"name": "withdrawal", "channel": "private-notifications.m1", "data": "{\"n\":1}"},
+        {"name": "other", "channel": "public-news", "data": "{}"},
+    ]});
+    let (status, reply) = server
+        .api("POST", "/apps/1/batch_events", &[], Some(&batch))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let got = receiver.wait_for(3, WAIT).await;
+    let types: Vec<Value> = got.iter().map(|r| r.json()["type"].clone()).collect();
+    assert_eq!(types, ["trade", "deposit", "withdrawal"]);
+    assert_eq!(got[1].json()["data"], "not json");
+    assert_eq!(got[2].json()["data"], json!({"n": 1}));
+
+    // Client events never become callbacks, even on the merchant's channel.
+    let (mut client, socket_id) = server.connect_established().await;
+    let channel = "private-payments.m1";
+    client
+        .subscribe_with(channel, &private_auth(&socket_id, channel), None)
+        .await;
+    client.event("pusher_internal:subscription_succeeded").await;
+    client
+        .send_json(json!({"event": "client-typing", "channel": channel, "data": {}}))
+        .await;
+    // Nor do other merchants' endpoints hear of m1.
+    publish(&server, "m1", "marker", json!({})).await;
+    let got = receiver.wait_for(4, WAIT).await;
+    assert_eq!(
+        got[3].json()["type"],
+        "marker",
+        "the client event came first"
+    );
+    assert!(other.received().is_empty());
+    // Every id is distinct, and the log lists them newest first.
+    let log = wait_log(&server, endpoint["id"].as_str().unwrap(), |log| {
+        log["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["status"] == "delivered")
+            .count()
+            == 4
+    })
+    .await;
+    let newest = &log["messages"][0];
+    assert_eq!(newest["type"], "marker");
+    assert_eq!(newest["attempts"], 1);
+    assert_eq!(newest["attempt_log"][0]["status_code"], 200);
+}
+
+#[tokio::test]
+async fn failures_are_retried_with_the_same_id_and_body_until_a_2xx() {
+    let server = node("").await;
+    let receiver = Receiver::start().await;
+    receiver.script([
+        Answer::status(500).body("database down"),
+        Answer::status(200).delay(Duration::from_secs(4)),
+    ]);
+    let endpoint = create_endpoint(
+        &server,
+        json!({"url": receiver.url("/"), "merchant_id": "m1"}),
+    )
+    .await;
+    let id = publish(&server, "m1", "payment.updated", json!({"status": "paid"})).await;
+    let got = receiver.wait_for(3, WAIT_LONG).await;
+    assert!(got.iter().all(|r| r.header("webhook-id") == id));
+    assert!(
+        got.iter().all(|r| r.body == got[0].body),
+        "the same bytes every time"
+    );
+    // The schedule's 1 s between attempts (the timeout took 2 s of the second).
+    assert!(got[1].at - got[0].at >= Duration::from_millis(900));
+    assert!(got[2].at - got[1].at >= Duration::from_millis(2900));
+    let log = wait_log(&server, endpoint["id"].as_str().unwrap(), |log| {
+        log["messages"][0]["status"] == "delivered"
+    })
+    .await;
+    let attempts = log["messages"][0]["attempt_log"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(attempts.len(), 3, "{log}");
+    assert_eq!(attempts[0]["status_code"], 500);
+    assert_eq!(attempts[0]["response_body"], "database down");
+    assert_eq!(attempts[1]["status_code"], Value::Null);
+    assert!(
+        attempts[1]["error"].as_str().unwrap().contains("timed out"),
+        "{log}"
+    );
+    assert_eq!(attempts[2]["status_code"], 200);
+    assert!(
+        server
+            .metric("payrelay_webhook_attempts_total{outcome=\"timeout\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn a_message_fails_after_the_schedule_and_can_be_retried_and_recovered() {
+    let server = node("").await;
+    let receiver = Receiver::start().await;
+    receiver.otherwise(Answer::status(500));
+    let endpoint = create_endpoint(
+        &server,
+        json!({"url": receiver.url("/"), "merchant_id": "m1"}),
+    )
+    .await;
+    let endpoint_id = endpoint["id"].as_str().unwrap().to_string();
+    let since = now();
+    let first = publish(&server, "m1", "a", json!({})).await;
+    publish(&server, "m1", "b", json!({})).await;
+    let log = wait_log(&server, &endpoint_id, |log| {
+        log["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["status"] == "failed")
+            && log["messages"].as_array().unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(log["messages"][0]["attempts"], 3, "1 + 2 retries: {log}");
+    assert_eq!(receiver.received().len(), 6);
+    let failed = messages(&server, &endpoint_id, "?status=failed&limit=1").await;
+    assert_eq!(failed["messages"].as_array().unwrap().len(), 1);
+    let next = failed["next_before"].as_str().unwrap().to_string();
+    let older = messages(
+        &server,
+        &endpoint_id,
+        &format!("?status=failed&before={next}"),
+    )
+    .await;
+    assert_eq!(older["messages"][0]["id"], first);
+
+    receiver.otherwise(Answer::status(204));
+    let (status, reply) = server
+        .basic_request(
+            "POST",
+            &format!("/v1/webhooks/endpoints/{endpoint_id}/messages/{first}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{reply}");
+    let got = receiver.wait_for(7, WAIT).await;
+    assert_eq!(got[6].header("webhook-id"), first);
+    wait_log(&server, &endpoint_id, |log| {
+        log["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == first.as_str() && m["status"] == "delivered")
+    })
+    .await;
+
+    let (status, reply) = server
+        .basic_request(
+            "POST",
+            &format!("/v1/webhooks/endpoints/{endpoint_id}/recover"),
+            Some(&json!({"since": since})),
+        )
+        .await;
+    assert_eq!(status, 202, "{reply}");
+    assert_eq!(reply["recovering"], 1, "only the one still failed");
+    wait_log(&server, &endpoint_id, |log| {
+        log["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["status"] == "delivered")
+    })
+    .await;
+    assert_eq!(receiver.received().len(), 8);
+    // Bad requests are named.
+    for query in ["?status=lost", "?limit=0", "?before=abc"] {
+        let (status, _) = server
+            .basic_request(
+                "GET",
+                &format!("/v1/webhooks/endpoints/{endpoint_id}/messages{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 400, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn gone_disables_the_endpoint() {
+    let server = node("").await;
+    let receiver = Receiver::start().await;
+    receiver.script([Answer::status(410)]);
+    let endpoint = create_endpoint(
+        &server,
+        json!({"url": receiver.url("/"), "merchant_id": "m1"}),
+    )
+    .await;
+    let endpoint_id = endpoint["id"].as_str().unwrap();
+    publish(&server, "m1", "a", json!({})).await;
+    receiver.wait_for(1, WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, shown) = server
+            .basic_request(
+                "GET",
+                &format!("/v1/webhooks/endpoints/{endpoint_id}"),
+                None,
+            )
+            .await;
+        if shown["enabled"] == false {
+            assert!(
+                shown["disabled_reason"].as_str().unwrap().contains("410"),
+                "{shown}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    publish(&server, "m1", "b", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "a disabled endpoint gets nothing"
+    );
+    let log = messages(&server, endpoint_id, "").await;
+    assert_eq!(log["messages"][0]["status"], "failed");
+    assert_eq!(
+        log["messages"].as_array().unwrap().len(),
+        1,
+        "nothing recorded for it since"
+    );
+    assert!(
+        server
+            .metric("payrelay_webhook_endpoints_disabled_total{reason=\"gone\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_up_to_its_bound_and_redirects_are_not_followed() {
+    let server = node("max_retry_after_secs = 3").await;
+    let polite = Receiver::start().await;
+    polite.script([Answer::status(503).header("retry-after", "2")]);
+    let greedy = Receiver::start().await;
+    greedy.script([Answer::status(429).header("retry-after", "3600")]);
+    let elsewhere = Receiver::start().await;
+    let redirecting = Receiver::start().await;
+    redirecting.script([Answer::status(302).header("location", &elsewhere.url("/"))]);
+    for (receiver, merchant) in [(&polite, "m1"), (&greedy, "m2"), (&redirecting, "m3")] {
+        create_endpoint(
+            &server,
+            json!({"url": receiver.url("/"), "merchant_id": merchant}),
+        )
+        .await;
+    }
+    for merchant in ["m1", "m2", "m3"] {
+        publish(&server, merchant, "e", json!({})).await;
+    }
+    let got = polite.wait_for(2, WAIT_LONG).await;
+    let waited = got[1].at - got[0].at;
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "Retry-After: 2 was honoured: {waited:?}"
+    );
+    let got = greedy.wait_for(2, WAIT_LONG).await;
+    let waited = got[1].at - got[0].at;
+    assert!(
+        waited >= Duration::from_millis(2900) && waited < Duration::from_secs(8),
+        "Retry-After: 3600 bounded to 3 s: {waited:?}"
+    );
+    let got = redirecting.wait_for(2, WAIT_LONG).await;
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    assert!(
+        elsewhere.received().is_empty(),
+        "the redirect was not followed"
+    );
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_unless_allowed() {
+    let server = TestServer::with_config(&config("", "").replace(
+        "allow_private_targets = true",
+        "allow_private_targets = false",
+    ))
+    .await;
+    let receiver = Receiver::start().await;
+    for url in [
+        receiver.url("/"),
+        "http://10.0.0.1/".to_string(),
+        "http://[::1]:9/".to_string(),
+        "http://169.254.169.254/latest/meta-data".to_string(),
+        "ftp://example.com/".to_string(),
+        "http://user:pw@example.com/".to_string(),
+    ] {
+        let (status, reply) = server
+            .basic_request(
+                "POST",
+                "/v1/webhooks/endpoints",
+                Some(&json!({"url": url, "merchant_id": "m1"})),
+            )
+            .await;
+        assert_eq!(status, 400, "{url}: {reply}");
+    }
+    // A name is resolved at each attempt, and refused when it points inside.
+    let endpoint = create_endpoint(
+        &server,
+        json!({"url": format!("http://localhost:{}/", receiver.addr.port()), "merchant_id": "m1"}),
+    )
+    .await;
+    publish(&server, "m1", "e", json!({})).await;
+    let log = wait_log(&server, endpoint["id"].as_str().unwrap(), |log| {
+        log["messages"][0]["attempt_log"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let error = log["messages"][0]["attempt_log"][0]["error"]
+        .as_str()
+        .unwrap();
+    assert!(
+        error.contains("refused") && error.contains("loopback"),
+        "{error}"
+    );
+    assert!(receiver.received().is_empty());
+}
+
+async fn key_for(server: &TestServer, merchant: &str) -> String {
+    server
+        .merchants()
+        .store
+        .create_key("1", merchant)
+        .await
+        .unwrap()
+        .api_key
+}
+
+async fn as_merchant(
+    server: &TestServer,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http()
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            server.url(path),
+        )
+        .header("x-api-key", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_merchant_key_sees_and_edits_only_its_own_endpoints() {
+    let server = node("").await;
+    let receiver = Receiver::start().await;
+    let (k1, k2) = (key_for(&server, "m1").await, key_for(&server, "m2").await);
+    let (status, mine) = as_merchant(
+        &server,
+        &k1,
+        "POST",
+        "/v1/webhooks/endpoints",
+        Some(json!({"url": receiver.url("/")})),
+    )
+    .await;
+    assert_eq!(status, 201, "{mine}");
+    assert_eq!(mine["merchant_id"], "m1", "the key's merchant");
+    let id = mine["id"].as_str().unwrap();
+    let (status, _) = as_merchant(
+        &server,
+        &k1,
+        "POST",
+        "/v1/webhooks/endpoints",
+        Some(json!({"url": receiver.url("/"), "merchant_id": "m2"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let path = format!("/v1/webhooks/endpoints/{id}");
+    for (method, path, body) in [
+        ("GET", path.clone(), None),
+        ("PATCH", path.clone(), Some(json!({"enabled": false}))),
+        ("DELETE", path.clone(), None),
+        ("POST", format!("{path}/rotate-secret"), None),
+        ("GET", format!("{path}/messages"), None),
+        ("POST", format!("{path}/recover"), Some(json!({"since": 0}))),
+    ] {
+        let (status, reply) = as_merchant(&server, &k2, method, &path, body).await;
+        assert_eq!(status, 404, "{method} {path}: {reply}");
+    }
+    let (_, listed) = as_merchant(&server, &k2, "GET", "/v1/webhooks/endpoints", None).await;
+    assert_eq!(listed["endpoints"], json!([]));
+    let (_, listed) = as_merchant(&server, &k1, "GET", "/v1/webhooks/endpoints", None).await;
+    assert_eq!(listed["endpoints"].as_array().unwrap().len(), 1);
+    assert!(
+        listed["endpoints"][0].get("secret").is_none(),
+        "never listed"
+    );
+    // The app sees everything, and can narrow to a merchant.
+    create_endpoint(
+        &server,
+        json!({"url": receiver.url("/"), "merchant_id": "m2"}),
+    )
+    .await;
+    let (_, all) = server
+        .basic_request("GET", "/v1/webhooks/endpoints", None)
+        .await;
+    assert_eq!(all["endpoints"].as_array().unwrap().len(), 2);
+    let (_, some) = server
+        .basic_request("GET", "/v1/webhooks/endpoints?merchant_id=m2", None)
+        .await;
+    assert_eq!(some["endpoints"].as_array().unwrap().len(), 1);
+    // No credentials, a bad key.
+    let (status, _) = as_merchant(&server, "prk_nope", "GET", "/v1/webhooks/endpoints", None).await;
+    assert_eq!(status, 401);
+    let (status, _) = server
+        .raw_request("GET", "/v1/webhooks/endpoints", Vec::new())
+        .await;
+    assert_eq!(status, 401);
+    // The owner edits and deletes.
+    let (status, edited) = as_merchant(
+        &server,
+        &k1,
+        "PATCH",
+        &path,
+        Some(json!({"events": ["trade"], "description": "ledger"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["events"], json!(["trade"]));
+    let (status, _) = as_merchant(&server, &k1, "DELETE", &path, None).await;
+    assert_eq!(status, 200);
+    let (status, _) = as_merchant(&server, &k1, "GET", &path, None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn filters_choose_events_and_bad_bodies_are_named() {
+    let server = node("").await;
+    let receiver = Receiver::start().await;
+    create_endpoint(
+        &server,
+        json!({"url": receiver.url("/"), "merchant_id": "m1", "events": ["trade", "payment.*"]}),
+    )
+    .await;
+    for event in [
+        "deposit",
+        "trade",
+        "payment.updated",
+        "trades",
+        "payment.refunded",
+    ] {
+        publish(&server, "m1", event, json!({})).await;
+    }
+    let got = receiver.wait_for(3, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let types: Vec<Value> = receiver
+        .received()
+        .iter()
+        .map(|r| r.json()["type"].clone())
+        .collect();
+    assert_eq!(types.len(), 3, "{types:?}");
+    assert_eq!(got.len(), 3);
+    for body in [
+        json!({"url": receiver.url("/"), "events": []}),
+        json!({"url": receiver.url("/"), "events": ["a*b"]}),
+        json!({"url": receiver.url("/"), "surprise": 1}),
+        json!({"events": ["trade"]}),
+        json!({"url": receiver.url("/"), "merchant_id": "bad.id"}),
+        json!({"url": receiver.url("/"), "description": "x".repeat(600)}),
+    ] {
+        let (status, reply) = server
+            .basic_request("POST", "/v1/webhooks/endpoints", Some(&body))
+            .await;
+        assert_eq!(status, 400, "{body}: {reply}");
+    }
+    let (status, _) = server
+        .raw_request("POST", "/v1/webhooks/endpoints", vec![b'x'; 20_000])
+        .await;
+    assert!(status == 413 || status == 401, "{status}");
+}
+
+#[tokio::test]
+async fn rotation_signs_with_both_secrets_during_the_overlap() {
+    let server = node("").await;
+    let receiver = Receiver::start().await;
+    let endpoint = create_endpoint(
+        &server,
+        json!({"url": receiver.url("/"), "merchant_id": "m1"}),
+    )
+    .await;
+    let old = endpoint["secret"].as_str().unwrap().to_string();
+    let id = endpoint["id"].as_str().unwrap();
+    let (status, rotated) = server
+        .basic_request(
+            "POST",
+            &format!("/v1/webhooks/endpoints/{id}/rotate-secret"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    publish(&server, "m1", "e", json!({})).await;
+    let got = receiver.wait_for(1, WAIT).await;
+    let header = got[0].header("webhook-signature");
+    assert_eq!(header.split(' ').count(), 2, "{header}");
+    assert!(verifies(&got[0], &new) && verifies(&got[0], &old));
+}
+
+#[tokio::test]
+async fn app_endpoints_get_app_level_events_only() {
+    let server = node("").await;
+    let own = Receiver::start().await;
+    create_endpoint(
+        &server,
+        json!({"url": own.url("/"), "events": ["payload.*"]}),
+    )
+    .await;
+    publish(&server, "m1", "payload.resolved", json!({})).await;
+    let app = server.core.apps.by_id("1").unwrap().clone();
+    let id = server
+        .core
+        .publish(
+            &app,
+            payrelay::core::NewPublication {
+                channel: "private-payload-123".into(),
+                event: "payload.resolved".into(),
+                data: r#"{"signed":true}"#.into(),
+                app_event: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let got = own.wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        own.received().len(),
+        1,
+        "the merchant's event is not the app's"
+    );
+    assert_eq!(got[0].header("webhook-id"), id.to_string());
+    assert_eq!(got[0].json()["merchant_id"], Value::Null);
+    assert_eq!(got[0].json()["data"], json!({"signed": true}));
+}
+
+#[tokio::test]
+async fn pusher_app_webhooks_for_occupancy_members_and_client_events() {
+    let receiver = Receiver::start().await;
+    let toml = config("", "").replace(
+        "enable_client_messages = true\n",
+        &format!(
+            "enable_client_messages = true\n[[apps.webhooks]]\nurl = \"{}\"\nevent_types = [\"channel_occupied\", \"channel_vacated\", \"member_added\", \"member_removed\", \"client_event\"]\n",
+            receiver.url("/pusher")
+        ),
+    );
+    let server = TestServer::with_config(&toml).await;
+    let names = |got: &[receiver::Received]| -> Vec<String> {
+        got.iter()
+            .map(|r| r.json()["events"][0]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (mut a, _) = server.connect_established().await;
+    a.subscribed("news").await;
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(names(&got), ["channel_occupied"]);
+    let body = got[0].json();
+    assert_eq!(body["events"][0]["channel"], "news");
+    assert!(body["time_ms"].as_i64().unwrap() > 0);
+    assert_eq!(got[0].header("x-pusher-key"), KEY);
+    let signature = payrelay::signing::hmac_sha256_hex(SECRET.as_bytes(), &got[0].body);
+    assert_eq!(got[0].header("x-pusher-signature"), signature);
+
+    // Leaving and coming back within the delay: neither is sent.
+    a.send_json(json!({"event": "pusher:unsubscribe", "data": {"channel": "news"}}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.subscribed("news").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "{:?}",
+        names(&receiver.received())
+    );
+    // Leaving for good: vacated after the delay.
+    drop(a);
+    let got = receiver.wait_for(2, WAIT).await;
+    assert_eq!(names(&got)[1], "channel_vacated");
+
+    // Presence members and a client event.
+    let (mut b, socket_id) = server.connect_established().await;
+    let channel = "presence-room";
+    let data = r#"{"user_id":"u1","user_info":{}}"#;
+    b.subscribe_with(
+        channel,
+        &presence_auth(&socket_id, channel, data),
+        Some(data),
+    )
+    .await;
+    b.event("pusher_internal:subscription_succeeded").await;
+    b.send_json(json!({"event": "client-hello", "channel": channel, "data": {"x": 1}}))
+        .await;
+    let got = receiver.wait_for(5, WAIT).await;
+    let later = names(&got[2..]);
+    assert_eq!(
+        later,
+        ["channel_occupied", "member_added", "client_event"],
+        "{later:?}"
+    );
+    assert_eq!(got[3].json()["events"][0]["user_id"], "u1");
+    let client = got[4].json()["events"][0].clone();
+    assert_eq!(client["event"], "client-hello");
+    assert_eq!(client["socket_id"], socket_id);
+    assert_eq!(client["user_id"], "u1");
+    drop(b);
+    let got = receiver.wait_for(7, WAIT).await;
+    let mut last: Vec<String> = names(&got[5..]);
+    last.sort();
+    assert_eq!(last, ["channel_vacated", "member_removed"]);
+    // The configured endpoint is listed, read-only.
+    let (_, listed) = server
+        .basic_request("GET", "/v1/webhooks/endpoints", None)
+        .await;
+    let id = listed["endpoints"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(listed["endpoints"][0]["kind"], "pusher");
+    let (status, _) = server
+        .basic_request("DELETE", &format!("/v1/webhooks/endpoints/{id}"), None)
+        .await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn the_outbox_on_postgresql() {
+    let Some(pg) = PgDatabase::create().await else {
+        return;
+    };
+    let server =
+        TestServer::with_config(&config("", &format!("database_url = \"{}\"", pg.url))).await;
+    let receiver = Receiver::start().await;
+    receiver.script([Answer::status(500)]);
+    let endpoint = create_endpoint(
+        &server,
+        json!({"url": receiver.url("/"), "merchant_id": "m1"}),
+    )
+    .await;
+    let secret = endpoint["secret"].as_str().unwrap().to_string();
+    let ids: Vec<String> = futures_util::future::join_all(
+        (0..20).map(|i| publish(&server, "m1", "trade", json!({"n": i}))),
+    )
+    .await;
+    let got = receiver.wait_for(21, WAIT_LONG).await;
+    let mut seen: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 20, "every event, the failed one retried");
+    assert!(got.iter().all(|r| verifies(r, &secret)));
+    assert!(ids.iter().all(|id| seen.contains(&id.as_str())));
+    wait_log(&server, endpoint["id"].as_str().unwrap(), |log| {
+        log["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["status"] == "delivered")
+            .count()
+            == 20
+    })
+    .await;
+}
