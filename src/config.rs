@@ -301,6 +301,14 @@ pub struct SocketIoConfig {
     /// disconnects it too.
     #[serde(default = "defaults::token_recheck")]
     pub credential_recheck_secs: u64,
+    /// Seed 003 authenticates once, on connect, so an expired client token keeps its
+    /// socket by default. When true, a socket opened with a client token gets a Socket.IO
+    /// DISCONNECT at the token's expiry (plus `token_expiry_grace_secs`).
+    #[serde(default)]
+    pub disconnect_on_token_expiry: bool,
+    /// With `disconnect_on_token_expiry`: seconds past the expiry before the disconnect.
+    #[serde(default)]
+    pub token_expiry_grace_secs: u64,
 }
 
 impl Default for SocketIoConfig {
@@ -334,6 +342,11 @@ impl SocketIoConfig {
             &at("max_client_token_ttl_secs"),
             self.max_client_token_ttl_secs,
             30 * 86400,
+        )?;
+        at_most(
+            &at("token_expiry_grace_secs"),
+            self.token_expiry_grace_secs,
+            86400,
         )?;
         positive(&at("credential_recheck_secs"), self.credential_recheck_secs)?;
         at_most(
@@ -374,6 +387,10 @@ pub struct PlainConfig {
     /// in the store (not through the API) closes its sockets too.
     #[serde(default = "defaults::token_recheck")]
     pub token_recheck_secs: u64,
+    /// Seconds a socket stays open after its token's `expires_at` before it is closed
+    /// (4401 "Token expired"); gives a client time to reconnect with a fresh token.
+    #[serde(default)]
+    pub token_expiry_grace_secs: u64,
     /// Malformed messages a socket may send before it is closed (4400).
     #[serde(default = "defaults::max_invalid_messages")]
     pub max_invalid_messages: u32,
@@ -832,6 +849,11 @@ impl PlainConfig {
         positive(&at("ping_interval_secs"), self.ping_interval_secs)?;
         at_most(&at("ping_interval_secs"), self.ping_interval_secs, 3600)?;
         at_most(&at("token_recheck_secs"), self.token_recheck_secs, 86400)?;
+        at_most(
+            &at("token_expiry_grace_secs"),
+            self.token_expiry_grace_secs,
+            86400,
+        )?;
         positive(
             &at("max_invalid_messages"),
             u64::from(self.max_invalid_messages),

@@ -591,3 +591,24 @@ async fn tokens_in_redis_written_by_another_backend_work() {
         .unwrap();
     assert!(!exists, "force logout with revoke_tokens deleted the key");
 }
+
+#[tokio::test]
+async fn a_socket_is_closed_when_its_token_expires() {
+    let server = TestServer::with_config(&config("")).await;
+    let mut client = connect(&server, &mint(&server, "u1", 2).await).await;
+    // Open and answering until the token's expiry, then closed like a revoked one.
+    client.send_json(json!({"event": "ping"})).await;
+    assert_eq!(client.json().await, json!({"event": "pong"}));
+    assert_eq!(client.closed().await, (4401, "Token expired".to_string()));
+}
+
+#[tokio::test]
+async fn an_expired_token_keeps_its_socket_for_the_grace_period() {
+    let server = TestServer::with_config(&config("token_expiry_grace_secs = 3")).await;
+    let mut client = connect(&server, &mint(&server, "u1", 1).await).await;
+    // Past the expiry (1 s), within the grace (until 4 s): still served.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    client.send_json(json!({"event": "ping"})).await;
+    assert_eq!(client.json().await, json!({"event": "pong"}));
+    assert_eq!(client.closed().await, (4401, "Token expired".to_string()));
+}

@@ -542,3 +542,34 @@ async fn user_42_and_merchant_42_are_different_identities() {
     let pusher = sockets.iter().find(|c| c["protocol"] == "pusher").unwrap();
     assert_eq!(pusher["user_id"], "42", "{list}");
 }
+
+#[tokio::test]
+async fn an_app_may_disconnect_client_tokens_at_their_expiry() {
+    let server =
+        TestServer::with_settings("", "[apps.socketio]\ndisconnect_on_token_expiry = true").await;
+    let (_, minted) = server
+        .basic_request(
+            "POST",
+            "/v1/client-tokens",
+            Some(&json!({"merchant_id": MERCHANT, "ttl_secs": 2})),
+        )
+        .await;
+    let token = minted["token"].as_str().unwrap();
+    let mut raw = RawSocketIo::connected(&server, &format!("&token={token}")).await;
+    publish(&server, MERCHANT, "merchant", "trade", json!({"n": 1})).await;
+    assert_eq!(raw.packet().await, r#"42["trade",{"n":1}]"#);
+    // At the expiry: a Socket.IO DISCONNECT, so the client reconnects only with a fresh
+    // token (`io server disconnect` is not retried by socket.io-client).
+    assert_eq!(raw.packet().await, "41");
+    // An API key has no expiry: its sockets stay.
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", MERCHANT)
+        .await
+        .unwrap();
+    let mut by_key = RawSocketIo::connected(&server, &format!("&apiKey={}", key.api_key)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    publish(&server, MERCHANT, "merchant", "trade", json!({"n": 2})).await;
+    assert_eq!(by_key.packet().await, r#"42["trade",{"n":2}]"#);
+}

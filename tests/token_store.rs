@@ -614,3 +614,37 @@ credential_recheck_secs = 1
     let mut again = Client::connect(&server.ws_url(&format!("/api/v1/ws?token={fresh}"))).await;
     assert_eq!(again.json().await["event"], "subscribed");
 }
+
+#[tokio::test]
+async fn a_backend_that_extends_a_token_keeps_its_socket_open() {
+    let redis = PrivateRedis::start().await;
+    let server = TestServer::with_config(&format!(
+        "bind = \"127.0.0.1:0\"\nredis_url = \"{}\"\nredis_token_prefix = \"t:\"\n\
+         [[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"secret-1\"\n[apps.plain]\ntoken_recheck_secs = 1\n",
+        redis.url()
+    ))
+    .await;
+    let record = |user: &str, expires_at: i64| {
+        format!(r#"{{"user_id":"{user}","expires_at":{expires_at}}}"#)
+    };
+    redis_set(&redis, "t:sliding", &record("u1", now() + 3)).await;
+    redis_set(&redis, "t:shortened", &record("u2", now() + 600)).await;
+    let mut sliding = Client::connect(&server.ws_url("/api/v1/ws?token=sliding")).await;
+    assert_eq!(sliding.json().await["event"], "subscribed");
+    let mut shortened = Client::connect(&server.ws_url("/api/v1/ws?token=shortened")).await;
+    assert_eq!(shortened.json().await["event"], "subscribed");
+    // The backend slides one expiry forward and pulls the other in; the next recheck
+    // (every second) moves each socket's deadline.
+    redis_set(&redis, "t:sliding", &record("u1", now() + 600)).await;
+    redis_set(&redis, "t:shortened", &record("u2", now() + 1)).await;
+    assert_eq!(
+        shortened.closed().await,
+        (4401, "Token expired".to_string())
+    );
+    // Past the first expiry, the extended socket is still served.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    sliding
+        .send_json(serde_json::json!({"event": "ping"}))
+        .await;
+    assert_eq!(sliding.json().await, serde_json::json!({"event": "pong"}));
+}

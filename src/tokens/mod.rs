@@ -193,19 +193,49 @@ pub trait TokenStore: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 }
 
-/// Whether a token that opened a socket has been revoked since. Expiry alone does not
-/// count (tokens are checked on connect), but a token that vanished from the store before
-/// its own expiry was deleted, i.e. revoked (Redis drops a key at its TTL, so a missing
-/// key after `expires_at` is only expiry).
-pub async fn revoked_since_connect(
+/// What a recheck finds of a token that opened a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Revoked since: marked so, or deleted before its own expiry.
+    Revoked,
+    /// Not revoked, with its expiry as the store has it now: the backend that wrote it
+    /// may have moved it since the socket opened (a sliding session).
+    Current { expires_at: Option<i64> },
+}
+
+/// The standing of a token that opened a socket when its expiry was `expires_at`. Redis
+/// drops a key at its TTL, so a key missing after that expiry has only expired; one
+/// missing before it was deleted, i.e. revoked.
+pub async fn standing(
     store: &dyn TokenStore,
     token: &str,
     expires_at: Option<i64>,
-) -> Result<bool, TokenError> {
+) -> Result<Standing, TokenError> {
     Ok(match store.lookup(token).await? {
-        Some(record) => record.revoked,
-        None => expires_at.is_none_or(|at| at > now_unix()),
+        Some(record) if record.revoked => Standing::Revoked,
+        Some(record) => Standing::Current {
+            expires_at: record.expires_at,
+        },
+        None => match expires_at {
+            Some(at) if at <= now_unix() => Standing::Current { expires_at },
+            _ => Standing::Revoked,
+        },
     })
+}
+
+/// When a socket opened with a token expiring at `expires_at` (unix seconds) must close:
+/// at the expiry plus `grace`. `None` when the token has no expiry of its own, or one too
+/// far off to schedule.
+pub fn expiry_deadline(expires_at: Option<i64>, grace: Duration) -> Option<tokio::time::Instant> {
+    // The grace runs from the expiry, not from now: a recheck after the expiry must not
+    // push the deadline further out.
+    let close_at = std::time::UNIX_EPOCH
+        .checked_add(Duration::from_secs(expires_at?.max(0) as u64))?
+        .checked_add(grace)?;
+    let left = close_at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    tokio::time::Instant::now().checked_add(left)
 }
 
 /// An id as backends write it in JSON: a non-empty string, or a number (the seeds' user
@@ -270,4 +300,30 @@ pub async fn open(
         None => Arc::new(SqliteTokens::new(db.clone())),
     };
     Ok(Arc::new(BoundedTokens::new(store, timeout)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_grace_runs_from_the_expiry_not_from_each_recheck() {
+        let grace = Duration::from_secs(3);
+        let expired = now_unix() - 10;
+        // Ten seconds past the expiry, a three-second grace is over: close now.
+        let deadline = expiry_deadline(Some(expired), grace).unwrap();
+        assert!(deadline <= tokio::time::Instant::now());
+        let soon = expiry_deadline(Some(now_unix() + 60), grace).unwrap();
+        let left = soon - tokio::time::Instant::now();
+        assert!(
+            left > Duration::from_secs(61) && left <= Duration::from_secs(63),
+            "{left:?}"
+        );
+        assert_eq!(expiry_deadline(None, grace), None, "no expiry of its own");
+        assert_eq!(
+            expiry_deadline(Some(i64::MAX), grace),
+            None,
+            "too far to schedule"
+        );
+    }
 }

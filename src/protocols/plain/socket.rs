@@ -224,6 +224,7 @@ enum End {
     Garbage,
     Oversized,
     TokenGone,
+    TokenExpired,
 }
 
 struct PlainSocket {
@@ -308,8 +309,14 @@ impl PlainSocket {
         let (store, token, expires_at) = (self.tokens.clone(), self.token.clone(), self.expires_at);
         let check = move || {
             let (store, token) = (store.clone(), token.clone());
-            async move { tokens::revoked_since_connect(&*store, &token, expires_at).await }
+            async move { tokens::standing(&*store, &token, expires_at).await }
         };
+        // The socket lives as long as its token (plus the app's grace); a recheck moves
+        // the deadline when the token's writer moved its expiry.
+        let grace = Duration::from_secs(self.app.plain.token_expiry_grace_secs);
+        let mut deadline = tokens::expiry_deadline(self.expires_at, grace);
+        let expiry = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now));
+        tokio::pin!(expiry);
         let mut last_seen = Instant::now();
         let mut ping_sent: Option<Instant> = None;
         loop {
@@ -365,12 +372,21 @@ impl PlainSocket {
                 }
                 // The lookup runs on its own task: a store that hangs never stops this
                 // loop from draining the outbox.
+                () = &mut expiry, if deadline.is_some() => {
+                    self.close(codes::TOKEN_REVOKED, "Token expired").await;
+                    return End::TokenExpired;
+                }
                 verdict = recheck.next(&check) => match verdict {
-                    Some(Ok(true)) => {
+                    Some(Ok(tokens::Standing::Revoked)) => {
                         self.close(codes::TOKEN_REVOKED, "Token revoked").await;
                         return End::TokenGone;
                     }
-                    Some(Ok(false)) => {}
+                    Some(Ok(tokens::Standing::Current { expires_at })) => {
+                        deadline = tokens::expiry_deadline(expires_at, grace);
+                        if let Some(at) = deadline {
+                            expiry.as_mut().reset(at);
+                        }
+                    }
                     // A store outage must not log everyone out: the next recheck decides.
                     Some(Err(e)) => tracing::debug!("token recheck skipped: {e}"),
                     None => tracing::debug!("token recheck skipped: no answer in time"),

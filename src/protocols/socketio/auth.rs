@@ -257,39 +257,63 @@ async fn key_is_live(state: &HttpState, app_id: &str, key_id: &str) -> Result<bo
         })
 }
 
-/// Whether the credential a socket was opened with is still live. A store that does not
-/// answer keeps the socket: the next recheck decides.
-pub(super) async fn still_live(state: &HttpState, app: &App, recheck: &Recheck) -> bool {
+/// What a recheck of a socket's credential found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Revoked (a client token also with the key that minted it).
+    Revoked,
+    /// Still good; a client token's expiry as the store has it now.
+    Live { expires_at: Option<i64> },
+    /// The store did not answer: the socket stays, the next recheck decides.
+    Unknown,
+}
+
+/// Looks the credential a socket was opened with up again.
+pub(super) async fn recheck(state: &HttpState, app: &App, recheck: &Recheck) -> Verdict {
+    let key_live = |key_id: &str| {
+        let store = &state.merchants.store;
+        let (app_id, key_id) = (app.id.clone(), key_id.to_string());
+        async move { store.is_key_live(&app_id, &key_id).await }
+    };
     let answer = match recheck {
-        Recheck::ApiKey { key_id } => state
-            .merchants
-            .store
-            .is_key_live(&app.id, key_id)
+        Recheck::ApiKey { key_id } => key_live(key_id)
             .await
+            .map(|live| (live, None))
             .map_err(|e| e.to_string()),
-        // Expiry alone does not close an open socket (auth happens once, on connect).
         Recheck::Token {
             token,
             expires_at,
             minted_with,
-        } => match tokens::revoked_since_connect(&*state.tokens, token, *expires_at).await {
-            Ok(true) => Ok(false),
-            Ok(false) => match minted_with {
-                Some(key_id) => state
-                    .merchants
-                    .store
-                    .is_key_live(&app.id, key_id)
+        } => match tokens::standing(&*state.tokens, token, *expires_at).await {
+            Ok(tokens::Standing::Revoked) => Ok((false, None)),
+            Ok(tokens::Standing::Current { expires_at }) => match minted_with {
+                Some(key_id) => key_live(key_id)
                     .await
+                    .map(|live| (live, expires_at))
                     .map_err(|e| e.to_string()),
-                None => Ok(true),
+                None => Ok((true, expires_at)),
             },
             Err(e) => Err(e.to_string()),
         },
     };
-    answer.unwrap_or_else(|e| {
-        tracing::debug!("credential recheck skipped: {e}");
-        true
-    })
+    match answer {
+        Ok((true, expires_at)) => Verdict::Live { expires_at },
+        Ok((false, _)) => Verdict::Revoked,
+        Err(e) => {
+            tracing::debug!("credential recheck skipped: {e}");
+            Verdict::Unknown
+        }
+    }
+}
+
+impl Recheck {
+    /// A client token's expiry as seen on connect; `None` for an API key.
+    pub(super) fn expires_at(&self) -> Option<i64> {
+        match self {
+            Recheck::ApiKey { .. } => None,
+            Recheck::Token { expires_at, .. } => *expires_at,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,12 +17,13 @@ use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
 use tokio::sync::Notify;
 
-use super::auth::{self, Recheck};
+use super::auth::{self, Recheck, Verdict};
 use super::transport::TransportSwitch;
 use crate::core::outbox::Drain;
 use crate::core::{Disconnect, Outbound, Publication, Session};
 use crate::http::HttpState;
 use crate::protocols::SOCKETIO_SLOT;
+use crate::tokens::{self, BackgroundCheck};
 
 /// Event names socket.io-client keeps for itself; a publication named so would be
 /// mistaken for a lifecycle event, so it is not emitted.
@@ -61,6 +62,8 @@ enum End {
     Closed(Disconnect),
     /// The credential was revoked outside the HTTP API.
     Revoked,
+    /// The client token expired (with `disconnect_on_token_expiry`).
+    Expired,
 }
 
 /// Runs until the socket is gone or the core closes it; dropping `session` then undoes
@@ -75,8 +78,27 @@ pub(super) async fn run(
 ) {
     let conn = session.connection().clone();
     let app = conn.app.clone();
-    let every = Duration::from_secs(app.socketio.credential_recheck_secs);
-    let mut recheck_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut background =
+        BackgroundCheck::every(Duration::from_secs(app.socketio.credential_recheck_secs));
+    // Seed 003 authenticates once, on connect: an expired client token keeps its socket
+    // unless the app asks for disconnection at expiry (plus grace).
+    let grace = Duration::from_secs(app.socketio.token_expiry_grace_secs);
+    let expiry_of = |expires_at| {
+        app.socketio
+            .disconnect_on_token_expiry
+            .then(|| tokens::expiry_deadline(expires_at, grace))
+            .flatten()
+    };
+    let mut deadline = expiry_of(recheck.expires_at());
+    let expiry = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now));
+    tokio::pin!(expiry);
+    let check = {
+        let (state, app) = (state.clone(), app.clone());
+        move || {
+            let (state, app, recheck) = (state.clone(), app.clone(), recheck.clone());
+            async move { auth::recheck(&state, &app, &recheck).await }
+        }
+    };
     let patience = session.core().settings.pong_timeout;
     let mut batch = Vec::new();
     let end = loop {
@@ -91,15 +113,26 @@ pub(super) async fn run(
                     break End::Closed(reason);
                 }
             }
-            _ = recheck_tick.tick() => {
+            () = &mut expiry, if deadline.is_some() => break End::Expired,
+            // The lookup runs on its own task: a store that hangs never stops this loop
+            // from emitting. No verdict in time keeps the socket; the next check decides.
+            verdict = background.next(&check) => {
                 // socketioxide can lose a disconnect that lands between its CONNECT
                 // reply and our on_disconnect handler; never hold a dead socket's slot
                 // past one recheck.
                 if !socket.connected() {
                     break End::Gone;
                 }
-                if !auth::still_live(&state, &app, &recheck).await {
-                    break End::Revoked;
+                match verdict.unwrap_or(Verdict::Unknown) {
+                    Verdict::Revoked => break End::Revoked,
+                    // The token's writer may have moved its expiry.
+                    Verdict::Live { expires_at } => {
+                        deadline = expiry_of(expires_at);
+                        if let Some(at) = deadline {
+                            expiry.as_mut().reset(at);
+                        }
+                    }
+                    Verdict::Unknown => {}
                 }
             }
         }
@@ -117,7 +150,8 @@ pub(super) async fn run(
             session.core().record_slow_consumer();
             switch.close();
         }
-        End::Closed(_) | End::Revoked => disconnect(socket, &gone).await,
+        // Final: reconnecting with the same credential would be refused.
+        End::Closed(_) | End::Revoked | End::Expired => disconnect(socket, &gone).await,
     }
     drop(session);
 }
