@@ -214,6 +214,17 @@ pub struct Config {
     /// answer at once and are not affected afterwards.
     #[serde(default = "defaults::request_timeout")]
     pub request_timeout_secs: u64,
+    /// PEM certificate chain (leaf first) to serve TLS with; with `tls_key_file`. Unset:
+    /// plain TCP.
+    #[serde(default)]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// How often the TLS files are read again; a changed, valid pair replaces the old one
+    /// for new connections (SIGHUP does it at once).
+    #[serde(default = "defaults::tls_reload_interval")]
+    pub tls_reload_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -476,6 +487,9 @@ mod defaults {
     pub fn token_store_timeout_ms() -> u64 {
         1000
     }
+    pub fn tls_reload_interval() -> u64 {
+        60
+    }
     pub fn redis_token_prefix() -> String {
         "payrelay:token:".into()
     }
@@ -597,6 +611,12 @@ impl Config {
     /// reads any of them.
     fn resolve_paths(&mut self, folder: &Path) {
         self.database_url = paths::sqlite_url_in(&self.database_url, folder);
+        for file in [&mut self.tls_cert_file, &mut self.tls_key_file]
+            .into_iter()
+            .flatten()
+        {
+            paths::resolve_in(file, folder);
+        }
         for app in &mut self.apps {
             if let Some(jwt) = &mut app.jwt {
                 for file in [&mut jwt.public_key_file, &mut jwt.jwks_file]
@@ -763,7 +783,17 @@ impl Config {
             positive(key, value)?;
             at_most(key, value, 3600)?;
         }
-        Ok(())
+        positive("tls_reload_interval_secs", self.tls_reload_interval_secs)?;
+        at_most(
+            "tls_reload_interval_secs",
+            self.tls_reload_interval_secs,
+            86400,
+        )?;
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => Err(invalid("tls_key_file", "is required with tls_cert_file")),
+            (None, Some(_)) => Err(invalid("tls_cert_file", "is required with tls_key_file")),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -1124,6 +1154,10 @@ mod tests {
                 assert!(err.starts_with(key), "{err}");
             }
         }
+        let err = Config::parse("tls_cert_file = \"cert.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("tls_key_file"), "{err}");
         let config = Config::parse("").unwrap();
         assert_eq!(config.max_tcp_connections, None, "follows the file limit");
         assert_eq!(config.max_tcp_connections_per_ip, 256);

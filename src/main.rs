@@ -197,29 +197,50 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let apps = config.apps.len();
+    // Taken over before the node says it listens: a signal sent as soon as it does must
+    // shut it down gracefully, not kill it with the default action.
+    let shutdown = shutdown_signal();
     let server = Server::bind(config).await?;
-    tracing::info!(addr = %server.local_addr(), apps, "payrelay listening");
-    server.run(shutdown_signal()).await
+    tracing::info!(
+        addr = %server.local_addr(),
+        apps,
+        tls = server.tls().is_some(),
+        "payrelay listening"
+    );
+    server.run(shutdown).await
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut interrupt, mut terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received"),
-        () = terminate => tracing::info!("SIGTERM received"),
+    async move {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = next(&mut interrupt) => tracing::info!("Ctrl-C received"),
+                () = next(&mut terminate) => tracing::info!("SIGTERM received"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C received");
+        }
     }
 }

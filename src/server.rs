@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::core::Core;
 use crate::http::{self, HttpState};
+use crate::listener::tls::{Reloader, Tls, TlsFiles};
 use crate::listener::{self, ListenerSettings};
 use crate::sandbox::Sandbox;
 use crate::telemetry;
@@ -33,6 +34,8 @@ pub struct Server {
     state: HttpState,
     sandbox: Option<Sandbox>,
     listener_settings: ListenerSettings,
+    tls: Option<Arc<Tls>>,
+    tls_reloader: Option<Reloader>,
 }
 
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -54,6 +57,18 @@ impl Server {
         let listener =
             listen(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
         let local_addr = listener.local_addr()?;
+        let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                };
+                Some(Arc::new(
+                    Tls::load(files).context("cannot load the TLS certificate")?,
+                ))
+            }
+            _ => None,
+        };
         // Store errors may quote `database_url` (sqlx echoes its parameters): they are
         // reported with its secret parts masked.
         let db_url = &config.database_url;
@@ -92,6 +107,10 @@ impl Server {
             state,
             sandbox: Sandbox::from_config(&config),
             listener_settings: ListenerSettings::from_config(&config),
+            tls_reloader: tls
+                .as_ref()
+                .map(|tls| tls.reloader(Duration::from_secs(config.tls_reload_interval_secs))),
+            tls,
         })
     }
 
@@ -111,6 +130,11 @@ impl Server {
         &self.core
     }
 
+    /// Whether the node serves TLS (`tls_cert_file` / `tls_key_file`).
+    pub fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
+    }
+
     /// Serves until `shutdown` resolves, then shuts down gracefully.
     pub async fn run(
         self,
@@ -122,6 +146,8 @@ impl Server {
             state,
             sandbox,
             listener_settings,
+            tls,
+            tls_reloader,
             ..
         } = self;
         let tracker = state.tracker.clone();
@@ -132,8 +158,10 @@ impl Server {
             listener,
             http::router(state),
             listener_settings,
+            tls.as_ref().map(|tls| tls.acceptor()),
             stop_accepting.clone(),
         ));
+        let tls_reloader = tls_reloader.map(|reloader| tokio::spawn(reloader.run()));
         let sweeper = {
             let core = core.clone();
             tokio::spawn(async move {
@@ -148,6 +176,9 @@ impl Server {
         let sandbox = sandbox.map(|sandbox| sandbox.spawn(core.clone()));
         let stop_background = move || {
             sweeper.abort();
+            if let Some(reloader) = &tls_reloader {
+                reloader.abort();
+            }
             if let Some(sandbox) = &sandbox {
                 sandbox.abort();
             }

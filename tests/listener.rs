@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::TestServer;
+use common::process::NodeProcess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
@@ -317,101 +318,6 @@ async fn refusals_and_timeouts_are_counted() {
     }
 }
 
-/// A `payrelay serve` process under `ulimit -n files`, killed on drop.
-struct LimitedNode {
-    child: std::process::Child,
-    addr: SocketAddr,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl LimitedNode {
-    fn start(files: u32, settings: &str) -> LimitedNode {
-        use std::io::BufRead;
-        let dir = std::env::temp_dir().join(format!(
-            "payrelay-listener-{}-{files}-{}",
-            std::process::id(),
-            settings.len()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("payrelay.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "bind = \"127.0.0.1:0\"\ndatabase_url = \"sqlite::memory:\"\n{settings}\n\
-                 [[apps]]\nid = \"1\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n"
-            ),
-        )
-        .unwrap();
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -n {files} && exec \"$0\" serve --config \"$1\""
-            ))
-            .arg(env!("CARGO_BIN_EXE_payrelay"))
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut tx = Some(tx);
-                for line in std::io::BufReader::new(stdout)
-                    .lines()
-                    .map_while(Result::ok)
-                {
-                    if line.contains("payrelay listening")
-                        && let Some(tx) = tx.take()
-                    {
-                        let _ = tx.send(line.clone());
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the node logs its address");
-        let addr = line
-            .split_whitespace()
-            .find_map(|word| word.strip_prefix("addr="))
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line}"));
-        LimitedNode { child, addr, log }
-    }
-
-    /// CPU seconds (user + system) the node has used so far.
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of stat(5), in clock ticks (100 per second).
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        ticks as f64 / 100.0
-    }
-
-    fn log_lines_containing(&self, text: &str) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(text))
-            .count()
-    }
-}
-
-impl Drop for LimitedNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Opens `n` connections that never send anything and keeps them.
 async fn flood(server: SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut held = Vec::with_capacity(n);
@@ -422,7 +328,7 @@ async fn flood(server: SocketAddr, n: usize) -> Vec<TcpStream> {
 }
 
 /// Asserts the node uses well under a core while `hold` lasts.
-async fn assert_quiet(node: &LimitedNode, hold: Duration) {
+async fn assert_quiet(node: &NodeProcess, hold: Duration) {
     let before = node.cpu_seconds();
     tokio::time::sleep(hold).await;
     let used = node.cpu_seconds() - before;
@@ -435,8 +341,8 @@ async fn assert_quiet(node: &LimitedNode, hold: Duration) {
 #[tokio::test]
 async fn a_node_out_of_files_backs_off_and_recovers() {
     // The cap is set above what the file limit allows, so accept itself fails (EMFILE).
-    let node = LimitedNode::start(
-        256,
+    let node = NodeProcess::start(
+        Some(256),
         "max_tcp_connections = 100000\nmax_tcp_connections_per_ip = 0\nheader_read_timeout_secs = 1",
     );
     let held = flood(node.addr, 600).await;
@@ -455,8 +361,8 @@ async fn a_node_out_of_files_backs_off_and_recovers() {
 
 #[tokio::test]
 async fn the_default_cap_keeps_a_node_inside_its_file_limit() {
-    let node = LimitedNode::start(
-        256,
+    let node = NodeProcess::start(
+        Some(256),
         "max_tcp_connections_per_ip = 0\nheader_read_timeout_secs = 1",
     );
     let held = flood(node.addr, 600).await;

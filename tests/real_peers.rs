@@ -201,3 +201,31 @@ async fn socketio_client_reconnects_after_a_slow_consumer_close() {
     ];
     run_peer_with(&server, Path::new("node"), "socketio_reconnect.mjs", &env).await;
 }
+
+#[tokio::test]
+async fn tls_clients_verify_the_node_certificate() {
+    require_node_modules();
+    let ca = common::tls::TestCa::new("peers");
+    let dir = common::tls::temp_dir("peers");
+    let settings = common::tls::install(&dir, &ca.issue("payrelay peers"));
+    let server = TestServer::with_settings(&settings, "").await;
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let other_file = dir.join("other-ca.pem");
+    std::fs::write(&other_file, common::tls::TestCa::new("stranger").pem()).unwrap();
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "merchant_001")
+        .await
+        .unwrap();
+    let ca_path = ca_file.display().to_string();
+    let env = [
+        ("NODE_EXTRA_CA_CERTS", ca_path.clone()),
+        ("PAYRELAY_TLS_CA", ca_path),
+        ("PAYRELAY_OTHER_CA", other_file.display().to_string()),
+        ("PAYRELAY_MERCHANT", "merchant_001".to_string()),
+        ("PAYRELAY_API_KEY", key.api_key),
+    ];
+    run_peer_with(&server, Path::new("node"), "tls_clients.mjs", &env).await;
+}

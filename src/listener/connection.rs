@@ -46,6 +46,36 @@ pub struct Shared {
     pub shutdown_grace: Duration,
 }
 
+/// Completes the TLS handshake within the handshake timeout, then serves HTTP over it.
+pub async fn serve_https<I>(
+    tls: tokio_rustls::TlsAcceptor,
+    io: I,
+    remote: SocketAddr,
+    activity: Arc<Activity>,
+    shared: Arc<Shared>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handshake = tokio::time::timeout(shared.timeouts.handshake, tls.accept(io));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                metrics::counter!("payrelay_tls_handshake_failures_total").increment(1);
+                tracing::debug!(%remote, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                count_timeout("tls_handshake");
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        },
+        () = shared.stopping.cancelled() => return,
+    };
+    serve_http(stream, remote, activity, shared).await;
+}
+
 /// Serves HTTP on `io` until the connection closes, upgrades or times out.
 pub async fn serve_http<I>(io: I, remote: SocketAddr, activity: Arc<Activity>, shared: Arc<Shared>)
 where

@@ -12,20 +12,22 @@
 //!   HTTP connection, and graceful shutdown.
 //! - [`watched_io`]: the socket wrapper that reports reads and carries the permit.
 //! - [`backoff`]: pausing `accept` when the process is out of files, instead of spinning.
+//! - [`tls`]: rustls on the same port, with a certificate pair replaced without a restart.
 
 pub mod activity;
 pub mod backoff;
 pub mod connection;
 pub mod limits;
 pub mod refusal;
+pub mod tls;
 pub mod watched_io;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -69,13 +71,15 @@ impl ListenerSettings {
     }
 }
 
-/// Accepts connections and serves `router` on them until `stop` is cancelled; then stops
-/// accepting, asks every connection to finish, and returns once they have (upgraded
-/// WebSockets are not waited for: they belong to their protocols' tasks by then).
+/// Accepts connections (over TLS when `tls` is given) and serves `router` on them until
+/// `stop` is cancelled; then stops accepting, asks every connection to finish, and returns
+/// once they have (upgraded WebSockets are not waited for: they belong to their
+/// protocols' tasks by then).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     settings: ListenerSettings,
+    tls: Option<TlsAcceptor>,
     stop: CancellationToken,
 ) {
     let limits = ConnectionLimits::new(
@@ -85,6 +89,7 @@ pub async fn serve(
     tracing::info!(
         max_tcp_connections = ?limits.max_total(),
         max_tcp_connections_per_ip = ?limits.max_per_address(),
+        tls = tls.is_some(),
         "connection limits"
     );
     let shared = Arc::new(Shared {
@@ -93,7 +98,7 @@ pub async fn serve(
         stopping: stop.clone(),
         shutdown_grace: settings.shutdown_grace,
     });
-    let refusals = Refusals::new(true);
+    let refusals = Refusals::new(tls.is_none());
     let tasks = TaskTracker::new();
     let mut backoff = AcceptBackoff::default();
     loop {
@@ -123,7 +128,17 @@ pub async fn serve(
             Ok(permit) => {
                 let activity = Arc::new(Activity::default());
                 let io = WatchedIo::new(tcp, activity.clone(), permit);
-                tasks.spawn(serve_plain(io, remote, activity, shared.clone()));
+                let shared = shared.clone();
+                match &tls {
+                    None => tasks.spawn(connection::serve_http(io, remote, activity, shared)),
+                    Some(tls) => tasks.spawn(connection::serve_https(
+                        tls.clone(),
+                        io,
+                        remote,
+                        activity,
+                        shared,
+                    )),
+                };
             }
             Err(why) => refusals.refuse(tcp, remote, why, &tasks),
         }
@@ -133,13 +148,4 @@ pub async fn serve(
     drop(listener);
     tasks.close();
     tasks.wait().await;
-}
-
-async fn serve_plain(
-    io: WatchedIo<TcpStream>,
-    remote: SocketAddr,
-    activity: Arc<Activity>,
-    shared: Arc<Shared>,
-) {
-    connection::serve_http(io, remote, activity, shared).await;
 }

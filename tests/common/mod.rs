@@ -2,8 +2,10 @@
 //! signed Pusher HTTP API client.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod receiver;
 mod redis;
+pub mod tls;
 
 // Not every test binary uses it.
 #[allow(unused_imports)]
