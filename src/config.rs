@@ -289,6 +289,17 @@ pub struct AppConfig {
     pub webhooks: Vec<crate::webhooks::PusherWebhookConfig>,
 }
 
+/// What a Socket.IO client token minted with a `user_id` receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTokenScope {
+    /// Every event of its merchant, as an API key does.
+    #[default]
+    Merchant,
+    /// Events published for its user, and those marked merchant-wide.
+    User,
+}
+
 /// `[apps.socketio]`: the Socket.IO v4 gateway of seed 003.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -312,6 +323,11 @@ pub struct SocketIoConfig {
     /// disconnects it too.
     #[serde(default = "defaults::token_recheck")]
     pub credential_recheck_secs: u64,
+    /// What a client token minted with a `user_id` receives: `merchant` (default, seed
+    /// 003's "both receive the same events"), every event of its merchant; `user`, only
+    /// the events published for that user plus those marked merchant-wide.
+    #[serde(default)]
+    pub client_token_scope: ClientTokenScope,
     /// Seed 003 authenticates once, on connect, so an expired client token keeps its
     /// socket by default. When true, a socket opened with a client token gets a Socket.IO
     /// DISCONNECT at the token's expiry (plus `token_expiry_grace_secs`).

@@ -573,3 +573,134 @@ async fn an_app_may_disconnect_client_tokens_at_their_expiry() {
     publish(&server, MERCHANT, "merchant", "trade", json!({"n": 2})).await;
     assert_eq!(by_key.packet().await, r#"42["trade",{"n":2}]"#);
 }
+
+/// `POST /v1/events` with extra fields, answering its status and body.
+async fn publish_marked(server: &TestServer, event: &str, n: u32, mark: Value) -> (u16, Value) {
+    let mut body =
+        json!({"merchant_id": MERCHANT, "kind": "merchant", "event": event, "data": {"n": n}});
+    if let (Some(body), Some(mark)) = (body.as_object_mut(), mark.as_object()) {
+        body.extend(mark.clone());
+    }
+    server
+        .basic_request("POST", "/v1/events", Some(&body))
+        .await
+}
+
+/// A client token of `MERCHANT`, minted by the app's backend for `user` (if any).
+async fn client_token(server: &TestServer, user: Option<&str>) -> String {
+    let mut body = json!({"merchant_id": MERCHANT, "ttl_secs": 600});
+    if let Some(user) = user {
+        body["user_id"] = json!(user);
+    }
+    let (status, minted) = server
+        .basic_request("POST", "/v1/client-tokens", Some(&body))
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    minted["token"].as_str().unwrap().to_string()
+}
+
+/// The `n` of every event a socket receives up to and including the `end` marker.
+async fn received_until_end(raw: &mut RawSocketIo) -> Vec<u64> {
+    let mut seen = Vec::new();
+    loop {
+        let packet = raw.packet().await;
+        let args: Value = serde_json::from_str(packet.strip_prefix("42").unwrap()).unwrap();
+        seen.push(args[1]["n"].as_u64().unwrap());
+        if args[0] == "end" {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test]
+async fn user_scoped_client_tokens_get_their_users_events_and_merchant_wide_ones() {
+    let server =
+        TestServer::with_settings("", "[apps.socketio]\nclient_token_scope = \"user\"").await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", MERCHANT)
+        .await
+        .unwrap();
+    let mut player_1 = RawSocketIo::connected(
+        &server,
+        &format!("&token={}", client_token(&server, Some("player_1")).await),
+    )
+    .await;
+    let mut player_2 = RawSocketIo::connected(
+        &server,
+        &format!("&token={}", client_token(&server, Some("player_2")).await),
+    )
+    .await;
+    let mut merchant_token = RawSocketIo::connected(
+        &server,
+        &format!("&token={}", client_token(&server, None).await),
+    )
+    .await;
+    let mut merchant_key =
+        RawSocketIo::connected(&server, &format!("&apiKey={}", key.api_key)).await;
+
+    for (n, mark) in [
+        (1, json!({"user_id": "player_1"})),
+        (2, json!({"merchant_wide": true})),
+        (3, json!({})),
+        (4, json!({"user_id": "player_2"})),
+    ] {
+        let (status, body) = publish_marked(&server, "trade", n, mark).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // The Pusher HTTP API cannot mark an event: it is unmarked, merchant-level.
+    server
+        .trigger(
+            &format!("private-merchant.{MERCHANT}"),
+            "trade",
+            r#"{"n":5}"#,
+        )
+        .await;
+    let (status, _) = publish_marked(&server, "end", 6, json!({"merchant_wide": true})).await;
+    assert_eq!(status, 200);
+
+    assert_eq!(received_until_end(&mut player_1).await, [1, 2, 6]);
+    assert_eq!(received_until_end(&mut player_2).await, [2, 4, 6]);
+    // Merchant-level credentials see every event of the merchant, marked or not.
+    assert_eq!(
+        received_until_end(&mut merchant_token).await,
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(
+        received_until_end(&mut merchant_key).await,
+        [1, 2, 3, 4, 5, 6]
+    );
+
+    // A mark must make sense.
+    for mark in [
+        json!({"user_id": "player_1", "merchant_wide": true}),
+        json!({"user_id": "a.b"}),
+        json!({"user_id": true}),
+        json!({"merchant_wide": "yes"}),
+    ] {
+        let (status, body) = publish_marked(&server, "trade", 7, mark.clone()).await;
+        assert_eq!(status, 400, "{mark}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn by_default_a_client_token_sees_every_event_of_its_merchant() {
+    let server = TestServer::start().await;
+    let mut player_1 = RawSocketIo::connected(
+        &server,
+        &format!("&token={}", client_token(&server, Some("player_1")).await),
+    )
+    .await;
+    for (n, mark) in [
+        (1, json!({"user_id": "player_2"})),
+        (2, json!({})),
+        (3, json!({"merchant_wide": true})),
+    ] {
+        let (status, body) = publish_marked(&server, "trade", n, mark).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _) = publish_marked(&server, "end", 4, json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(received_until_end(&mut player_1).await, [1, 2, 3, 4]);
+}

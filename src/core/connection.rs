@@ -24,6 +24,11 @@ pub struct Connection {
     /// An id of the credential the connection was opened with (never the credential
     /// itself), so revoking it can close exactly these connections.
     credential: OnceLock<Arc<str>>,
+    /// The user this connection is narrowed to, if it is: it then receives only the
+    /// publications marked for that user or for everyone (see [`Audience`]).
+    ///
+    /// [`Audience`]: super::Audience
+    narrowed_to: OnceLock<Arc<str>>,
     subscriptions: AtomicUsize,
     /// Names of the subscribed channels, for diagnostics (`/api/v1/ws/connections`).
     channel_names: parking_lot::Mutex<Vec<Arc<str>>>,
@@ -46,6 +51,7 @@ impl Connection {
             outbox: Outbox::new(queue_capacity),
             principal: OnceLock::new(),
             credential: OnceLock::new(),
+            narrowed_to: OnceLock::new(),
             channel_names: parking_lot::Mutex::new(Vec::new()),
             subscriptions: AtomicUsize::new(0),
         }
@@ -83,6 +89,24 @@ impl Connection {
     /// Records the credential id once, when the connection is opened.
     pub fn set_credential(&self, credential: Arc<str>) {
         let _ = self.credential.set(credential);
+    }
+
+    /// Narrows what the connection receives to publications marked for `user` or for
+    /// everyone. Set once, before the connection subscribes to anything.
+    pub fn narrow_to_user(&self, user: Arc<str>) {
+        let _ = self.narrowed_to.set(user);
+    }
+
+    /// The user the connection is narrowed to, if any.
+    pub fn narrowed_to(&self) -> Option<&Arc<str>> {
+        self.narrowed_to.get()
+    }
+
+    /// Whether `publication` is for this connection, among its channel's subscribers.
+    pub fn receives(&self, publication: &super::Publication) -> bool {
+        self.narrowed_to
+            .get()
+            .is_none_or(|user| publication.audience.reaches(user))
     }
 
     pub fn subscription_count(&self) -> usize {

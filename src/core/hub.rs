@@ -232,8 +232,10 @@ impl Hub {
         let presence = is_presence_channel(&channel).then(|| state.snapshot());
         let cache = if is_cache_channel(&channel) {
             match state.fresh_cache(self.cache_ttl) {
-                Some((publication, _)) => CacheState::Hit(publication.clone()),
-                None => CacheState::Miss,
+                Some((publication, _)) if conn.receives(publication) => {
+                    CacheState::Hit(publication.clone())
+                }
+                _ => CacheState::Miss,
             }
         } else {
             CacheState::NotACacheChannel
@@ -321,7 +323,7 @@ impl Hub {
     fn push_to_subscribers(state: &ChannelState, publication: &Arc<Publication>) -> usize {
         let mut queued = 0;
         for (id, sub) in &state.subscribers {
-            if publication.exclude == Some(*id) {
+            if publication.exclude == Some(*id) || !sub.conn.receives(publication) {
                 continue;
             }
             if sub

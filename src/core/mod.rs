@@ -40,7 +40,7 @@ pub use journal::{JournalWrite, PublicationJournal};
 pub use occupancy::{OccupancyChange, OccupancyObserver};
 pub use outbox::{Disconnect, Outbound, Outbox};
 pub use principal::Principal;
-pub use publication::{ENCODING_SLOTS, EncodingSlot, Publication};
+pub use publication::{Audience, ENCODING_SLOTS, EncodingSlot, Publication};
 pub use session::{Session, SignInError, SubscribeError, Subscription};
 pub use socket_id::SocketId;
 
@@ -110,6 +110,8 @@ pub struct NewPublication {
     /// for the app's own backend (its webhook endpoints without a merchant), as a payment
     /// request's resolution is.
     pub app_event: bool,
+    /// Whom among the channel's subscribers it is for (see [`Audience`]).
+    pub audience: Audience,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -338,6 +340,7 @@ impl Core {
         publication.relay_only = new.relay_only;
         publication.from_client = from_client;
         publication.app_event = new.app_event;
+        publication.audience = new.audience;
         let id = publication.id;
         let publication = Arc::new(publication);
         if let Some(write) = self.journal.get().and_then(|j| j.record(&publication)) {
@@ -422,5 +425,86 @@ impl Core {
             conn.outbox.close(Disconnect::Shutdown);
         }
         conns.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::outbox::Drain;
+
+    /// The events `session` has queued, by name (subscription frames skipped), and
+    /// whether a cache channel replayed one to it.
+    async fn queued(session: &Session) -> (Vec<String>, Option<String>) {
+        let mut batch = Vec::new();
+        let mut events = Vec::new();
+        let mut replayed = None;
+        while !session.connection().outbox.is_empty() {
+            assert_eq!(
+                session.connection().outbox.drain(&mut batch).await,
+                Drain::Frames
+            );
+            for item in batch.drain(..) {
+                match item {
+                    Outbound::Publication(p) => events.push(p.event.to_string()),
+                    Outbound::Subscribed(s) => {
+                        if let outbox::CacheState::Hit(p) = &s.cache {
+                            replayed = Some(p.event.to_string());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        (events, replayed)
+    }
+
+    #[tokio::test]
+    async fn a_connection_narrowed_to_a_user_gets_what_is_marked_for_it() {
+        let config =
+            Config::parse("[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"secret-123\"").unwrap();
+        let core = Core::new(&config);
+        let app = core.apps.by_id("1").unwrap().clone();
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let mut narrowed = core.open_session(&app, "test", addr).unwrap();
+        narrowed.connection().narrow_to_user(Arc::from("u1"));
+        let mut whole = core.open_session(&app, "test", addr).unwrap();
+        for session in [&mut narrowed, &mut whole] {
+            session.subscribe("private-c", None).unwrap();
+        }
+        for (event, audience) in [
+            ("for-u1", Audience::User("u1".into())),
+            ("for-u2", Audience::User("u2".into())),
+            ("unmarked", Audience::Unmarked),
+            ("everyone", Audience::Everyone),
+        ] {
+            let new = NewPublication {
+                channel: "private-c".into(),
+                event: event.into(),
+                data: "{}".into(),
+                audience,
+                ..Default::default()
+            };
+            core.publish(&app, new).await.unwrap();
+        }
+        assert_eq!(queued(&narrowed).await.0, ["for-u1", "everyone"]);
+        assert_eq!(
+            queued(&whole).await.0,
+            ["for-u1", "for-u2", "unmarked", "everyone"]
+        );
+
+        // A cache channel's last event is replayed to a new subscriber only if it is for it.
+        let new = NewPublication {
+            channel: "cache-c".into(),
+            event: "for-u2".into(),
+            data: "{}".into(),
+            audience: Audience::User("u2".into()),
+            ..Default::default()
+        };
+        core.publish(&app, new).await.unwrap();
+        narrowed.subscribe("cache-c", None).unwrap();
+        whole.subscribe("cache-c", None).unwrap();
+        assert_eq!(queued(&narrowed).await.1, None);
+        assert_eq!(queued(&whole).await.1.as_deref(), Some("for-u2"));
     }
 }

@@ -20,6 +20,37 @@ pub const ENCODING_SLOTS: usize = 6;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncodingSlot(pub usize);
 
+/// Whom among a channel's subscribers a publication is for, as its publisher marked it.
+///
+/// Only a connection narrowed to one user ([`Connection::narrow_to_user`], a Socket.IO
+/// client token scoped to its user) looks at the mark: it receives what is marked for its
+/// user or for everyone, and nothing unmarked, so an event about another user's payment
+/// never reaches it by default. Every other subscriber (a merchant's API key, a Pusher
+/// subscriber) receives every publication of its channels, whatever the mark.
+///
+/// [`Connection::narrow_to_user`]: super::Connection::narrow_to_user
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Audience {
+    /// Not marked: for the channel owner's own (unnarrowed) subscribers.
+    #[default]
+    Unmarked,
+    /// For one user of the channel's owner.
+    User(Box<str>),
+    /// For everyone on the channel, narrowed subscribers included.
+    Everyone,
+}
+
+impl Audience {
+    /// Whether a connection narrowed to `user` receives a publication marked so.
+    pub fn reaches(&self, user: &str) -> bool {
+        match self {
+            Audience::Unmarked => false,
+            Audience::User(for_user) => &**for_user == user,
+            Audience::Everyone => true,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Publication {
     /// Cluster-unique, sortable by time; a webhook's `webhook-id`.
@@ -40,6 +71,8 @@ pub struct Publication {
     pub from_client: bool,
     /// An app-level event (see `NewPublication::app_event`).
     pub app_event: bool,
+    /// Whom among the channel's subscribers it is for, as its publisher marked it.
+    pub audience: Audience,
     /// When the core accepted it; publish-to-fan-out latency is measured from here.
     pub accepted_at: Instant,
     pub published_at: SystemTime,
@@ -60,6 +93,7 @@ impl Publication {
             relay_only: false,
             from_client: false,
             app_event: false,
+            audience: Audience::Unmarked,
             accepted_at: Instant::now(),
             published_at: SystemTime::now(),
             encodings: Default::default(),

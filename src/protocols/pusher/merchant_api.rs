@@ -11,7 +11,9 @@
 //! - `POST /v1/events` `{merchant_id, kind, event, data}`: the simple way for a backend to
 //!   publish to a merchant. It lands on `private-{kind}.{merchant_id}`, the very channel
 //!   the Pusher HTTP API would publish to, through the same core publish path, and
-//!   answers `{channel, id}` with the event's id.
+//!   answers `{channel, id}` with the event's id. `user_id` or `merchant_wide: true`
+//!   marks whom among the merchant's clients it is for (a Socket.IO client token scoped
+//!   to its user receives only those; see `core::Audience`).
 
 use std::sync::Arc;
 
@@ -24,7 +26,7 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::core::{App, Disconnect, NewPublication, WhichConnections};
+use crate::core::{App, Audience, Disconnect, NewPublication, WhichConnections};
 use crate::http::app_auth::Call;
 use crate::http::{ApiError, HttpState};
 use crate::merchants::{StoreError, channels};
@@ -146,6 +148,40 @@ struct MerchantEvent {
     kind: String,
     event: String,
     data: Value,
+    /// The merchant's user the event is for (a string or a number): a Socket.IO client
+    /// token scoped to that user receives it (`client_token_scope = "user"`).
+    #[serde(default)]
+    user_id: Option<Value>,
+    /// The event is for every client of the merchant, user-scoped client tokens included.
+    #[serde(default)]
+    merchant_wide: bool,
+}
+
+impl MerchantEvent {
+    /// Whom among the merchant's clients the event is for. Merchant-level credentials
+    /// (API keys, unscoped client tokens, Pusher subscribers) receive it whatever this says.
+    fn audience(&self) -> Result<Audience, ApiError> {
+        let user = match &self.user_id {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(
+                crate::tokens::id_text(value)
+                    .filter(|id| crate::tokens::valid_user_id(id))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "`user_id` must be 1-64 letters, digits, `_`, `-`, `@`, `=` or `,` (a string or a number)",
+                        )
+                    })?,
+            ),
+        };
+        match (user, self.merchant_wide) {
+            (Some(_), true) => Err(ApiError::bad_request(
+                "An event is for one user (`user_id`) or merchant-wide (`merchant_wide`), not both",
+            )),
+            (Some(user), false) => Ok(Audience::User(user.into_boxed_str())),
+            (None, true) => Ok(Audience::Everyone),
+            (None, false) => Ok(Audience::Unmarked),
+        }
+    }
 }
 
 async fn publish_event(
@@ -155,7 +191,7 @@ async fn publish_event(
     let app = call.app(&state, None)?;
     let request: MerchantEvent = serde_json::from_slice(&call.body).map_err(|e| {
         ApiError::bad_request(format!(
-            "Expected JSON {{merchant_id, kind, event, data}}: {e}"
+            "Expected JSON {{merchant_id, kind, event, data, user_id?, merchant_wide?}}: {e}"
         ))
     })?;
     let channel =
@@ -170,6 +206,7 @@ async fn publish_event(
             "Event names starting with `pusher` are reserved",
         ));
     }
+    let audience = request.audience()?;
     let data = match request.data {
         Value::String(s) => s,
         other => other.to_string(),
@@ -178,6 +215,7 @@ async fn publish_event(
         channel: channel.clone(),
         event: request.event,
         data,
+        audience,
         ..Default::default()
     };
     let id = state

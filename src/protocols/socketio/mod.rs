@@ -44,6 +44,7 @@ use tokio::sync::Notify;
 
 use self::auth::{AuthError, AuthPayload, Recheck};
 use self::transport::TransportSwitch;
+use crate::config::ClientTokenScope;
 use crate::core::Session;
 use crate::http::HttpState;
 use crate::merchants::channels;
@@ -161,6 +162,13 @@ async fn admit(
         .map_err(|e| AuthError::Refused(e.to_string()))?;
     let conn = session.connection().clone();
     conn.set_credential(Arc::from(identity.credential_id.as_str()));
+    // A client token minted for one of the merchant's users sees, if the app says so, only
+    // that user's events and the merchant-wide ones (narrowed before any subscription).
+    if identity.app.socketio.client_token_scope == ClientTokenScope::User
+        && let Some(user) = &identity.user_id
+    {
+        conn.narrow_to_user(Arc::from(user.as_str()));
+    }
     // Signed in as the merchant (not as a user: user "42" is not merchant "42"), so
     // revoking its key or token finds the socket by (merchant, credential) on every node.
     session
