@@ -229,3 +229,15 @@ async fn tls_clients_verify_the_node_certificate() {
     ];
     run_peer_with(&server, Path::new("node"), "tls_clients.mjs", &env).await;
 }
+
+#[tokio::test]
+async fn token_lifetimes_and_scopes_with_ws_and_socketio_client() {
+    require_node_modules();
+    let server = TestServer::with_settings(
+        "",
+        "[apps.socketio]\ndisconnect_on_token_expiry = true\nclient_token_scope = \"user\"",
+    )
+    .await;
+    let env = [("PAYRELAY_MERCHANT", "merchant_001".to_string())];
+    run_peer_with(&server, Path::new("node"), "token_lifetimes.mjs", &env).await;
+}
