@@ -556,6 +556,8 @@ credential_recheck_secs = 1
     assert_eq!(body["token_store"]["name"], "redis", "{body}");
     assert_eq!(body["token_store"]["ready"], false, "{body}");
     assert!(body["token_store"]["error"].is_string(), "{body}");
+    let ready = "payrelay_token_store_ready{store=\"redis\"}";
+    assert_eq!(server.metric(ready).await, 0.0);
     for _ in 0..3 {
         let started = std::time::Instant::now();
         let refused =
@@ -610,6 +612,7 @@ credential_recheck_secs = 1
     let body = readyz_becomes(&server, 200, Duration::from_secs(10)).await;
     assert_eq!(body["status"], "ready", "{body}");
     assert_eq!(body["token_store"]["ready"], true, "{body}");
+    assert_eq!(server.metric(ready).await, 1.0);
     let fresh = mint_access_token(&server, "u2").await;
     let mut again = Client::connect(&server.ws_url(&format!("/api/v1/ws?token={fresh}"))).await;
     assert_eq!(again.json().await["event"], "subscribed");

@@ -44,8 +44,13 @@ impl Health {
     }
 
     /// Records a probe's result, logging only changes (an outage is one warning, not one
-    /// a second).
-    fn record(&self, name: &str, result: Result<(), TokenError>) {
+    /// a second), and sets `payrelay_token_store_ready` for alerting.
+    fn record(&self, name: &'static str, result: Result<(), TokenError>) {
+        metrics::gauge!("payrelay_token_store_ready", "store" => name).set(if result.is_ok() {
+            1.0
+        } else {
+            0.0
+        });
         let mut problem = self.problem.lock();
         match (result, problem.is_some()) {
             (Ok(()), true) => {
