@@ -31,6 +31,22 @@ enum Command {
     /// Create, list or revoke merchant API keys in the node's store (the database_url of
     /// --config). A running node sees the change at once.
     Keys(KeysArgs),
+    /// Manage webhook endpoints and replay their messages in the node's database (the
+    /// database_url of --config). A running node sees the change within seconds.
+    Webhooks(WebhooksArgs),
+}
+
+#[derive(clap::Args)]
+struct WebhooksArgs {
+    /// TOML configuration file naming the database and the apps; without it, the
+    /// development app and ./payrelay.db, as `payrelay serve` uses.
+    #[arg(long, env = "PAYRELAY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// The app the endpoints belong to.
+    #[arg(long, default_value = "1", global = true)]
+    app: String,
+    #[command(subcommand)]
+    action: payrelay::webhooks::cli::WebhooksAction,
 }
 
 #[derive(clap::Args)]
@@ -88,6 +104,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => payrelay::bench::main(args),
         Command::Keys(args) => keys(args),
+        Command::Webhooks(args) => webhooks(args),
     }
 }
 
@@ -104,7 +121,7 @@ fn load_config(path: Option<&PathBuf>) -> Result<(Config, bool), ExitCode> {
     }
 }
 
-fn keys(args: KeysArgs) -> ExitCode {
+fn webhooks(args: WebhooksArgs) -> ExitCode {
     let config = match load_config(args.config.as_ref()) {
         Ok((config, _)) => config,
         Err(code) => return code,
@@ -113,6 +130,15 @@ fn keys(args: KeysArgs) -> ExitCode {
         eprintln!("payrelay: no app `{}` in the configuration", args.app);
         return ExitCode::from(2);
     }
+    run_cli(async {
+        let db = payrelay::db::Db::open(&config.database_url).await?;
+        let store = payrelay::webhooks::store::OutboxStore::new(db);
+        payrelay::webhooks::cli::run(&store, &config.webhooks, &args.app, args.action).await
+    })
+}
+
+/// Runs a command-line action on a small runtime; errors are printed.
+fn run_cli(action: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -123,7 +149,22 @@ fn keys(args: KeysArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result: anyhow::Result<ExitCode> = runtime.block_on(async {
+    runtime.block_on(action).unwrap_or_else(|e| {
+        eprintln!("payrelay: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn keys(args: KeysArgs) -> ExitCode {
+    let config = match load_config(args.config.as_ref()) {
+        Ok((config, _)) => config,
+        Err(code) => return code,
+    };
+    if !config.apps.iter().any(|app| app.id == args.app) {
+        eprintln!("payrelay: no app `{}` in the configuration", args.app);
+        return ExitCode::from(2);
+    }
+    run_cli(async {
         let store = MerchantStore::open(&config.database_url).await?;
         Ok(match args.action {
             KeysAction::Create { merchant } => {
@@ -149,10 +190,6 @@ fn keys(args: KeysArgs) -> ExitCode {
                 }
             },
         })
-    });
-    result.unwrap_or_else(|e| {
-        eprintln!("payrelay: {e:#}");
-        ExitCode::FAILURE
     })
 }
 

@@ -365,3 +365,68 @@ fn urls_in_startup_errors_are_logged_without_their_credentials() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn webhook_endpoints_are_managed_from_the_command_line() {
+    let config = temp_config(
+        "webhooks",
+        "database_url = \"sqlite://hooks.db\"\n[[apps]]\nid=\"7\"\nkey=\"k7\"\nsecret=\"secret-123\"\n",
+    );
+    let _ = std::fs::remove_file(config.with_file_name("hooks.db"));
+    let run = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .arg("webhooks")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .args(["--app", "7"])
+            .output()
+            .unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (
+            output.status.code(),
+            lines,
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let (code, created, stderr) = run(&[
+        "create",
+        "--url",
+        "https://merchant.example.com/hooks",
+        "--merchant",
+        "m1",
+        "--event",
+        "trade",
+        "--event",
+        "payment.*",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("only once"));
+    let endpoint = &created[0];
+    let id = endpoint["id"].as_str().unwrap();
+    assert!(endpoint["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(
+        endpoint["events"],
+        serde_json::json!(["trade", "payment.*"])
+    );
+
+    let (_, listed, _) = run(&["list"]);
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].get("secret").is_none(), "never listed");
+    let (_, updated, _) = run(&["update", id, "--disable", "--all-events"]);
+    assert_eq!(updated[0]["enabled"], false);
+    assert_eq!(updated[0]["events"], serde_json::Value::Null);
+    let (_, rotated, _) = run(&["rotate-secret", id]);
+    assert_ne!(rotated[0]["secret"], endpoint["secret"]);
+    let (_, log, _) = run(&["messages", id]);
+    assert_eq!(log[0]["messages"], serde_json::json!([]));
+    let (code, _, stderr) = run(&["create", "--url", "ftp://nope"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("http"), "{stderr}");
+    assert_eq!(run(&["delete", id]).0, Some(0));
+    assert_eq!(run(&["show", id]).0, Some(1));
+    let _ = std::fs::remove_dir_all(config.parent().unwrap());
+}

@@ -241,3 +241,121 @@ async fn token_lifetimes_and_scopes_with_ws_and_socketio_client() {
     let env = [("PAYRELAY_MERCHANT", "merchant_001".to_string())];
     run_peer_with(&server, Path::new("node"), "token_lifetimes.mjs", &env).await;
 }
+
+/// The README's callback receivers, on the official `standardwebhooks` libraries (npm and
+/// PyPI), verify what payrelay sends as it is sent: events of each kind of data, and
+/// after a secret rotation with the receiver still holding the old secret. A forged
+/// signature is refused by the same receiver, so it is really checking.
+async fn official_verifier_accepts_callbacks(program: &Path, script: &str) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let server = TestServer::with_config(
+        "bind = \"127.0.0.1:0\"\n[webhooks]\nallow_private_targets = true\npoll_interval_ms = 50\n\
+         [[apps]]\nid = \"1\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n",
+    )
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/webhooks");
+    let (status, endpoint) = server
+        .basic_request(
+            "POST",
+            "/v1/webhooks/endpoints",
+            Some(&json!({"url": url, "merchant_id": "m1"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+    let secret = endpoint["secret"].as_str().unwrap().to_string();
+    let mut child = Command::new(program)
+        .arg(repo().join("tests/peers").join(script))
+        .current_dir(repo().join("tests/peers"))
+        .env("WEBHOOK_SECRET", &secret)
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = async || -> serde_json::Value {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{script} said nothing for 20 s"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{script} ended"));
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("{script}: {line}"))
+    };
+    assert_eq!(next_line().await, json!({"listening": true}));
+
+    let mut sent = Vec::new();
+    for data in [
+        json!({"trade": {"id": "t1"}}),
+        json!("plain text"),
+        json!([1, 2]),
+    ] {
+        let (status, reply) = server
+            .basic_request(
+                "POST",
+                "/v1/events",
+                Some(&json!({"merchant_id": "m1", "kind": "merchant", "event": "trade", "data": data})),
+            )
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        sent.push((reply["id"].as_str().unwrap().to_string(), data));
+    }
+    let id = endpoint["id"].as_str().unwrap();
+    let (status, _) = server
+        .basic_request(
+            "POST",
+            &format!("/v1/webhooks/endpoints/{id}/rotate-secret"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, reply) = server
+        .basic_request(
+            "POST",
+            "/v1/events",
+            Some(&json!({"merchant_id": "m1", "kind": "merchant", "event": "deposit", "data": {}})),
+        )
+        .await;
+    sent.push((reply["id"].as_str().unwrap().to_string(), json!({})));
+    let mut verified = Vec::new();
+    while verified.len() < sent.len() {
+        let line = next_line().await;
+        assert!(
+            line.get("rejected").is_none(),
+            "{script} refused a callback: {line}"
+        );
+        verified.push((
+            line["verified"].as_str().unwrap().to_string(),
+            line["data"].clone(),
+        ));
+    }
+    verified.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(verified, sent, "every event, verified, with its data");
+
+    let forged = common::http()
+        .post(&url)
+        .header("webhook-id", "evt_forged")
+        .header("webhook-timestamp", now().to_string())
+        .header("webhook-signature", "v1,bm90IGEgc2lnbmF0dXJl")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
+    assert!(next_line().await.get("rejected").is_some());
+}
+
+#[tokio::test]
+async fn npm_standardwebhooks_verifies_callbacks() {
+    require_node_modules();
+    official_verifier_accepts_callbacks(Path::new("node"), "webhook_receiver.mjs").await;
+}
+
+#[tokio::test]
+async fn pypi_standardwebhooks_verifies_callbacks() {
+    official_verifier_accepts_callbacks(&python(), "webhook_receiver.py").await;
+}

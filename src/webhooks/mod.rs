@@ -26,6 +26,7 @@
 //! the delivery log; [`pusher`] turns hub occupancy into Pusher app webhooks.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod dispatcher;
 pub mod endpoint;
