@@ -108,7 +108,7 @@ impl RedisTokens {
     /// Connects (and reconnects by itself later); fails if Redis does not answer now.
     /// Records without `app_id` belong to `default_app`, or to no app when it is `None`.
     /// Connecting and every command give up after `timeout`, and reconnection backs off
-    /// up to [`MAX_RECONNECT_DELAY`]: the client never holds a caller longer than that
+    /// up to `MAX_RECONNECT_DELAY`: the client never holds a caller longer than that
     /// (the defaults wait for a reply for ever and retried for about eight seconds).
     pub async fn connect(
         url: &str,
