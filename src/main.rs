@@ -29,7 +29,8 @@ enum Command {
     /// Load-test a Pusher-compatible server on this machine (see BENCHMARKS.md).
     Bench(payrelay::bench::BenchArgs),
     /// Create, list or revoke merchant API keys in the node's store (the database_url of
-    /// --config). A running node sees the change at once.
+    /// --config). A running node refuses a revoked key's new requests at once; Socket.IO
+    /// sockets already open with it close at its next credential recheck.
     Keys(KeysArgs),
     /// Manage webhook endpoints and replay their messages in the node's database (the
     /// database_url of --config). A running node sees the change within seconds.
@@ -198,6 +199,19 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    // A node without apps would start and refuse every connection and API call: almost
+    // certainly a configuration that lost its [[apps]] (a typo in the table name, a file
+    // meant for `payrelay keys`), so it does not start.
+    if config.apps.is_empty()
+        && let Some(path) = &args.config
+    {
+        eprintln!(
+            "payrelay: invalid configuration {}: apps: no [[apps]] table; a node without apps \
+             would refuse every connection and API call (docs/configuration.md, \"App settings\")",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
     if let Some(bind) = args.bind {
         config.bind = bind;
     }

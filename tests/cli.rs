@@ -46,6 +46,26 @@ fn bad_configuration_stops_startup_naming_the_key() {
     }
 }
 
+#[tokio::test]
+async fn a_configuration_without_apps_is_refused() {
+    // Such a node would start and refuse every connection and API call, silently.
+    let path = temp_config("no-apps", "bind = \"127.0.0.1:0\"\n");
+    let mut child = Serving(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = child.exit_within(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(2));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("[[apps]]"), "{stderr}");
+}
+
 /// A running `payrelay` child. Dropping it kills the process, so a failed assertion
 /// between spawn and shutdown does not leave a server running after the test.
 struct Serving(std::process::Child);

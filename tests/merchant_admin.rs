@@ -430,3 +430,82 @@ secret = "{JWT_SECRET}"
         "within app 1 the address is spent"
     );
 }
+
+/// RFC 7235 2.1: the authentication scheme is case-insensitive (`bearer`, `BASIC`).
+#[tokio::test]
+async fn authorization_schemes_are_case_insensitive() {
+    use base64::Engine;
+    let server = TestServer::with_config(&config("")).await;
+    let basic = base64::engine::general_purpose::STANDARD.encode("app-key:app-secret");
+    let response = http()
+        .post(server.url("/apps/1/merchants/merchant_001/keys"))
+        .header("authorization", format!("basic {basic}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "lower-case basic");
+    let created: Value = response.json().await.unwrap();
+    let api_key = created["api_key"].as_str().unwrap();
+
+    let response = http()
+        .post(server.url("/v1/websocket/auth"))
+        .header("authorization", format!("bearer {}", jwt("merchant_001")))
+        .header("x-api-key", api_key)
+        .json(&json!({"socket_id": "1.2", "channel_name": "private-merchant.merchant_001"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "lower-case bearer JWT");
+
+    let response = http()
+        .post(server.url("/v1/client-tokens"))
+        .header("authorization", format!("BEARER {api_key}"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "upper-case bearer API key");
+}
+
+/// A route called with no credentials at all says which credentials it takes, instead of
+/// naming one missing query parameter of one of them.
+#[tokio::test]
+async fn requests_without_credentials_are_told_what_the_route_takes() {
+    let server = TestServer::with_config(&config("")).await;
+    for (method, path) in [
+        ("POST", "/apps/1/merchants/m/keys"),
+        ("GET", "/apps/1/keys"),
+        ("DELETE", "/apps/1/keys/key_x"),
+        ("POST", "/v1/events"),
+    ] {
+        let (status, body) = server.raw_request(method, path, Vec::new()).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("Missing credentials")
+                && error.contains("HTTP Basic")
+                && error.contains("signature"),
+            "{path}: {error}"
+        );
+    }
+    // The Pusher HTTP API takes a request signature only, as Pusher does.
+    let (status, body) = server
+        .raw_request("GET", "/apps/1/channels", Vec::new())
+        .await;
+    assert_eq!(status, 401, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("Missing credentials") && error.contains("Pusher request signature"),
+        "{error}"
+    );
+    assert!(!error.contains("Basic"), "{error}");
+    // A signature attempt missing one parameter is still told which.
+    let (status, body) = server
+        .raw_request("GET", "/apps/1/channels?auth_key=app-key", Vec::new())
+        .await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"].as_str().unwrap().contains("auth_signature"),
+        "{body}"
+    );
+}

@@ -139,13 +139,16 @@ async fn bad_tokens_and_origins_are_refused_before_the_upgrade() {
             .await
             .expect(origin);
     }
-    let mut request = server.ws_url("/api/v1/ws").into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {good}").parse().unwrap());
-    tokio_tungstenite::connect_async(request)
-        .await
-        .expect("Authorization: Bearer");
+    // RFC 7235: the scheme is case-insensitive.
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let mut request = server.ws_url("/api/v1/ws").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("{scheme} {good}").parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+            .await
+            .expect(scheme);
+    }
     let mut request = server.ws_url("/api/v1/ws").into_client_request().unwrap();
     request.headers_mut().insert(
         "sec-websocket-protocol",

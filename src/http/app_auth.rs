@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, OriginalUri};
-use axum::http::{HeaderMap, Method, Uri, header};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use subtle::ConstantTimeEq;
@@ -75,6 +75,9 @@ pub fn authenticate(
                 .apps
                 .by_id(id)
                 .ok_or_else(|| ApiError::not_found(format!("Unknown app id `{id}`")))?;
+            if !signature_attempted(request.uri) {
+                return Err(missing_credentials(accepts));
+            }
             verify_signature(app, request)?;
             app.clone()
         }
@@ -82,11 +85,7 @@ pub fn authenticate(
             let key = form_urlencoded::parse(request.uri.query().unwrap_or("").as_bytes())
                 .find(|(k, _)| k == "auth_key")
                 .map(|(_, v)| v.into_owned())
-                .ok_or_else(|| {
-                    ApiError::unauthorized(
-                        "Missing credentials: use HTTP Basic app_key:app_secret or a Pusher request signature",
-                    )
-                })?;
+                .ok_or_else(|| missing_credentials(accepts))?;
             let app = state
                 .core
                 .apps
@@ -100,6 +99,29 @@ pub fn authenticate(
         return Err(ApiError::forbidden("The app is disabled"));
     }
     Ok(app)
+}
+
+/// Whether the query carries any part of a Pusher request signature. A request with none
+/// brought no credentials, and is told what the route takes rather than which signature
+/// parameter it lacks.
+fn signature_attempted(uri: &Uri) -> bool {
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .any(|(k, _)| k == "auth_key" || k == "auth_signature")
+}
+
+fn missing_credentials(accepts: Accepts) -> ApiError {
+    ApiError::unauthorized(match accepts {
+        Accepts::SignatureOnly => {
+            "Missing credentials: this route takes a Pusher request signature (auth_key, \
+             auth_timestamp, auth_version, body_md5 when there is a body, and auth_signature in \
+             the query), as the Pusher server libraries send"
+        }
+        Accepts::SignatureOrBasic => {
+            "Missing credentials: this route takes HTTP Basic app_key:app_secret, or a Pusher \
+             request signature (auth_key, auth_timestamp, auth_version, body_md5 when there is \
+             a body, and auth_signature in the query)"
+        }
+    })
 }
 
 fn verify_signature(app: &App, request: &Request<'_>) -> Result<(), ApiError> {
@@ -117,10 +139,7 @@ fn verify_signature(app: &App, request: &Request<'_>) -> Result<(), ApiError> {
 /// `Authorization: Basic base64(key:secret)`, if present. A Basic header that does not
 /// decode is an error rather than "no credentials", so a typo is reported as such.
 pub(crate) fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let Some(encoded) = value.to_str().ok().and_then(|v| v.strip_prefix("Basic ")) else {
+    let Some(encoded) = super::authorization::credentials(headers, "Basic") else {
         return Ok(None);
     };
     let malformed = || ApiError::unauthorized("Malformed Basic credentials");

@@ -2,6 +2,7 @@
 //! operational endpoints (`/healthz`, `/readyz`, `/metrics`).
 
 pub mod app_auth;
+pub mod authorization;
 pub mod caller;
 pub mod client_addr;
 pub mod error;

@@ -27,7 +27,7 @@ use super::{PLAIN_SLOT, PROTOCOL, codes};
 use crate::core::outbox::{Drain, Outbound};
 use crate::core::rate::TokenBucket;
 use crate::core::{App, Disconnect, Publication, Session, Subscription, WhichConnections};
-use crate::http::HttpState;
+use crate::http::{HttpState, authorization};
 use crate::protocols::websocket;
 use crate::tokens::{self, TokenStore};
 
@@ -41,13 +41,7 @@ fn presented_token(query: &HashMap<String, String>, headers: &HeaderMap) -> Opti
     if let Some(token) = query.get("token").filter(|t| !t.is_empty()) {
         return Some((token.clone(), false));
     }
-    if let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    {
+    if let Some(token) = authorization::credentials(headers, "Bearer") {
         return Some((token.to_string(), false));
     }
     // `Sec-WebSocket-Protocol: bearer, <token>`: the token follows the `bearer` entry.

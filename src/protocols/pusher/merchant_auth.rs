@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use super::auth;
 use crate::core::SocketId;
 use crate::core::channel::{self, ChannelKind};
-use crate::http::{ApiError, HttpState};
+use crate::http::{ApiError, HttpState, authorization};
 use crate::merchants::channels;
 use crate::merchants::failures::Subject;
 
@@ -165,10 +165,7 @@ async fn check(
     if let Some(wait) = failures.blocked(&before_lookup) {
         return Err(throttled(wait));
     }
-    let bearer = header_value(headers, header::AUTHORIZATION.as_str())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
+    let bearer = authorization::credentials(headers, "Bearer");
 
     let request = parse_body(headers, body)
         .map_err(|message| refuse(StatusCode::BAD_REQUEST, "malformed_body", message))?;

@@ -2,11 +2,16 @@
 //! `Content-Type` (seed 000: "use the Content-Type header to switch between text and
 //! binary message data frame").
 //!
-//! - `application/json` (or no header): Pusher's JSON in text frames, what pusher-js expects.
+//! - `application/json`, `text/plain`, or no (or an empty) header: Pusher's JSON in text
+//!   frames, what pusher-js expects.
 //! - `application/octet-stream`: the very same JSON bytes, in binary frames.
-//! - `application/msgpack`: each frame's JSON object re-encoded as a MessagePack map with
-//!   the same keys and values (so `data` of an event is still a string holding JSON), in
-//!   binary frames.
+//! - `application/msgpack` (or its older names `application/x-msgpack`,
+//!   `application/vnd.msgpack`): each frame's JSON object re-encoded as a MessagePack map
+//!   with the same keys and values (so `data` of an event is still a string holding JSON),
+//!   in binary frames.
+//!
+//! Media types are matched without case and without parameters (`; charset=utf-8`); the
+//! README's table lists exactly these, and a unit test below holds the two together.
 //!
 //! The message layer (`frames.rs`) stays JSON-only; this is the one place that turns a
 //! frame into WebSocket bytes and client bytes back into a frame. Publications are
@@ -40,9 +45,12 @@ impl WireFormat {
         let Some(value) = headers.get(CONTENT_TYPE) else {
             return Ok(WireFormat::JsonText);
         };
+        let Ok(value) = value.to_str() else {
+            return Err(format!(
+                "Unsupported Content-Type (not ASCII); use one of {SUPPORTED}"
+            ));
+        };
         let media_type = value
-            .to_str()
-            .unwrap_or("")
             .split(';')
             .next()
             .unwrap_or("")
@@ -138,6 +146,41 @@ mod tests {
             Ok(WireFormat::MsgPack)
         );
         assert!(format_for(Some("application/xml")).is_err());
+    }
+
+    /// Exactly the README's table ("Text or binary frames").
+    #[test]
+    fn the_accepted_media_types_are_the_documented_ones() {
+        for (content_type, format) in [
+            (None, WireFormat::JsonText),
+            (Some(""), WireFormat::JsonText),
+            (Some("application/json"), WireFormat::JsonText),
+            (Some("text/plain"), WireFormat::JsonText),
+            (Some("application/octet-stream"), WireFormat::JsonBinary),
+            (Some("application/msgpack"), WireFormat::MsgPack),
+            (Some("application/x-msgpack"), WireFormat::MsgPack),
+            (Some("application/vnd.msgpack"), WireFormat::MsgPack),
+            (Some("TEXT/PLAIN; charset=utf-8"), WireFormat::JsonText),
+        ] {
+            assert_eq!(format_for(content_type), Ok(format), "{content_type:?}");
+        }
+        for refused in [
+            "text/html",
+            "application/cbor",
+            "application/json-seq",
+            "*/*",
+        ] {
+            assert!(format_for(Some(refused)).is_err(), "{refused}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_bytes(b"application/json\xff").unwrap(),
+        );
+        assert!(
+            WireFormat::from_headers(&headers).is_err(),
+            "a header that is not ASCII is not taken as JSON"
+        );
     }
 
     #[test]
