@@ -17,6 +17,7 @@ pub mod payload;
 mod publish;
 pub mod report;
 pub mod target;
+mod webhooks;
 pub mod worker;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -47,6 +48,12 @@ pub enum Scenario {
     Fanout(fanout::FanoutArgs),
     /// Signed HTTP API publishes per second.
     Publish(publish::PublishArgs),
+    /// Callbacks: deliveries/s, publish → callback latency, what an endpoint adds to
+    /// /v1/events, failing endpoints beside a healthy one (starts its own node).
+    Webhooks(webhooks::WebhooksArgs),
+    /// Kill -9 the node (its own) at random moments while events are published; report
+    /// accepted, delivered, duplicated and lost callbacks (fails if any is lost).
+    WebhookCrash(webhooks::CrashArgs),
     /// Serve the baseline: pre-encoded frames written by a minimal tokio loop.
     Ceiling(ceiling::CeilingArgs),
     /// Internal: one worker process of a run (started by the bench itself).
@@ -195,6 +202,8 @@ pub fn main(args: BenchArgs) -> ExitCode {
             Scenario::Fanout(args) => fanout::run(args).await,
             Scenario::Publish(args) => publish::run(args).await,
             Scenario::Ceiling(args) => ceiling::run(args).await.map(|()| None),
+            Scenario::Webhooks(args) => webhooks::run(args).await,
+            Scenario::WebhookCrash(args) => webhooks::crash(args).await,
             Scenario::Worker => unreachable!("handled above"),
         }
     });

@@ -1,0 +1,594 @@
+//! Callback scenarios: `payrelay bench webhooks` (throughput, latency, what a webhook costs
+//! the publish, failing endpoints beside a healthy one) and `payrelay bench webhook-crash`
+//! (`kill -9` at random moments; nothing accepted may be lost).
+//!
+//! Both start their own node (this binary, `serve`, a fresh SQLite file or the given
+//! `--database-url`) on loopback and receive the callbacks in-process: the receiver counts
+//! each `webhook-id` and reads the publish time the bench stamped into the event's data,
+//! so publish-to-callback latency needs no clock but this machine's.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+use super::latency::Latency;
+use super::report::Report;
+
+const APP_KEY: &str = "bench-key";
+const APP_SECRET: &str = "bench-secret";
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// The node's database; default a fresh SQLite file in a temporary folder. A
+    /// `postgres://` URL must name an empty database the bench may fill.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Port of the node the bench starts.
+    #[arg(long, default_value_t = 6201)]
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WebhooksArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Events published for the throughput figure.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub events: u64,
+    /// Publishes in flight at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub concurrency: u64,
+    /// Events published one at a time for the latency figures.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub latency_events: u64,
+    /// Failing endpoints (each answers 500) beside the healthy one.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub failing_endpoints: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CrashArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// How many times the node is killed (`kill -9`) and restarted.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub kills: u64,
+    /// Events published per second while it happens.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub rate: u64,
+    /// Longest run of the node between two kills, in milliseconds (each is random below).
+    #[arg(long, default_value_t = 1_500)]
+    pub max_uptime_ms: u64,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+// ---------------------------------------------------------------- the receiver
+
+#[derive(Default)]
+struct Received {
+    /// Receipts per webhook-id.
+    counts: HashMap<String, u32>,
+    latency: Latency,
+    total: u64,
+    /// When the latest receipt came.
+    last: Option<Instant>,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Received>>,
+}
+
+async fn receive(
+    axum::extract::State(seen): axum::extract::State<Arc<Mutex<Received>>>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    if uri.path() == "/fail" {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let sent_us = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|b| b["data"]["t"].as_u64());
+    let mut seen = seen.lock();
+    let first = {
+        let count = seen.counts.entry(id).or_insert(0);
+        *count += 1;
+        *count == 1
+    };
+    if first && let Some(sent) = sent_us {
+        seen.latency.record(now_us().saturating_sub(sent));
+    }
+    seen.total += 1;
+    seen.last = Some(Instant::now());
+    axum::http::StatusCode::NO_CONTENT
+}
+
+impl Receiver {
+    async fn start() -> anyhow::Result<Receiver> {
+        let seen = Arc::new(Mutex::new(Received::default()));
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Receiver { addr, seen })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn unique(&self) -> usize {
+        self.seen.lock().counts.len()
+    }
+}
+
+// ---------------------------------------------------------------- the node
+
+/// A `payrelay serve` child on loopback.
+struct Node {
+    child: Option<Child>,
+    config: std::path::PathBuf,
+    base: String,
+    _dir: TempDir,
+}
+
+/// A temporary folder removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Node {
+    fn new(args: &NodeArgs, webhooks: &str) -> anyhow::Result<Node> {
+        let dir =
+            std::env::temp_dir().join(format!("payrelay-bench-webhooks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let database = args
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
+        let config = dir.join("payrelay.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "bind = \"127.0.0.1:{port}\"\nlog_level = \"warn\"\ndatabase_url = \"{database}\"\n\
+                 max_tcp_connections_per_ip = 0\n[webhooks]\nallow_private_targets = true\n{webhooks}\n\
+                 [[apps]]\nid = \"1\"\nkey = \"{APP_KEY}\"\nsecret = \"{APP_SECRET}\"\nmax_connections = 0\n",
+                port = args.port
+            ),
+        )?;
+        Ok(Node {
+            child: None,
+            config,
+            base: format!("http://127.0.0.1:{}", args.port),
+            _dir: TempDir(dir),
+        })
+    }
+
+    /// Starts the node and waits until it answers.
+    async fn start(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let child = Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = http.get(format!("{}/healthz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                anyhow::bail!("the node exited at start: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        anyhow::bail!("the node did not answer within 30 s")
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn client() -> reqwest::Client {
+    crate::http_client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
+async fn create_endpoint(
+    http: &reqwest::Client,
+    node: &Node,
+    merchant: &str,
+    url: &str,
+) -> anyhow::Result<()> {
+    let response = http
+        .post(format!("{}/v1/webhooks/endpoints", node.base))
+        .basic_auth(APP_KEY, Some(APP_SECRET))
+        .json(&json!({"url": url, "merchant_id": merchant}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().as_u16() == 201,
+        "creating an endpoint: {}",
+        response.text().await.unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Publishes one event stamped with the time; returns its id and how long the API took.
+async fn publish(
+    http: &reqwest::Client,
+    base: &str,
+    merchant: &str,
+    seq: u64,
+) -> anyhow::Result<(String, Duration)> {
+    let started = Instant::now();
+    let response = http
+        .post(format!("{base}/v1/events"))
+        .basic_auth(APP_KEY, Some(APP_SECRET))
+        .json(
+            &json!({"merchant_id": merchant, "kind": "payments", "event": "bench",
+                      "data": {"t": now_us(), "seq": seq}}),
+        )
+        .send()
+        .await?;
+    let took = started.elapsed();
+    anyhow::ensure!(
+        response.status().is_success(),
+        "publish: {}",
+        response.status()
+    );
+    let body: Value = response.json().await?;
+    Ok((body["id"].as_str().unwrap_or_default().to_string(), took))
+}
+
+/// Publishes `count` events to `merchant`, `concurrency` at a time; returns the publish
+/// latencies.
+async fn publish_many(
+    http: &reqwest::Client,
+    base: &str,
+    merchant: &str,
+    count: u64,
+    concurrency: u64,
+) -> anyhow::Result<Latency> {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (http, base, merchant, next) = (
+            http.clone(),
+            base.to_string(),
+            merchant.to_string(),
+            next.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latency = Latency::default();
+            loop {
+                let seq = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if seq >= count {
+                    return Ok::<_, anyhow::Error>(latency);
+                }
+                let (_, took) = publish(&http, &base, &merchant, seq).await?;
+                latency.record(took.as_micros() as u64);
+            }
+        }));
+    }
+    let mut all = Latency::default();
+    for task in tasks {
+        all.merge(&task.await??);
+    }
+    Ok(all)
+}
+
+async fn wait_delivered(receiver: &Receiver, count: usize, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if receiver.unique() >= count {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+fn ms(us: u64) -> f64 {
+    (us as f64 / 10.0).round() / 100.0
+}
+
+// ---------------------------------------------------------------- webhooks
+
+pub async fn run(args: WebhooksArgs) -> anyhow::Result<Option<Report>> {
+    let http = client();
+    let receiver = Receiver::start().await?;
+    let mut node = Node::new(
+        &args.node,
+        "retry_schedule_secs = [1, 5, 30]\nmax_endpoints_per_owner = 1000",
+    )?;
+    node.start(&http).await?;
+    let mut report = Report::new("webhooks");
+
+    // 1. What a webhook-enabled merchant adds to /v1/events: the same publishes with
+    //    and without an endpoint, one at a time.
+    let without = publish_many(&http, &node.base, "plain", args.latency_events, 1).await?;
+    create_endpoint(&http, &node, "hooked", &receiver.url("/ok")).await?;
+    let with = publish_many(&http, &node.base, "hooked", args.latency_events, 1).await?;
+    wait_delivered(
+        &receiver,
+        args.latency_events as usize,
+        Duration::from_secs(60),
+    )
+    .await;
+    let healthy = receiver.seen.lock().latency.summary();
+    let (a, b) = (without.summary(), with.summary());
+    report
+        .add(
+            "publish_p50_ms_without",
+            "/v1/events p50 without endpoint (ms)",
+            ms(a.p50_us),
+        )
+        .add(
+            "publish_p99_ms_without",
+            "/v1/events p99 without endpoint (ms)",
+            ms(a.p99_us),
+        )
+        .add(
+            "publish_p50_ms_with",
+            "/v1/events p50 with an endpoint (ms)",
+            ms(b.p50_us),
+        )
+        .add(
+            "publish_p99_ms_with",
+            "/v1/events p99 with an endpoint (ms)",
+            ms(b.p99_us),
+        )
+        .add(
+            "callback_p50_ms",
+            "publish → callback p50, one at a time (ms)",
+            ms(healthy.p50_us),
+        )
+        .add(
+            "callback_p99_ms",
+            "publish → callback p99, one at a time (ms)",
+            ms(healthy.p99_us),
+        );
+
+    // 2. Throughput: many publishes at once; deliveries per second from the first
+    //    publish to the last callback.
+    *receiver.seen.lock() = Received::default();
+    let started = Instant::now();
+    let concurrent =
+        publish_many(&http, &node.base, "hooked", args.events, args.concurrency).await?;
+    let published = started.elapsed();
+    let all = wait_delivered(&receiver, args.events as usize, Duration::from_secs(300)).await;
+    let last = receiver.seen.lock().last.unwrap_or_else(Instant::now);
+    let delivered = receiver.unique();
+    let took = last.duration_since(started).max(published);
+    let busy = receiver.seen.lock().latency.summary();
+    report
+        .add("events", "events published concurrently", args.events)
+        .add("delivered", "delivered", delivered as u64)
+        .add("all_delivered", "all delivered", all)
+        .add(
+            "deliveries_per_sec",
+            "deliveries/s (first publish → last callback)",
+            (delivered as f64 / took.as_secs_f64()).round(),
+        )
+        .add(
+            "publish_p99_ms_busy",
+            "/v1/events p99 under that load (ms)",
+            ms(concurrent.summary().p99_us),
+        )
+        .add(
+            "callback_p99_ms_busy",
+            "publish → callback p99 under that load (ms)",
+            ms(busy.p99_us),
+        );
+
+    // 3. Failing endpoints beside the healthy one: each failing merchant publishes too.
+    if args.failing_endpoints > 0 {
+        for i in 0..args.failing_endpoints {
+            create_endpoint(&http, &node, &format!("failing{i}"), &receiver.url("/fail")).await?;
+        }
+        let failing = args.failing_endpoints;
+        let noise = {
+            let (http, base) = (http.clone(), node.base.clone());
+            tokio::spawn(async move {
+                for i in 0..failing {
+                    let _ = publish(&http, &base, &format!("failing{i}"), i).await;
+                }
+            })
+        };
+        noise.await?;
+        *receiver.seen.lock() = Received::default();
+        publish_many(&http, &node.base, "hooked", args.latency_events, 1).await?;
+        wait_delivered(
+            &receiver,
+            args.latency_events as usize,
+            Duration::from_secs(60),
+        )
+        .await;
+        let beside = receiver.seen.lock().latency.summary();
+        report
+            .add(
+                "failing_endpoints",
+                "failing endpoints (500, retrying)",
+                failing,
+            )
+            .add(
+                "callback_p50_ms_beside_failing",
+                "healthy publish → callback p50 beside them (ms)",
+                ms(beside.p50_us),
+            )
+            .add(
+                "callback_p99_ms_beside_failing",
+                "healthy publish → callback p99 beside them (ms)",
+                ms(beside.p99_us),
+            );
+    }
+    report.add("server_pid", "server pid", node.pid().unwrap_or(0));
+    Ok(Some(report))
+}
+
+// ---------------------------------------------------------------- crash
+
+pub async fn crash(args: CrashArgs) -> anyhow::Result<Option<Report>> {
+    let http = client();
+    let receiver = Receiver::start().await?;
+    let mut node = Node::new(
+        &args.node,
+        "retry_schedule_secs = [1, 1, 2, 5, 10]\npoll_interval_ms = 100",
+    )?;
+    node.start(&http).await?;
+    create_endpoint(&http, &node, "m1", &receiver.url("/ok")).await?;
+
+    // The publisher runs for the whole test, through every kill; what got a 2xx is
+    // accepted, what got an error or no answer is not.
+    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let unanswered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let publisher = {
+        let (http, base, accepted, unanswered, stop) = (
+            http.clone(),
+            node.base.clone(),
+            accepted.clone(),
+            unanswered.clone(),
+            stop.clone(),
+        );
+        let interval = Duration::from_micros(1_000_000 / args.rate);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut seq = 0u64;
+            let mut inflight = tokio::task::JoinSet::new();
+            while !stop.is_cancelled() {
+                tick.tick().await;
+                seq += 1;
+                let (http, base, accepted, unanswered) = (
+                    http.clone(),
+                    base.clone(),
+                    accepted.clone(),
+                    unanswered.clone(),
+                );
+                inflight.spawn(async move {
+                    match publish(&http, &base, "m1", seq).await {
+                        Ok((id, _)) => accepted.lock().push(id),
+                        Err(_) => {
+                            unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+                while inflight.try_join_next().is_some() {}
+            }
+            while inflight.join_next().await.is_some() {}
+        })
+    };
+    for kill in 0..args.kills {
+        let uptime = rand::random::<u64>() % args.max_uptime_ms.max(1);
+        tokio::time::sleep(Duration::from_millis(uptime)).await;
+        node.kill();
+        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 200)).await;
+        node.start(&http).await?;
+        eprintln!("kill {}/{} done", kill + 1, args.kills);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    publisher.await?;
+    let accepted = accepted.lock().clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let lost = loop {
+        let lost = {
+            let seen = receiver.seen.lock();
+            accepted
+                .iter()
+                .filter(|id| !seen.counts.contains_key(*id))
+                .count()
+        };
+        if lost == 0 || Instant::now() > deadline {
+            break lost;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (unique, total) = {
+        let seen = receiver.seen.lock();
+        (seen.counts.len(), seen.total)
+    };
+    let mut report = Report::new("webhook-crash");
+    report
+        .add("kills", "kill -9 and restart", args.kills)
+        .add("accepted", "events accepted (2xx)", accepted.len() as u64)
+        .add(
+            "unanswered",
+            "publishes without a 2xx (node down)",
+            unanswered.load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .add(
+            "delivered",
+            "accepted events delivered",
+            (accepted.len() - lost) as u64,
+        )
+        .add(
+            "delivered_unacknowledged",
+            "delivered though unanswered",
+            unique.saturating_sub(accepted.len() - lost) as u64,
+        )
+        .add(
+            "duplicated",
+            "duplicate deliveries (same webhook-id)",
+            total - unique as u64,
+        )
+        .add("lost", "accepted events never delivered", lost as u64);
+    if lost > 0 {
+        report.print();
+        anyhow::bail!("{lost} accepted events were lost");
+    }
+    Ok(Some(report))
+}
