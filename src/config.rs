@@ -132,6 +132,11 @@ pub struct Config {
     /// Upper bound on a graceful shutdown (drain and close every socket).
     #[serde(default = "defaults::shutdown_timeout")]
     pub shutdown_timeout_secs: u64,
+    /// Seconds between a shutdown signal and the start of the drain, during which the node
+    /// still accepts HTTP but `/readyz` answers 503 and new sockets are refused, so a load
+    /// balancer that polls `/readyz` stops routing here before clients are told to go.
+    #[serde(default)]
+    pub shutdown_unready_secs: u64,
     /// Frames queued for one connection before it counts as a slow consumer and is closed.
     #[serde(default = "defaults::outbound_queue")]
     pub outbound_queue_size: usize,

@@ -192,6 +192,16 @@ impl Server {
             }
         }
 
+        // Unready first, still serving: a load balancer polling /readyz routes new clients
+        // elsewhere before this node tells its own to reconnect.
+        core.stop_admitting();
+        if !core.settings.shutdown_unready.is_zero() {
+            tracing::info!(
+                seconds = core.settings.shutdown_unready.as_secs(),
+                "shutting down: unready, draining starts after shutdown_unready_secs"
+            );
+            tokio::time::sleep(core.settings.shutdown_unready).await;
+        }
         let deadline = tokio::time::Instant::now() + core.settings.shutdown_timeout;
         stop_background();
         stop_accepting.cancel();

@@ -406,6 +406,61 @@ async fn a_new_socket_replaces_the_old_one_with_4409() {
 }
 
 #[tokio::test]
+async fn shutdown_turns_unready_first_then_closes_sockets_with_1012() {
+    let mut server = TestServer::with_config(&config_with("shutdown_unready_secs = 2", "")).await;
+    let token = mint(&server, "u1", 600).await;
+    let mut client = connect(&server, &token).await;
+    let (mut pusher, _) = server.connect_established().await;
+    let signalled = std::time::Instant::now();
+    server.signal_shutdown();
+
+    // Unready at once, while still serving HTTP.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let ready = loop {
+        let (status, body) = server.raw_request("GET", "/readyz", vec![]).await;
+        if status == 503 || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(ready.0, 503, "{}", ready.1);
+    assert_eq!(ready.1["status"], "shutting_down", "{}", ready.1);
+
+    // New sockets are refused, each in its protocol's words.
+    let other = mint(&server, "u2", 600).await;
+    let (status, body) = refused(&server, &format!("/api/v1/ws?token={other}"), &[]).await;
+    assert_eq!(status, 503, "{body}");
+    let mut late = server.connect().await;
+    assert_eq!(late.event("pusher:error").await["data"]["code"], 4200);
+    assert_eq!(late.closed().await.0, 4200);
+
+    // Open sockets keep receiving until the drain starts.
+    let data = json!({"n": 1});
+    let (status, body) = publish(
+        &server,
+        json!({"channel": "settings", "event": "still-up", "data": data}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        client.json().await,
+        json!({"event": "still-up", "channel": "settings", "data": data})
+    );
+
+    // Then the drain: plain sockets get 1012, Pusher ones 4200, after the unready period.
+    let (code, reason) = client.closed().await;
+    assert_eq!(code, 1012, "{reason}");
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1900),
+        "closed after {:?}, inside the unready period",
+        signalled.elapsed()
+    );
+    assert_eq!(pusher.event("pusher:error").await["data"]["code"], 4200);
+    assert_eq!(pusher.closed().await.0, 4200);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn forced_logout_announces_then_closes_and_can_revoke() {
     let server = TestServer::with_config(&config("")).await;
     let token = mint(&server, "120045", 60).await;

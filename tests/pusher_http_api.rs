@@ -352,10 +352,40 @@ async fn apps_never_see_each_others_channels() {
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let mut server = TestServer::start().await;
+    // The documented series, by value: what this test does moves each by a known amount.
+    // nextest runs each test in its own process, so the amounts are exact; a plain
+    // `cargo test` shares one metrics registry between the tests of this file, so there
+    // they are lower bounds.
+    let exact = std::env::var_os("NEXTEST").is_some();
+    let series = [
+        ("payrelay_connections{protocol=\"pusher\"}", 1.0),
+        ("payrelay_subscriptions", 1.0),
+        // pusher:subscribe and one pusher:ping
+        ("payrelay_messages_in_total{protocol=\"pusher\"}", 2.0),
+        ("payrelay_messages_out_total", 1.0),
+        ("payrelay_publications_total", 1.0),
+        ("payrelay_publish_latency_seconds_count", 1.0),
+    ];
+    let mut before = Vec::new();
+    for (name, _) in series {
+        before.push(server.metric(name).await);
+    }
     let (mut client, _) = server.connect_established().await;
     client.subscribed("m").await;
     server.trigger("m", "e", "{}").await;
     client.event("e").await;
+    client
+        .send_json(json!({"event": "pusher:ping", "data": {}}))
+        .await;
+    client.event("pusher:pong").await;
+    for ((name, moved), before) in series.iter().zip(before) {
+        let now = server.metric(name).await;
+        if exact {
+            assert_eq!(now - before, *moved, "{name}: {before} -> {now}");
+        } else {
+            assert!(now - before >= *moved, "{name}: {before} -> {now}");
+        }
+    }
 
     let (status, health) = server.raw_request("GET", "/healthz", vec![]).await;
     assert_eq!((status, health), (200, json!({"status": "ok"})));

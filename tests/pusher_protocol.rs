@@ -682,6 +682,14 @@ async fn malformed_json_gets_an_error_and_the_socket_stays_up() {
     assert_eq!(client.event("pusher:error").await["data"]["code"], 4300);
     client.send_text(r#"["an","array"]"#).await;
     assert_eq!(client.event("pusher:error").await["data"]["code"], 4300);
+    // Unknown events, in Pusher's namespace and outside it (not a client- event).
+    for unknown in ["pusher:no_such_event", "no-such-event"] {
+        client
+            .send_json(json!({"event": unknown, "data": {}}))
+            .await;
+        let error = client.event("pusher:error").await;
+        assert_eq!(error["data"]["code"], 4300, "{unknown}: {error}");
+    }
     client
         .send_json(json!({"event": "pusher:ping", "data": {}}))
         .await;

@@ -57,6 +57,7 @@ pub struct NodeSettings {
     pub outbound_queue_size: usize,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
+    pub shutdown_unready: Duration,
     pub cache_ttl: Duration,
 }
 
@@ -68,6 +69,7 @@ impl NodeSettings {
             outbound_queue_size: config.outbound_queue_size,
             max_connections: config.max_connections,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
+            shutdown_unready: Duration::from_secs(config.shutdown_unready_secs),
             cache_ttl: Duration::from_secs(config.cache_ttl_secs),
         }
     }
@@ -416,10 +418,15 @@ impl Core {
         self.shutting_down.load(Ordering::Acquire)
     }
 
+    /// Stops admitting connections (and `/readyz` says so); open ones keep working.
+    pub fn stop_admitting(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
     /// Stops admitting connections and asks every open one to close after writing what it
     /// has queued. Returns how many were asked.
     pub fn begin_shutdown(&self) -> usize {
-        self.shutting_down.store(true, Ordering::Release);
+        self.stop_admitting();
         let conns = self.connections();
         for conn in &conns {
             conn.outbox.close(Disconnect::Shutdown);

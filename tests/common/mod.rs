@@ -111,6 +111,14 @@ impl TestServer {
         (client, socket_id)
     }
 
+    /// Sends the shutdown signal (as SIGTERM would) without waiting for the node to stop.
+    #[allow(dead_code)]
+    pub fn signal_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     /// Triggers shutdown and returns how long the server took to finish.
     pub async fn shutdown(&mut self) -> Duration {
         let started = std::time::Instant::now();
