@@ -357,6 +357,23 @@ async fn a_node_out_of_files_backs_off_and_recovers() {
         node.log_lines_containing("accept")
     );
     drop(held);
+    // Every failed accept is counted, though the log says so only now and then.
+    let metrics = common::http()
+        .get(format!("http://{}/metrics", node.addr))
+        .send()
+        .await
+        .expect("/metrics answers once the flood is gone")
+        .text()
+        .await
+        .unwrap();
+    let accept_errors: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("payrelay_accept_errors_total "))
+        .expect("payrelay_accept_errors_total is exported")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(accept_errors >= 1.0, "{accept_errors}");
 }
 
 #[tokio::test]

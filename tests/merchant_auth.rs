@@ -190,6 +190,23 @@ async fn malformed_requests_get_400_and_422() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
+    // Each refusal above is counted under its reason, by value (exact under nextest, one
+    // process per test; a lower bound under `cargo test`, which shares the registry).
+    let exact = std::env::var_os("NEXTEST").is_some();
+    for (reason, count) in [
+        ("malformed_body", 1.0),
+        ("bad_socket_id", 1.0),
+        ("bad_channel", 4.0),
+        ("missing_credentials", 1.0),
+    ] {
+        let series = format!("payrelay_merchant_auth_refused_total{{reason=\"{reason}\"}}");
+        let value = server.metric(&series).await;
+        if exact {
+            assert_eq!(value, count, "{series}");
+        } else {
+            assert!(value >= count, "{series}: {value}");
+        }
+    }
 }
 
 #[tokio::test]

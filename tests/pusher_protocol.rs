@@ -836,8 +836,19 @@ async fn slow_consumers_are_disconnected_not_buffered() {
         }
         tokio::task::yield_now().await;
     }
-    // Drain what the socket buffered; the connection ends with the reconnect code.
-    let (code, reason) = slow.closed().await;
+    // Drain what the socket buffered: the last frame before the close is the
+    // `pusher:error` 4200 the README promises, then the close with the reconnect code.
+    let mut last_text = None;
+    let (code, reason) = loop {
+        match slow.next().await {
+            Received::Json(frame) => last_text = Some(frame),
+            Received::Close(Some(frame)) => break frame,
+            other => panic!("expected frames then a close, got {other:?}"),
+        }
+    };
+    let error = last_text.expect("frames before the close");
+    assert_eq!(error["event"], "pusher:error", "{error}");
+    assert_eq!(error["data"]["code"], 4200, "{error}");
     assert_eq!(code, 4200, "{reason}");
     assert!(reason.contains("Slow consumer"), "{reason}");
 }

@@ -252,6 +252,38 @@ async fn the_tls_handshake_has_its_own_timeout() {
         "the handshake never timed out"
     );
     assert!(started.elapsed() >= Duration::from_millis(900));
+    let timeouts = "payrelay_tcp_timeouts_total{kind=\"tls_handshake\"}";
+    assert!(
+        metric(&server, &ca, timeouts).await >= Some(1.0),
+        "{timeouts}"
+    );
+}
+
+#[tokio::test]
+async fn plain_http_on_a_tls_port_is_a_counted_handshake_failure() {
+    let ca = TestCa::new("plaintext");
+    let dir = tls::temp_dir("plaintext");
+    let server = TestServer::with_settings(&tls::install(&dir, &ca.issue("payrelay")), "").await;
+    let failures = "payrelay_tls_handshake_failures_total";
+    let before = metric(&server, &ca, failures).await.unwrap_or(0.0);
+    let mut plain = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    // rustls may answer with an alert; either way the connection ends and nothing of the
+    // router is reached.
+    let read = tokio::time::timeout(Duration::from_secs(5), plain.read(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was left open");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&server, &ca, failures).await.unwrap_or(0.0) < before + 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "{failures} never counted the failure"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
