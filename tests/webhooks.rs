@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use common::process;
 use common::receiver::{Answer, Receiver};
 use common::*;
 use payrelay::webhooks::signature::standard_signature;
@@ -827,4 +828,245 @@ async fn the_outbox_on_postgresql() {
             == 20
     })
     .await;
+}
+
+/// Two nodes on one PostgreSQL outbox: both claim retries coming due (`FOR UPDATE SKIP
+/// LOCKED` and the lease), so every message is sent, and no attempt of a message is made
+/// by one node while the other's is still on the wire: each event gets exactly one 2xx.
+#[tokio::test]
+async fn two_nodes_share_one_postgresql_outbox_without_sending_a_message_twice() {
+    let Some(pg) = PgDatabase::create().await else {
+        return;
+    };
+    let toml = config("", &format!("database_url = \"{}\"", pg.url));
+    let a = TestServer::with_config(&toml).await;
+    // The first attempts fail, so their retries are claimed by whichever node polls
+    // first; successes take a while, so the other node polls while they are in flight.
+    let flaky = || async {
+        let receiver = Receiver::start().await;
+        receiver.script((0..15).map(|_| Answer::status(500)));
+        receiver.otherwise(Answer::status(200).delay(Duration::from_millis(300)));
+        receiver
+    };
+    let (shared, late) = (flaky().await, flaky().await);
+    create_endpoint(&a, json!({"url": shared.url("/"), "merchant_id": "m1"})).await;
+    let b = TestServer::with_config(&toml).await;
+    // Made after the second node loaded its endpoints: it claims this one's retries
+    // before its periodic reload brings the endpoint.
+    create_endpoint(&a, json!({"url": late.url("/"), "merchant_id": "m2"})).await;
+    let late_ids: Vec<String> = futures_util::future::join_all(
+        (0..20).map(|i| publish(&a, "m2", "trade", json!({"n": i}))),
+    )
+    .await;
+    // Both nodes publish at once.
+    let shared_ids: Vec<String> = futures_util::future::join_all((0..40).map(|i| {
+        let node = if i % 2 == 0 { &a } else { &b };
+        publish(node, "m1", "trade", json!({"n": i}))
+    }))
+    .await;
+    for (receiver, ids) in [(&late, &late_ids), (&shared, &shared_ids)] {
+        let deadline = Instant::now() + WAIT_LONG;
+        loop {
+            let got = receiver.received();
+            let mut successes: std::collections::HashMap<&str, usize> = Default::default();
+            for r in got.iter().filter(|r| r.status == 200) {
+                *successes.entry(r.header("webhook-id")).or_default() += 1;
+            }
+            assert!(
+                successes.values().all(|&n| n == 1),
+                "a message was sent twice: {successes:?}"
+            );
+            if ids.iter().all(|id| successes.contains_key(id.as_str())) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} delivered",
+                successes.len(),
+                ids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn endpoint_path(endpoint: &Value) -> String {
+    format!(
+        "/v1/webhooks/endpoints/{}",
+        endpoint["id"].as_str().unwrap()
+    )
+}
+
+/// Waits until the endpoint's `enabled` is `enabled`, and returns it as shown.
+async fn wait_enabled(server: &TestServer, endpoint: &Value, enabled: bool) -> Value {
+    let deadline = Instant::now() + WAIT_LONG;
+    loop {
+        let (status, shown) = server
+            .basic_request("GET", &endpoint_path(endpoint), None)
+            .await;
+        assert_eq!(status, 200, "{shown}");
+        if shown["enabled"] == enabled {
+            return shown;
+        }
+        assert!(Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_without_a_success_for_the_period_is_disabled_and_counted() {
+    let server = node("disable_after_failing_secs = 3").await;
+    let dead = Receiver::start().await;
+    dead.otherwise(Answer::status(500));
+    let recovered = Receiver::start().await;
+    recovered.script([Answer::status(500), Answer::status(200)]);
+    let failing =
+        create_endpoint(&server, json!({"url": dead.url("/"), "merchant_id": "m1"})).await;
+    let healthy = create_endpoint(
+        &server,
+        json!({"url": recovered.url("/"), "merchant_id": "m2"}),
+    )
+    .await;
+    publish(&server, "m1", "a", json!({})).await;
+    publish(&server, "m2", "a", json!({})).await;
+    let shown = wait_enabled(&server, &failing, false).await;
+    assert!(
+        shown["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("failing without a success"),
+        "{shown}"
+    );
+    assert!(
+        server
+            .metric("payrelay_webhook_endpoints_disabled_total{reason=\"failing\"}")
+            .await
+            >= 1.0
+    );
+    // A success since its failure keeps the other one going.
+    recovered.wait_for(2, WAIT).await;
+    let (_, shown) = server
+        .basic_request("GET", &endpoint_path(&healthy), None)
+        .await;
+    assert_eq!(shown["enabled"], true, "{shown}");
+    assert_eq!(shown["failing_since"], Value::Null, "{shown}");
+    // Its owner turns it back on: a fresh start.
+    let (status, shown) = server
+        .basic_request(
+            "PATCH",
+            &endpoint_path(&failing),
+            Some(&json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["failing_since"], Value::Null, "{shown}");
+}
+
+/// One sample of `series` in a node's `/metrics` (0 when absent).
+async fn sample(addr: std::net::SocketAddr, series: &str) -> f64 {
+    let text = http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+/// The outbox in `/metrics`: pending, in flight, attempts by outcome, the oldest pending
+/// message's age, disabled endpoints. A node process of its own, so no other test's
+/// figures mix in.
+#[tokio::test]
+async fn metrics_show_the_outbox() {
+    let node = process::NodeProcess::start(
+        None,
+        "[webhooks]\nallow_private_targets = true\nretry_schedule_secs = [600]\nretry_jitter = 0.0\n\
+         timeout_secs = 60\npoll_interval_ms = 50\nmax_in_flight_per_endpoint = 1",
+    );
+    let base = format!("http://{}", node.addr);
+    let call = |method: reqwest::Method, path: &str, body: Value| {
+        http()
+            .request(method, format!("{base}{path}"))
+            .basic_auth("app-key", Some("app-secret"))
+            .json(&body)
+            .send()
+    };
+    let slow = Receiver::start().await;
+    slow.otherwise(Answer::status(200).delay(Duration::from_secs(60)));
+    let failing = Receiver::start().await;
+    failing.otherwise(Answer::status(500));
+    let gone = Receiver::start().await;
+    gone.otherwise(Answer::status(410));
+    let fine = Receiver::start().await;
+    for (receiver, merchant) in [
+        (&slow, "m1"),
+        (&failing, "m2"),
+        (&gone, "m3"),
+        (&fine, "m4"),
+    ] {
+        let response = call(
+            reqwest::Method::POST,
+            "/v1/webhooks/endpoints",
+            json!({"url": receiver.url("/"), "merchant_id": merchant}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    for merchant in ["m1", "m1", "m1", "m2", "m3", "m4"] {
+        let response = call(
+            reqwest::Method::POST,
+            "/v1/events",
+            json!({"merchant_id": merchant, "kind": "payments", "event": "e", "data": {}}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // m1: one attempt hangs, two wait for its slot; m2: a retry in 10 min; m3: disabled.
+    let expected = [
+        ("payrelay_webhook_in_flight", 1.0),
+        ("payrelay_webhook_pending", 4.0),
+        ("payrelay_webhook_disabled_endpoints", 1.0),
+        (
+            "payrelay_webhook_attempts_total{outcome=\"delivered\"}",
+            1.0,
+        ),
+        (
+            "payrelay_webhook_attempts_total{outcome=\"http_error\"}",
+            1.0,
+        ),
+        ("payrelay_webhook_attempts_total{outcome=\"gone\"}", 1.0),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut seen = Vec::new();
+        for (series, _) in expected {
+            seen.push(sample(node.addr, series).await);
+        }
+        let age = sample(node.addr, "payrelay_webhook_oldest_pending_age_seconds").await;
+        if expected
+            .iter()
+            .zip(&seen)
+            .all(|((_, want), got)| want == got)
+            && age >= 1.0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:?}, oldest pending age {age}",
+            expected
+                .iter()
+                .map(|(s, _)| s)
+                .zip(&seen)
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(slow.received().len(), 1, "one at a time to m1");
 }

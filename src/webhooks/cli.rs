@@ -1,5 +1,5 @@
 //! `payrelay webhooks …`: the operator's view of the endpoints and their log, on the node's
-//! database (`database_url` of `--config`). A running node sees changes within seconds.
+//! database (`database_url` of `--config`). A running node sees changes within about a second.
 //! Output is one JSON document per line, for `jq`.
 
 use std::process::ExitCode;

@@ -165,7 +165,7 @@ impl WebhooksConfig {
         within(
             "disable_after_failing_secs",
             self.disable_after_failing_secs,
-            60..=365 * 86400,
+            1..=365 * 86400,
         )?;
         within(
             "secret_rotation_overlap_secs",

@@ -250,23 +250,48 @@ impl Dispatcher {
     }
 
     /// Disables an endpoint: no further attempts, pending messages failed (retryable).
+    /// Logged and counted once, by the node that disabled it.
     pub async fn disable(&self, endpoint: &Endpoint, reason: &str) {
-        tracing::warn!(endpoint = %endpoint.id, app = %endpoint.app_id, merchant = ?endpoint.merchant_id, reason, "webhook endpoint disabled");
-        let label = if reason.contains("410") {
-            "gone"
-        } else {
-            "failing"
-        };
-        metrics::counter!("payrelay_webhook_endpoints_disabled_total", "reason" => label)
-            .increment(1);
         self.index.disable(&endpoint.id);
-        if let Err(e) = self
+        match self
             .store
             .disable_endpoint(&endpoint.id, reason, now_ms())
             .await
         {
-            tracing::error!(endpoint = %endpoint.id, "cannot record that the endpoint is disabled: {e}");
+            Ok(true) => {
+                tracing::warn!(endpoint = %endpoint.id, app = %endpoint.app_id, merchant = ?endpoint.merchant_id, reason, "webhook endpoint disabled");
+                let label = if reason.contains("410") {
+                    "gone"
+                } else {
+                    "failing"
+                };
+                metrics::counter!("payrelay_webhook_endpoints_disabled_total", "reason" => label)
+                    .increment(1);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(endpoint = %endpoint.id, "cannot record that the endpoint is disabled: {e}");
+            }
         }
+    }
+
+    /// The enabled endpoint `id`: from the index, or else from the database (made or
+    /// enabled on another node since this one last reloaded; the claim found its
+    /// messages, so waiting for the next reload would hold them for a whole lease).
+    async fn endpoint(&self, id: &str) -> Result<Option<Arc<Endpoint>>, sqlx::Error> {
+        if let Some(endpoint) = self.index.get(id)
+            && endpoint.enabled
+        {
+            return Ok(Some(endpoint));
+        }
+        let Some(row) = self.store.endpoint_by_id(id).await? else {
+            return Ok(None);
+        };
+        if !row.enabled {
+            return Ok(None);
+        }
+        self.index.upsert(row.to_endpoint());
+        Ok(self.index.get(id))
     }
 
     /// Claims and starts due work until there is none or no slot is free.
@@ -298,9 +323,12 @@ impl Dispatcher {
             let mut bodies = self.store.payloads(&ids).await?;
             let full = claimed.len() >= free;
             for claim in claimed {
-                let Some(endpoint) = self.index.get(&claim.endpoint_id) else {
-                    // Made on another node a moment ago; the next reload brings it, and
-                    // the lease runs out meanwhile.
+                let Some(endpoint) = self.endpoint(&claim.endpoint_id).await? else {
+                    // Deleted or disabled since the claim read it: whoever may send it
+                    // (nobody, until it is enabled again) need not wait for the lease.
+                    self.store
+                        .release_lease(&claim.endpoint_id, &claim.event_id, &self.owner)
+                        .await?;
                     continue;
                 };
                 let Some(body) = bodies.remove(&claim.event_id) else {

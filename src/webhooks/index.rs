@@ -3,8 +3,9 @@
 //! The answer must cost nothing when nobody does (the common case on the fan-out path), so
 //! it is a read lock and two hash lookups by `&str`, after an atomic that says whether
 //! there are endpoints at all. The database stays the truth: every change made through
-//! this node updates the index at once, and the maintenance task reloads it on a timer so
-//! changes made by another node (sharing PostgreSQL) arrive within that period.
+//! this node updates the index at once, and the maintenance task checks the table every
+//! second and reloads it when it changed, so changes made by another node (sharing
+//! PostgreSQL) or by `payrelay webhooks` arrive within about a second.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! app sees all of its endpoints, a merchant only its own (another's is "not found").
 //!
 //! Changes go to the database; a running node picks them up at once when made through its
-//! API (the caller passes its [`EndpointIndex`]) and within a few seconds otherwise.
+//! API (the caller passes its [`EndpointIndex`]) and within about a second otherwise.
 
 use serde::Serialize;
 use serde_json::{Value, json};

@@ -55,10 +55,15 @@ use index::EndpointIndex;
 use store::{NewEvent, OutboxStore};
 use writer::Writer;
 
-/// How often the endpoint index is reloaded and the outbox gauges refreshed.
-const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
-/// How often retention, and endpoints failing for too long, are looked at.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the endpoint table is checked for changes made elsewhere (another node,
+/// `payrelay webhooks`); the index is reloaded when it changed.
+const CHANGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the outbox gauges are refreshed and failing endpoints looked for.
+const STATS_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the index is reloaded whatever the change check says.
+const FULL_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+/// How often retention is applied.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 /// Messages one pruning statement deletes (then it goes again).
 const PRUNE_BATCH: i64 = 5000;
 
@@ -220,9 +225,11 @@ impl Webhooks {
     }
 
     async fn housekeeping(self: Arc<Self>) {
-        let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
-        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_housekeeping = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(CHANGE_CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let started = tokio::time::Instant::now();
+        let (mut last_stats, mut last_reload, mut last_prune) = (None, started, started);
+        let mut version = None;
         let gauges = (
             metrics::gauge!("payrelay_webhook_pending"),
             metrics::gauge!("payrelay_webhook_oldest_pending_age_seconds"),
@@ -231,46 +238,73 @@ impl Webhooks {
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => return,
-                _ = refresh.tick() => {}
+                _ = tick.tick() => {}
             }
-            match self.store.endpoints(None, None).await {
-                Ok(rows) => {
-                    self.index
-                        .replace_all(rows.iter().map(store::EndpointRow::to_endpoint));
-                    if last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL {
-                        last_housekeeping = tokio::time::Instant::now();
-                        self.disable_failing(&rows).await;
-                        self.prune().await;
+            match self.store.endpoints_version().await {
+                Ok(now)
+                    if version != Some(now) || last_reload.elapsed() >= FULL_RELOAD_INTERVAL =>
+                {
+                    if self.reload().await {
+                        version = Some(now);
+                        last_reload = tokio::time::Instant::now();
                     }
                 }
-                Err(e) => tracing::warn!("cannot reload webhook endpoints: {e}"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot check the webhook endpoints for changes: {e}"),
             }
-            match self.store.stats().await {
-                Ok(stats) => {
-                    gauges.0.set(stats.pending as f64);
-                    let age = stats
-                        .oldest_pending_created_at
-                        .map_or(0.0, |at| (now_ms() - at).max(0) as f64 / 1000.0);
-                    gauges.1.set(age);
-                    gauges.2.set(stats.disabled_endpoints as f64);
+            if last_stats.is_none_or(|at: tokio::time::Instant| at.elapsed() >= STATS_INTERVAL) {
+                last_stats = Some(tokio::time::Instant::now());
+                self.disable_failing().await;
+                match self.store.stats().await {
+                    Ok(stats) => {
+                        gauges.0.set(stats.pending as f64);
+                        let age = stats
+                            .oldest_pending_created_at
+                            .map_or(0.0, |at| (now_ms() - at).max(0) as f64 / 1000.0);
+                        gauges.1.set(age);
+                        gauges.2.set(stats.disabled_endpoints as f64);
+                    }
+                    Err(e) => tracing::warn!("cannot read webhook outbox figures: {e}"),
                 }
-                Err(e) => tracing::warn!("cannot read webhook outbox figures: {e}"),
+            }
+            if last_prune.elapsed() >= PRUNE_INTERVAL {
+                last_prune = tokio::time::Instant::now();
+                self.prune().await;
+            }
+        }
+    }
+
+    /// Reloads the endpoint index from the database; false if it could not.
+    async fn reload(&self) -> bool {
+        match self.store.endpoints(None, None).await {
+            Ok(rows) => {
+                self.index
+                    .replace_all(rows.iter().map(store::EndpointRow::to_endpoint));
+                true
+            }
+            Err(e) => {
+                tracing::warn!("cannot reload webhook endpoints: {e}");
+                false
             }
         }
     }
 
     /// Disables endpoints that have failed without a success for too long.
-    async fn disable_failing(&self, rows: &[store::EndpointRow]) {
+    async fn disable_failing(&self) {
         let limit = self.config.disable_after_failing_secs as i64 * 1000;
-        let now = now_ms();
-        for row in rows {
-            if row.enabled && row.failing_since.is_some_and(|since| now - since >= limit) {
-                let reason = format!(
-                    "failing without a success for {} s",
-                    self.config.disable_after_failing_secs
-                );
-                self.dispatcher.disable(&row.to_endpoint(), &reason).await;
+        let rows = match self.store.failing_before(now_ms() - limit).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!("cannot look for failing webhook endpoints: {e}");
+                return;
             }
+        };
+        for row in rows {
+            let reason = format!(
+                "failing without a success for {} s",
+                self.config.disable_after_failing_secs
+            );
+            self.dispatcher.disable(&row.to_endpoint(), &reason).await;
         }
     }
 

@@ -329,6 +329,16 @@ impl OutboxStore {
         })
     }
 
+    /// The endpoint `id`, whichever app it belongs to (the dispatcher, for an endpoint
+    /// another node made a moment ago).
+    pub async fn endpoint_by_id(&self, id: &str) -> Result<Option<EndpointRow>, sqlx::Error> {
+        let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1");
+        on_pool!(self.db.reader(), pool => {
+            let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
+            Ok(row.map(|r| endpoint_row!(r)))
+        })
+    }
+
     /// Endpoints of `app_id`; with `merchant`, only that merchant's (`Some(None)`: only
     /// the app's own).
     pub async fn endpoints(
@@ -357,24 +367,29 @@ impl OutboxStore {
         })
     }
 
-    /// Disables an endpoint and fails its pending messages (they stay retryable).
+    /// Disables an endpoint and fails its pending messages (they stay retryable). Returns
+    /// whether this call disabled it (false: it was disabled already, by another node or
+    /// its owner).
     pub async fn disable_endpoint(
         &self,
         id: &str,
         reason: &str,
         now: i64,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         on_pool!(self.db.writer(), pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "UPDATE webhook_endpoints SET enabled = $1, disabled_reason = $2, updated_at = $3 WHERE id = $4",
+            let flipped = sqlx::query(
+                "UPDATE webhook_endpoints SET enabled = $1, disabled_reason = $2, updated_at = $3
+                 WHERE id = $4 AND enabled",
             )
             .bind(false)
             .bind(reason)
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected()
+                > 0;
             sqlx::query(
                 "UPDATE webhook_deliveries SET status = $1, lease_until = 0, updated_at = $2
                  WHERE endpoint_id = $3 AND status = $4",
@@ -385,7 +400,34 @@ impl OutboxStore {
             .bind(PENDING)
             .execute(&mut *tx)
             .await?;
-            tx.commit().await
+            tx.commit().await?;
+            Ok(flipped)
+        })
+    }
+
+    /// Enabled endpoints failing without a success since before `since` (ms).
+    pub async fn failing_before(&self, since: i64) -> Result<Vec<EndpointRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
+             WHERE enabled AND failing_since IS NOT NULL AND failing_since <= $1"
+        );
+        on_pool!(self.db.reader(), pool => {
+            let rows = sqlx::query(&sql).bind(since).fetch_all(pool).await?;
+            Ok(rows.iter().map(|r| endpoint_row!(r)).collect())
+        })
+    }
+
+    /// What changes when any endpoint is created, edited, disabled or deleted: their
+    /// number and latest `updated_at`. A node compares it every second and reloads its
+    /// index when it moved, so endpoints made through another node arrive quickly.
+    pub async fn endpoints_version(&self) -> Result<(i64, i64), sqlx::Error> {
+        on_pool!(self.db.reader(), pool => {
+            let row = sqlx::query(
+                "SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM webhook_endpoints",
+            )
+            .fetch_one(pool)
+            .await?;
+            Ok((row.get(0), row.get(1)))
         })
     }
 
@@ -629,6 +671,27 @@ impl OutboxStore {
             .execute(pool)
             .await?;
             Ok(done.rows_affected())
+        })
+    }
+
+    /// Gives back the lease `owner` took on one message, so any node may send it now.
+    pub async fn release_lease(
+        &self,
+        endpoint_id: &str,
+        event_id: &str,
+        owner: &str,
+    ) -> Result<(), sqlx::Error> {
+        on_pool!(self.db.writer(), pool => {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET lease_until = 0, lease_owner = NULL
+                 WHERE endpoint_id = $1 AND event_id = $2 AND status = 'pending' AND lease_owner = $3",
+            )
+            .bind(endpoint_id)
+            .bind(event_id)
+            .bind(owner)
+            .execute(pool)
+            .await
+            .map(|_| ())
         })
     }
 

@@ -18,6 +18,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
+    /// The status the receiver answered with.
+    pub status: u16,
 }
 
 impl Received {
@@ -90,17 +92,19 @@ async fn handle(
 ) -> Response {
     let answer = {
         let mut shared = shared.lock().unwrap();
+        let answer = shared
+            .script
+            .pop_front()
+            .or_else(|| shared.otherwise.clone())
+            .unwrap_or_else(|| Answer::status(200));
         shared.received.push(Received {
             path: uri.path().to_string(),
             headers,
             body,
             at: Instant::now(),
+            status: answer.status,
         });
-        shared
-            .script
-            .pop_front()
-            .or_else(|| shared.otherwise.clone())
-            .unwrap_or_else(|| Answer::status(200))
+        answer
     };
     tokio::time::sleep(answer.delay).await;
     let mut response = (
