@@ -201,7 +201,7 @@ async fn failures_are_retried_with_the_same_id_and_body_until_a_2xx() {
     let server = node("").await;
     let receiver = Receiver::start().await;
     receiver.script([
-        Answer::status(500).body("database down"),
+        Answer::status(500).body(&format!("database down{}", "!".repeat(3000))),
         Answer::status(200).delay(Duration::from_secs(4)),
     ]);
     let endpoint = create_endpoint(
@@ -229,7 +229,9 @@ async fn failures_are_retried_with_the_same_id_and_body_until_a_2xx() {
         .clone();
     assert_eq!(attempts.len(), 3, "{log}");
     assert_eq!(attempts[0]["status_code"], 500);
-    assert_eq!(attempts[0]["response_body"], "database down");
+    let kept = attempts[0]["response_body"].as_str().unwrap();
+    assert!(kept.starts_with("database down!"), "{kept}");
+    assert_eq!(kept.len(), 1024, "the first KiB of the answer");
     assert_eq!(attempts[1]["status_code"], Value::Null);
     assert!(
         attempts[1]["error"].as_str().unwrap().contains("timed out"),
@@ -255,6 +257,9 @@ async fn a_message_fails_after_the_schedule_and_can_be_retried_and_recovered() {
     )
     .await;
     let endpoint_id = endpoint["id"].as_str().unwrap().to_string();
+    // Failed before `since`: recover leaves it alone.
+    let old = publish(&server, "m1", "old", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let since = now();
     let first = publish(&server, "m1", "a", json!({})).await;
     publish(&server, "m1", "b", json!({})).await;
@@ -264,11 +269,11 @@ async fn a_message_fails_after_the_schedule_and_can_be_retried_and_recovered() {
             .unwrap()
             .iter()
             .all(|m| m["status"] == "failed")
-            && log["messages"].as_array().unwrap().len() == 2
+            && log["messages"].as_array().unwrap().len() == 3
     })
     .await;
     assert_eq!(log["messages"][0]["attempts"], 3, "1 + 2 retries: {log}");
-    assert_eq!(receiver.received().len(), 6);
+    assert_eq!(receiver.received().len(), 9);
     let failed = messages(&server, &endpoint_id, "?status=failed&limit=1").await;
     assert_eq!(failed["messages"].as_array().unwrap().len(), 1);
     let next = failed["next_before"].as_str().unwrap().to_string();
@@ -289,8 +294,8 @@ async fn a_message_fails_after_the_schedule_and_can_be_retried_and_recovered() {
         )
         .await;
     assert_eq!(status, 202, "{reply}");
-    let got = receiver.wait_for(7, WAIT).await;
-    assert_eq!(got[6].header("webhook-id"), first);
+    let got = receiver.wait_for(10, WAIT).await;
+    assert_eq!(got[9].header("webhook-id"), first);
     wait_log(&server, &endpoint_id, |log| {
         log["messages"]
             .as_array()
@@ -308,16 +313,21 @@ async fn a_message_fails_after_the_schedule_and_can_be_retried_and_recovered() {
         )
         .await;
     assert_eq!(status, 202, "{reply}");
-    assert_eq!(reply["recovering"], 1, "only the one still failed");
-    wait_log(&server, &endpoint_id, |log| {
+    assert_eq!(
+        reply["recovering"], 1,
+        "only the one failed since then, not the older one"
+    );
+    let log = wait_log(&server, &endpoint_id, |log| {
         log["messages"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|m| m["status"] == "delivered")
+            .all(|m| m["status"] == "delivered" || m["id"] == old.as_str())
     })
     .await;
-    assert_eq!(receiver.received().len(), 8);
+    assert_eq!(log["messages"][2]["id"], old);
+    assert_eq!(log["messages"][2]["status"], "failed");
+    assert_eq!(receiver.received().len(), 11);
     // Bad requests are named.
     for query in ["?status=lost", "?limit=0", "?before=abc"] {
         let (status, _) = server
@@ -635,7 +645,7 @@ async fn filters_choose_events_and_bad_bodies_are_named() {
 
 #[tokio::test]
 async fn rotation_signs_with_both_secrets_during_the_overlap() {
-    let server = node("").await;
+    let server = node("secret_rotation_overlap_secs = 1").await;
     let receiver = Receiver::start().await;
     let endpoint = create_endpoint(
         &server,
@@ -659,6 +669,13 @@ async fn rotation_signs_with_both_secrets_during_the_overlap() {
     let header = got[0].header("webhook-signature");
     assert_eq!(header.split(' ').count(), 2, "{header}");
     assert!(verifies(&got[0], &new) && verifies(&got[0], &old));
+    // After the overlap, the new secret alone.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    publish(&server, "m1", "e", json!({})).await;
+    let got = receiver.wait_for(2, WAIT).await;
+    let header = got[1].header("webhook-signature");
+    assert_eq!(header.split(' ').count(), 1, "{header}");
+    assert!(verifies(&got[1], &new) && !verifies(&got[1], &old));
 }
 
 #[tokio::test]
@@ -775,6 +792,25 @@ async fn pusher_app_webhooks_for_occupancy_members_and_client_events() {
     assert_eq!(client["event"], "client-hello");
     assert_eq!(client["socket_id"], socket_id);
     assert_eq!(client["user_id"], "u1");
+    // A member leaving and coming back within the delay: neither is sent (nor the
+    // channel's vacancy and occupancy).
+    b.send_json(json!({"event": "pusher:unsubscribe", "data": {"channel": channel}}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.subscribe_with(
+        channel,
+        &presence_auth(&socket_id, channel, data),
+        Some(data),
+    )
+    .await;
+    b.event("pusher_internal:subscription_succeeded").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        receiver.received().len(),
+        5,
+        "{:?}",
+        names(&receiver.received())
+    );
     drop(b);
     let got = receiver.wait_for(7, WAIT).await;
     let mut last: Vec<String> = names(&got[5..]);
@@ -1069,4 +1105,114 @@ async fn metrics_show_the_outbox() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(slow.received().len(), 1, "one at a time to m1");
+}
+
+/// A slow endpoint holds its own slots only: another endpoint's first attempt and its
+/// retry (which goes through the claim, past the slow one's backlog) are sent while the
+/// slow one's attempts still hang.
+#[tokio::test]
+async fn a_slow_endpoint_never_delays_another() {
+    let server = TestServer::with_config(
+        &config("max_in_flight = 4\nmax_in_flight_per_endpoint = 2", "")
+            .replace("timeout_secs = 2", "timeout_secs = 20"),
+    )
+    .await;
+    let slow = Receiver::start().await;
+    slow.otherwise(Answer::status(200).delay(Duration::from_secs(10)));
+    let healthy = Receiver::start().await;
+    healthy.script([Answer::status(500)]);
+    create_endpoint(&server, json!({"url": slow.url("/"), "merchant_id": "m1"})).await;
+    create_endpoint(
+        &server,
+        json!({"url": healthy.url("/"), "merchant_id": "m2"}),
+    )
+    .await;
+    for i in 0..10 {
+        publish(&server, "m1", "e", json!({"n": i})).await;
+    }
+    let hanging = slow.wait_for(2, WAIT).await;
+    let id = publish(&server, "m2", "e", json!({})).await;
+    let got = healthy.wait_for(2, WAIT).await;
+    assert!(got.iter().all(|r| r.header("webhook-id") == id));
+    assert_eq!(
+        slow.received().len(),
+        2,
+        "the slow endpoint never gets more than its 2 slots"
+    );
+    assert!(
+        got[1].at < hanging[0].at + Duration::from_secs(10),
+        "the retry went out while the slow endpoint's attempts still hung"
+    );
+}
+
+/// Delivered and failed messages go after `retention_days` with their attempts and
+/// events; pending ones stay whatever their age.
+#[tokio::test]
+async fn retention_prunes_delivered_and_failed_messages_only() {
+    retention_on("").await;
+}
+
+#[tokio::test]
+async fn retention_on_postgresql() {
+    let Some(pg) = PgDatabase::create().await else {
+        return;
+    };
+    retention_on(&format!("database_url = \"{}\"", pg.url)).await;
+}
+
+async fn retention_on(database: &str) {
+    let server = TestServer::with_config(&config("", database).replace(
+        "retry_schedule_secs = [1, 1]",
+        "retry_schedule_secs = [600]",
+    ))
+    .await;
+    let fine = Receiver::start().await;
+    let failing = Receiver::start().await;
+    failing.otherwise(Answer::status(500));
+    let gone = Receiver::start().await;
+    gone.otherwise(Answer::status(410));
+    let mut endpoints = Vec::new();
+    for (receiver, merchant) in [(&fine, "m1"), (&failing, "m2"), (&gone, "m3")] {
+        let endpoint = create_endpoint(
+            &server,
+            json!({"url": receiver.url("/"), "merchant_id": merchant}),
+        )
+        .await;
+        endpoints.push(endpoint["id"].as_str().unwrap().to_string());
+    }
+    let mut ids = Vec::new();
+    for merchant in ["m1", "m2", "m3"] {
+        ids.push(publish(&server, merchant, "e", json!({})).await);
+    }
+    for (endpoint, status) in endpoints.iter().zip(["delivered", "pending", "failed"]) {
+        wait_log(&server, endpoint, |log| {
+            log["messages"][0]["status"] == status
+                && log["messages"][0]["attempt_log"]
+                    .as_array()
+                    .is_some_and(|a| a.len() == 1)
+        })
+        .await;
+    }
+    let day = 86_400_000;
+    let now = payrelay::db::now_ms();
+    assert_eq!(
+        server.webhooks.prune_at(now + 6 * day).await,
+        0,
+        "within the 7 days"
+    );
+    assert_eq!(server.webhooks.prune_at(now + 8 * day).await, 2);
+    for (endpoint, left) in endpoints.iter().zip([0, 1, 0]) {
+        let log = messages(&server, endpoint, "").await;
+        assert_eq!(log["messages"].as_array().unwrap().len(), left, "{log}");
+    }
+    let log = messages(&server, &endpoints[1], "").await;
+    assert_eq!(log["messages"][0]["status"], "pending");
+    assert_eq!(
+        log["messages"][0]["attempt_log"].as_array().unwrap().len(),
+        1
+    );
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let bodies = server.webhooks.store.payloads(&refs).await.unwrap();
+    assert_eq!(bodies.len(), 1, "only the pending message's event is kept");
+    assert!(bodies.contains_key(&ids[1]));
 }

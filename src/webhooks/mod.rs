@@ -309,8 +309,14 @@ impl Webhooks {
     }
 
     /// Deletes delivered and failed messages past the retention.
-    pub async fn prune(&self) {
-        let before = now_ms() - self.config.retention_days as i64 * 86_400_000;
+    pub async fn prune(&self) -> u64 {
+        self.prune_at(now_ms()).await
+    }
+
+    /// [`Webhooks::prune`] as if it were `now` (ms): tests look days ahead. Returns how
+    /// many messages went.
+    pub async fn prune_at(&self, now: i64) -> u64 {
+        let before = now - self.config.retention_days as i64 * 86_400_000;
         let mut total = 0;
         loop {
             match self.store.prune(before, PRUNE_BATCH).await {
@@ -333,6 +339,7 @@ impl Webhooks {
             );
             metrics::counter!("payrelay_webhook_pruned_total").increment(total);
         }
+        total
     }
 }
 

@@ -77,12 +77,13 @@ fn headers(
     put("webhook-id", event_id);
     match endpoint.kind {
         Kind::Standard => {
-            let unix = now
+            let since_epoch = now
                 .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            let ms = unix.saturating_mul(1000);
+                .unwrap_or_default();
+            let unix = since_epoch.as_secs() as i64;
             put("webhook-timestamp", &unix.to_string());
-            let secrets = endpoint.signing_secrets(ms);
+            // The overlap ends to the millisecond, not at the start of its last second.
+            let secrets = endpoint.signing_secrets(since_epoch.as_millis() as i64);
             put(
                 "webhook-signature",
                 &signature::standard_signature(&secrets, event_id, unix, body.as_bytes()),

@@ -45,6 +45,7 @@ enable_client_messages = true
 pub struct TestServer {
     pub addr: SocketAddr,
     pub core: std::sync::Arc<payrelay::core::Core>,
+    pub webhooks: std::sync::Arc<payrelay::webhooks::Webhooks>,
     merchants: payrelay::merchants::Merchants,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -74,6 +75,7 @@ impl TestServer {
         let addr = server.local_addr();
         let core = server.core().clone();
         let merchants = server.merchants().clone();
+        let webhooks = server.webhooks().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
@@ -81,6 +83,7 @@ impl TestServer {
         TestServer {
             addr,
             core,
+            webhooks,
             merchants,
             stop: Some(stop),
             task: Some(task),
