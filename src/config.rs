@@ -230,6 +230,18 @@ pub struct Config {
     /// for new connections (SIGHUP does it at once).
     #[serde(default = "defaults::tls_reload_interval")]
     pub tls_reload_interval_secs: u64,
+
+    // Channel history (src/core/history/): per-app sizes are `[apps.history]`.
+    /// Bytes of event data and names the embedded history may hold across all apps
+    /// (checked every second; the oldest events go first). Redis history is bounded by
+    /// the per-app sizes alone.
+    #[serde(default = "defaults::history_max_bytes")]
+    pub history_max_bytes: usize,
+    /// Seconds a stream with nothing retained keeps its position (offset and epoch) in
+    /// the embedded history, so a client that saw its last event can still resume with
+    /// nothing missed; after that, such a client is told history is gone.
+    #[serde(default = "defaults::history_meta_ttl")]
+    pub history_meta_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -292,6 +304,46 @@ pub struct AppConfig {
     /// Pusher app webhooks (`[[apps.webhooks]]`): occupancy, presence and client events.
     #[serde(default)]
     pub webhooks: Vec<crate::webhooks::PusherWebhookConfig>,
+    /// Channel history and recovery (`[apps.history]`).
+    #[serde(default)]
+    pub history: HistoryConfig,
+}
+
+/// `[apps.history]`: what each channel of the app keeps for clients that reconnect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Events kept per channel; 0 turns history (and recovery) off for the app.
+    #[serde(default = "defaults::history_size")]
+    pub size: usize,
+    /// Seconds an event stays in history; 0 turns history off for the app.
+    #[serde(default = "defaults::history_ttl")]
+    pub ttl_secs: u64,
+    /// Whether Pusher publications carry `id` and `position` as extra fields (the
+    /// official Pusher clients ignore unknown fields).
+    #[serde(default = "defaults::yes")]
+    pub pusher_fields: bool,
+}
+
+impl HistoryConfig {
+    /// Whether the app keeps history at all.
+    pub fn enabled(&self) -> bool {
+        self.size > 0 && self.ttl_secs > 0
+    }
+
+    pub fn ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.ttl_secs)
+    }
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            size: defaults::history_size(),
+            ttl_secs: defaults::history_ttl(),
+            pusher_fields: true,
+        }
+    }
 }
 
 /// What a Socket.IO client token minted with a `user_id` receives.
@@ -443,6 +495,18 @@ mod defaults {
 
     pub fn bind() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 6001))
+    }
+    pub fn history_size() -> usize {
+        100
+    }
+    pub fn history_ttl() -> u64 {
+        120
+    }
+    pub fn history_max_bytes() -> usize {
+        256 * 1024 * 1024
+    }
+    pub fn history_meta_ttl() -> u64 {
+        86_400
     }
     pub fn sandbox_test_interval() -> u64 {
         5
@@ -723,6 +787,7 @@ impl Config {
                 "must start with sqlite: or postgres://",
             ));
         }
+        positive("history_meta_ttl_secs", self.history_meta_ttl_secs)?;
         if self.outbound_queue_size < 16 {
             return Err(invalid("outbound_queue_size", "must be at least 16"));
         }
@@ -930,6 +995,9 @@ impl AppConfig {
     }
 
     fn validate(&self, at: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        // A stream is one bounded deque per channel; a day of history is a database's job.
+        at_most(&at("history.size"), self.history.size as u64, 10_000)?;
+        at_most(&at("history.ttl_secs"), self.history.ttl_secs, 86_400)?;
         if !is_url_safe_token(&self.id) {
             return Err(invalid(
                 at("id"),

@@ -26,6 +26,8 @@ use crate::telemetry;
 const LISTEN_BACKLOG: u32 = 4096;
 /// How often expired cache-channel events are dropped.
 const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often history drops expired events and enforces `history_max_bytes`.
+const HISTORY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Server {
     listener: TcpListener,
@@ -165,10 +167,15 @@ impl Server {
         let sweeper = {
             let core = core.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(CACHE_SWEEP_INTERVAL);
+                let mut tick = tokio::time::interval(HISTORY_SWEEP_INTERVAL);
+                let mut last_cache_sweep = tokio::time::Instant::now();
                 loop {
                     tick.tick().await;
-                    core.hub().sweep_expired_cache();
+                    core.history().sweep();
+                    if last_cache_sweep.elapsed() >= CACHE_SWEEP_INTERVAL {
+                        last_cache_sweep = tokio::time::Instant::now();
+                        core.hub().sweep_expired_cache();
+                    }
                 }
             })
         };

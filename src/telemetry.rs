@@ -80,6 +80,26 @@ fn describe() {
         "From accepting a publication to queuing it for every local subscriber"
     );
     describe_counter!(
+        "payrelay_history_appended_total",
+        "Publications kept in channel history"
+    );
+    describe_counter!(
+        "payrelay_history_evicted_total",
+        "Events dropped from channel history, by reason (size, ttl, memory)"
+    );
+    describe_gauge!(
+        "payrelay_history_events",
+        "Events retained in the embedded channel history"
+    );
+    describe_gauge!(
+        "payrelay_history_bytes",
+        "Bytes counted against history_max_bytes by the embedded history"
+    );
+    describe_gauge!(
+        "payrelay_history_streams",
+        "Channel streams the embedded history knows (with events or only a position)"
+    );
+    describe_counter!(
         "payrelay_slow_consumer_disconnects_total",
         "Connections closed because they could not keep up"
     );

@@ -22,6 +22,8 @@ pub struct App {
     pub plain: crate::config::PlainConfig,
     /// Settings of the Socket.IO gateway.
     pub socketio: crate::config::SocketIoConfig,
+    /// What each channel keeps for clients that reconnect.
+    pub history: crate::config::HistoryConfig,
     /// Connections of this app currently open on this node.
     connections: AtomicUsize,
 }
@@ -76,6 +78,7 @@ impl App {
             },
             plain: config.plain.clone(),
             socketio: config.socketio.clone(),
+            history: config.history.clone(),
             connections: AtomicUsize::new(0),
         }
     }

@@ -10,6 +10,7 @@ pub mod broker;
 pub mod channel;
 mod connection;
 mod event_id;
+pub mod history;
 pub mod hub;
 mod journal;
 pub mod occupancy;
@@ -35,6 +36,7 @@ pub use broker::{
 };
 pub use connection::Connection;
 pub use event_id::{EVENT_ID_PREFIX, EventId};
+pub use history::{EmbeddedHistory, History, HistoryError, Recovered, StreamPosition};
 pub use hub::{ChannelStats, Hub};
 pub use journal::{JournalWrite, PublicationJournal};
 pub use occupancy::{OccupancyChange, OccupancyObserver};
@@ -129,6 +131,10 @@ pub enum PublishError {
     /// The journal (the webhook outbox) could not record it: nothing was published.
     #[error("{0}")]
     Journal(String),
+    /// The history store could not give it a position (Redis down): nothing was
+    /// published.
+    #[error("{0}")]
+    History(String),
 }
 
 /// Why a connection was not admitted.
@@ -149,6 +155,7 @@ pub struct Core {
     pub settings: NodeSettings,
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
+    history: Arc<dyn History>,
     connections: DashMap<SocketId, Arc<Connection>>,
     connection_count: AtomicUsize,
     shutting_down: AtomicBool,
@@ -200,10 +207,22 @@ impl Core {
         Self::with_broker(config, |sink| Arc::new(InProcessBroker::new(sink)))
     }
 
-    /// A core whose broker is built from the sink it must deliver to.
+    /// A core whose broker is built from the sink it must deliver to, with the embedded
+    /// history.
     pub fn with_broker(
         config: &Config,
         make_broker: impl FnOnce(Arc<dyn BrokerSink>) -> Arc<dyn Broker>,
+    ) -> Arc<Core> {
+        let history = Arc::new(EmbeddedHistory::from_config(config));
+        Self::with_broker_and_history(config, make_broker, history)
+    }
+
+    /// A core with a broker built from its sink and the given history (Redis history
+    /// goes with the Redis broker).
+    pub fn with_broker_and_history(
+        config: &Config,
+        make_broker: impl FnOnce(Arc<dyn BrokerSink>) -> Arc<dyn Broker>,
+        history: Arc<dyn History>,
     ) -> Arc<Core> {
         let settings = NodeSettings::from_config(config);
         let hub = Arc::new(Hub::new(settings.cache_ttl));
@@ -217,6 +236,7 @@ impl Core {
             settings,
             hub,
             broker,
+            history,
             connections: DashMap::new(),
             connection_count: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
@@ -231,6 +251,11 @@ impl Core {
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.broker
+    }
+
+    /// Where channel streams live (see [`history`]).
+    pub fn history(&self) -> &Arc<dyn History> {
+        &self.history
     }
 
     /// Admits a new connection of `app`, or says why not.
@@ -307,7 +332,8 @@ impl Core {
     }
 
     /// The one publish path for backends (HTTP APIs, the sandbox): validate, stamp an
-    /// [`EventId`], hand to the broker. Returns the id.
+    /// [`EventId`], record in the journal, give it its [`StreamPosition`] in the channel's
+    /// history, hand to the broker. Returns the id.
     pub async fn publish(&self, app: &App, new: NewPublication) -> Result<EventId, PublishError> {
         self.publish_from(app, new, false).await
     }
@@ -348,6 +374,24 @@ impl Core {
         if let Some(write) = self.journal.get().and_then(|j| j.record(&publication)) {
             write.await.map_err(PublishError::Journal)?;
         }
+        // The stream's order is held until the broker delivered, so subscribers of this
+        // node see the channel's positions in order.
+        let _order = if history::keeps(app, &publication) {
+            match self
+                .history
+                .append(app, &publication)
+                .await
+                .map_err(|e| PublishError::History(e.to_string()))?
+            {
+                Some(appended) => {
+                    publication.set_position(appended.position);
+                    appended.order
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
         self.metrics.publications.increment(1);
         self.broker
             .publish(BrokerMessage::Publication(publication))
@@ -513,5 +557,72 @@ mod tests {
         whole.subscribe("cache-c", None).unwrap();
         assert_eq!(queued(&narrowed).await.1, None);
         assert_eq!(queued(&whole).await.1.as_deref(), Some("for-u2"));
+    }
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+    use crate::core::outbox::Drain;
+
+    async fn positions(session: &Session) -> Vec<Option<u64>> {
+        let mut batch = Vec::new();
+        let mut found = Vec::new();
+        while !session.connection().outbox.is_empty() {
+            assert_eq!(
+                session.connection().outbox.drain(&mut batch).await,
+                Drain::Frames
+            );
+            for item in batch.drain(..) {
+                if let Outbound::Publication(p) = item {
+                    found.push(p.position().map(|p| p.offset));
+                }
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn the_publish_path_gives_each_kept_publication_its_position_in_order() {
+        let config = Config::parse(
+            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"secret-123\"\n\
+             [[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"secret-123\"\n\
+             [apps.history]\nsize = 0",
+        )
+        .unwrap();
+        let core = Core::new(&config);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        for (app_id, expected) in [
+            ("1", Vec::new()),
+            ("2", vec![None; 4]),
+        ] {
+            let app = core.apps.by_id(app_id).unwrap().clone();
+            let mut session = core.open_session(&app, "test", addr).unwrap();
+            session.subscribe("c", None).unwrap();
+            let mut publishing = Vec::new();
+            for relay_only in [false, false, true, false] {
+                let new = NewPublication {
+                    channel: "c".into(),
+                    event: "e".into(),
+                    data: "{}".into(),
+                    relay_only,
+                    ..Default::default()
+                };
+                // Concurrent publishes on one channel still reach it in offset order.
+                publishing.push(core.publish(&app, new));
+            }
+            for result in futures_util::future::join_all(publishing).await {
+                result.unwrap();
+            }
+            let mut got = positions(&session).await;
+            if app_id == "1" {
+                // The relayed client event has no position; the others count up.
+                let relayed = got.iter().position(Option::is_none).unwrap();
+                got.remove(relayed);
+                assert_eq!(got, [Some(1), Some(2), Some(3)]);
+            } else {
+                assert_eq!(got, expected);
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::any::Any;
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
+use super::history::StreamPosition;
 use super::{EventId, SocketId};
 
 /// How many distinct wire encodings one publication can cache.
@@ -76,14 +77,30 @@ pub struct Publication {
     /// When the core accepted it; publish-to-fan-out latency is measured from here.
     pub accepted_at: Instant,
     pub published_at: SystemTime,
+    /// Where it stands in its channel's stream, once the history gave it one (never for
+    /// an app without history, nor for relayed client events). Set once, by the publish
+    /// path before the broker sees it, or by a broker that received it from another node.
+    position: OnceLock<StreamPosition>,
     encodings: [OnceLock<Box<dyn Any + Send + Sync>>; ENCODING_SLOTS],
 }
 
 impl Publication {
     /// A publication stamped with a fresh [`EventId`].
     pub fn new(app_id: Arc<str>, channel: Arc<str>, event: Box<str>, data: Box<str>) -> Self {
+        Self::with_id(EventId::new(), app_id, channel, event, data)
+    }
+
+    /// A publication with a given id: one read back from history, or received from
+    /// another node.
+    pub fn with_id(
+        id: EventId,
+        app_id: Arc<str>,
+        channel: Arc<str>,
+        event: Box<str>,
+        data: Box<str>,
+    ) -> Self {
         Publication {
-            id: EventId::new(),
+            id,
             app_id,
             channel,
             event,
@@ -96,8 +113,42 @@ impl Publication {
             audience: Audience::Unmarked,
             accepted_at: Instant::now(),
             published_at: SystemTime::now(),
+            position: OnceLock::new(),
             encodings: Default::default(),
         }
+    }
+
+    /// A copy to keep in history: the same id, event and marks, none of its encodings
+    /// (a replay encodes it once per format, then shares the frames as a live one does).
+    pub fn detached_copy(&self) -> Publication {
+        Publication {
+            id: self.id,
+            app_id: self.app_id.clone(),
+            channel: self.channel.clone(),
+            event: self.event.clone(),
+            data: self.data.clone(),
+            exclude: self.exclude,
+            user_id: self.user_id.clone(),
+            relay_only: self.relay_only,
+            from_client: self.from_client,
+            app_event: self.app_event,
+            audience: self.audience.clone(),
+            accepted_at: self.accepted_at,
+            published_at: self.published_at,
+            position: OnceLock::new(),
+            encodings: Default::default(),
+        }
+    }
+
+    /// Where it stands in its channel's stream (see [`StreamPosition`]).
+    pub fn position(&self) -> Option<&StreamPosition> {
+        self.position.get()
+    }
+
+    /// Gives it its position; only the first call counts (returns whether it did). Set
+    /// it before the publication is encoded: an encoding made before keeps no position.
+    pub fn set_position(&self, position: StreamPosition) -> bool {
+        self.position.set(position).is_ok()
     }
 
     /// The data as JSON to write into a frame as is, if it is JSON that common parsers

@@ -206,7 +206,9 @@ fn validate_event(app: &App, request: EventRequest) -> Result<ValidEvent, ApiErr
 pub(crate) fn publish_error(e: PublishError) -> ApiError {
     match e {
         PublishError::DataTooLarge { .. } => ApiError::too_large(e.to_string()),
-        PublishError::Broker(_) | PublishError::Journal(_) => ApiError::unavailable(e.to_string()),
+        PublishError::Broker(_) | PublishError::Journal(_) | PublishError::History(_) => {
+            ApiError::unavailable(e.to_string())
+        }
         _ => ApiError::bad_request(e.to_string()),
     }
 }
