@@ -193,6 +193,9 @@ pub struct Config {
     /// Signed callbacks (`[webhooks]`, see `src/webhooks/config.rs`).
     #[serde(default)]
     pub webhooks: crate::webhooks::WebhooksConfig,
+    /// Payment requests and their sockets (`[payloads]`, see `src/payloads/config.rs`).
+    #[serde(default)]
+    pub payloads: crate::payloads::PayloadsConfig,
 
     // The listener (src/listener/): limits and timeouts that hold before any protocol runs.
     /// TCP connections open at once, HTTP and WebSocket alike, counted at accept. Absent:
@@ -779,6 +782,7 @@ impl Config {
         }
         self.validate_listener()?;
         self.webhooks.validate()?;
+        self.payloads.validate()?;
         if !(self.database_url.starts_with("sqlite:")
             || crate::db::is_postgres_url(&self.database_url))
         {

@@ -15,6 +15,7 @@ pub mod http;
 pub mod http_client;
 pub mod listener;
 pub mod merchants;
+pub mod payloads;
 pub mod protocols;
 pub mod redact;
 pub mod sandbox;

@@ -89,6 +89,7 @@ impl Server {
             .await
             .map_err(|e| anyhow::anyhow!("cannot start the webhook outbox: {}", scrubbed(e)))?;
         crate::webhooks::pusher::start(&webhooks, &core);
+        let payloads = crate::payloads::Payloads::start(&config, &db, &core);
         let state = HttpState {
             core: core.clone(),
             tracker: TaskTracker::new(),
@@ -98,6 +99,7 @@ impl Server {
             client_addr: Arc::new(http::client_addr::ClientAddr::from_config(&config)),
             socketio: Default::default(),
             webhooks,
+            payloads,
         };
         if config.sandbox {
             tracing::warn!("sandbox mode: serving test-channel and simulated exchange rates");
@@ -155,6 +157,7 @@ impl Server {
         let tracker = state.tracker.clone();
         let socketio = state.socketio.clone();
         let webhooks = state.webhooks.clone();
+        let payloads = state.payloads.clone();
         let stop_accepting = CancellationToken::new();
         let mut serving = tokio::spawn(listener::serve(
             listener,
@@ -183,6 +186,7 @@ impl Server {
         let sandbox = sandbox.map(|sandbox| sandbox.spawn(core.clone()));
         let stop_background = move || {
             sweeper.abort();
+            payloads.shutdown();
             if let Some(reloader) = &tls_reloader {
                 reloader.abort();
             }

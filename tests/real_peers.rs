@@ -359,3 +359,39 @@ async fn npm_standardwebhooks_verifies_callbacks() {
 async fn pypi_standardwebhooks_verifies_callbacks() {
     official_verifier_accepts_callbacks(&python(), "webhook_receiver.py").await;
 }
+
+/// An app whose key and secret are UUIDs: xumm-sdk accepts no other credentials.
+const XUMM_KEY: &str = "3c9d1f0e-6a1b-4c5d-8e7f-0a1b2c3d4e5f";
+const XUMM_SECRET: &str = "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d";
+
+async fn xumm_node() -> (TestServer, [(&'static str, String); 2]) {
+    let server = TestServer::with_config(&format!(
+        "bind = \"127.0.0.1:0\"\n[[apps]]\nid = \"1\"\nkey = \"{XUMM_KEY}\"\nsecret = \"{XUMM_SECRET}\"\n"
+    ))
+    .await;
+    let env = [
+        ("PAYRELAY_XUMM_KEY", XUMM_KEY.to_string()),
+        ("PAYRELAY_XUMM_SECRET", XUMM_SECRET.to_string()),
+    ];
+    (server, env)
+}
+
+#[tokio::test]
+async fn xumm_sdk_creates_gets_cancels_and_subscribes() {
+    require_node_modules();
+    let (server, env) = xumm_node().await;
+    let mut env = env.to_vec();
+    // Every scenario but the minute-long one, which has a test of its own.
+    env.push(("PAYRELAY_ONLY", String::new()));
+    env.push(("PAYRELAY_SKIP", "keepalive".to_string()));
+    run_peer_with(&server, Path::new("node"), "xumm_sdk.mjs", &env).await;
+}
+
+#[tokio::test]
+async fn xumm_sdk_keeps_a_subscription_for_a_minute_without_reconnecting() {
+    require_node_modules();
+    let (server, env) = xumm_node().await;
+    let mut env = env.to_vec();
+    env.push(("PAYRELAY_ONLY", "keepalive".to_string()));
+    run_peer_with(&server, Path::new("node"), "xumm_sdk.mjs", &env).await;
+}

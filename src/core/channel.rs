@@ -10,6 +10,34 @@ pub const MAX_CHANNEL_NAME_LEN: usize = 164;
 /// The channel a signed-in Pusher user receives `sendToUser` events on.
 pub const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
 
+/// The first character of the node's internal channels (other than
+/// [`SERVER_TO_USER_PREFIX`]): `#payload-{uuid}`, say. Only the node's own rooms publish
+/// to them ([`Core::publish_internal`](super::Core::publish_internal)) and subscribe
+/// connections to them ([`Session::subscribe_internal`](super::Session::subscribe_internal)).
+/// [`classify`] refuses them, so no API or client naming one gets anywhere: every adapter
+/// that validates a name with it refuses them without knowing they exist.
+pub const INTERNAL_MARK: char = '#';
+
+/// Whether `name` is a well-formed internal channel (`#` + a name [`classify`] accepts,
+/// and not `#server-to-user-…`).
+pub fn is_internal(name: &str) -> bool {
+    match name.strip_prefix(INTERNAL_MARK) {
+        Some(rest) => {
+            !name.starts_with(SERVER_TO_USER_PREFIX)
+                && name.len() <= MAX_CHANNEL_NAME_LEN
+                && !rest.is_empty()
+                && classify(rest).is_ok()
+        }
+        None => false,
+    }
+}
+
+/// Whether `name` names an internal channel, without validating the rest (cheap: for
+/// filters on hot paths).
+pub fn looks_internal(name: &str) -> bool {
+    name.starts_with(INTERNAL_MARK) && !name.starts_with(SERVER_TO_USER_PREFIX)
+}
+
 /// Access rule implied by a channel's prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelKind {
@@ -147,5 +175,16 @@ mod tests {
         );
         assert_eq!(classify("ünïcode"), Err(ChannelNameError::BadCharacter));
         assert!(classify("a_b-c=d@e,f.g;h").is_ok());
+    }
+
+    #[test]
+    fn internal_channels_are_refused_by_classify() {
+        assert!(is_internal("#payload-0f1e2d3c-aaaa-4bbb-8ccc-0123456789ab"));
+        assert!(classify("#payload-0f1e").is_err(), "no client may name one");
+        assert!(!is_internal("#server-to-user-42"));
+        assert!(!is_internal("#"));
+        assert!(!is_internal("#has space"));
+        assert!(!is_internal("payload-1"));
+        assert!(!is_internal(&format!("#{}", "a".repeat(164))));
     }
 }

@@ -135,7 +135,12 @@ impl Hub {
         self.observer.0.set(observer).is_ok()
     }
 
+    /// Reports an occupancy change of one of the app's channels. The node's internal
+    /// channels are not the app's (no Pusher webhook or channel listing shows them).
     fn observe(&self, app: &Arc<str>, channel: &Arc<str>, change: OccupancyChange) {
+        if super::channel::looks_internal(channel) {
+            return;
+        }
         if let Some(observer) = self.observer.0.get() {
             observer.changed(app, channel, change);
         }
@@ -361,7 +366,8 @@ impl Hub {
         }
     }
 
-    /// Occupied channels of `app` whose name starts with `prefix`, sorted by name.
+    /// Occupied channels of `app` whose name starts with `prefix`, sorted by name (the
+    /// node's internal channels are not listed).
     pub fn occupied_channels(&self, app: &Arc<str>, prefix: &str) -> Vec<(Arc<str>, ChannelStats)> {
         let mut found: Vec<_> = self
             .channels
@@ -369,6 +375,7 @@ impl Hub {
             .filter(|entry| {
                 entry.key().app == *app
                     && entry.key().channel.starts_with(prefix)
+                    && !super::channel::looks_internal(&entry.key().channel)
                     && !entry.subscribers.is_empty()
             })
             .map(|entry| (entry.key().channel.clone(), self.stats_of(entry.value())))

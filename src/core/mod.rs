@@ -347,15 +347,42 @@ impl Core {
     ) -> Result<EventId, PublishError> {
         channel::classify(&new.channel)
             .map_err(|e| PublishError::InvalidChannel(new.channel.clone(), e))?;
-        if new.event.is_empty() || new.event.len() > MAX_EVENT_NAME_LEN {
-            return Err(PublishError::InvalidEventName);
-        }
         let limit = app.limits.max_message_size;
         if new.data.len() > limit {
             return Err(PublishError::DataTooLarge {
                 size: new.data.len(),
                 limit,
             });
+        }
+        self.publish_checked(app, new, from_client).await
+    }
+
+    /// The same path for the node's own rooms, on an internal channel
+    /// ([`channel::is_internal`], e.g. a payment request's `#payload-{uuid}`), which no
+    /// API or client can name. The room bounds what it publishes itself, so the app's
+    /// `max_message_size` (a limit on what clients and backends send) does not apply.
+    pub async fn publish_internal(
+        &self,
+        app: &App,
+        new: NewPublication,
+    ) -> Result<EventId, PublishError> {
+        if !channel::is_internal(&new.channel) {
+            let error = channel::ChannelNameError::BadCharacter;
+            return Err(PublishError::InvalidChannel(new.channel, error));
+        }
+        self.publish_checked(app, new, false).await
+    }
+
+    /// Stamps a publication whose channel and size were checked, records it in the
+    /// journal, and hands it to the broker.
+    async fn publish_checked(
+        &self,
+        app: &App,
+        new: NewPublication,
+        from_client: bool,
+    ) -> Result<EventId, PublishError> {
+        if new.event.is_empty() || new.event.len() > MAX_EVENT_NAME_LEN {
+            return Err(PublishError::InvalidEventName);
         }
         let mut publication = Publication::new(
             app.id.clone(),

@@ -20,6 +20,8 @@ pub enum SubscribeError {
     TooManyChannels(usize),
     #[error(transparent)]
     Hub(#[from] HubRefusal),
+    #[error("`{0}` is not an internal channel")]
+    NotInternal(String),
 }
 
 /// What a successful subscribe did.
@@ -102,6 +104,17 @@ impl Session {
         } else {
             Ok(Subscription::AlreadySubscribed)
         }
+    }
+
+    /// Subscribes to one of the node's internal channels ([`channel::is_internal`]), which
+    /// only the room that owns it (not a client naming it) decides to join.
+    ///
+    /// [`channel::is_internal`]: super::channel::is_internal
+    pub fn subscribe_internal(&mut self, channel: &str) -> Result<Subscription, SubscribeError> {
+        if !super::channel::is_internal(channel) {
+            return Err(SubscribeError::NotInternal(channel.to_string()));
+        }
+        self.subscribe(channel, None)
     }
 
     pub fn unsubscribe(&mut self, channel: &str) -> bool {

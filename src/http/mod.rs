@@ -37,6 +37,8 @@ pub struct HttpState {
     pub socketio: protocols::socketio::Gateway,
     /// Signed callbacks: the outbox, its dispatcher and the endpoint index.
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// Payment requests: their store, timers and URLs.
+    pub payloads: Arc<crate::payloads::Payloads>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -45,6 +47,8 @@ pub fn router(state: HttpState) -> Router {
         .merge(protocols::plain::routes())
         .merge(protocols::socketio::routes(&state))
         .merge(crate::webhooks::api::routes())
+        .merge(crate::payloads::api::routes())
+        .merge(protocols::payload::routes())
         .merge(ops::routes())
         .fallback(|| async { ApiError::not_found("No such route") })
         .with_state(state)

@@ -5,6 +5,7 @@
 //! [`Publication`](crate::core::Publication)'s cache. They are all listed here so no two
 //! formats share one.
 
+pub mod payload;
 pub mod plain;
 pub mod pusher;
 pub mod socketio;
@@ -22,3 +23,5 @@ pub const PUSHER_MSGPACK_SLOT: EncodingSlot = EncodingSlot(2);
 pub const PLAIN_JSON_SLOT: EncodingSlot = EncodingSlot(3);
 /// Socket.IO: the publication's data as the JSON value `socket.emit` sends.
 pub const SOCKETIO_SLOT: EncodingSlot = EncodingSlot(4);
+/// Payload sockets: the publication's data (the message) as a text frame.
+pub const PAYLOAD_SLOT: EncodingSlot = EncodingSlot(5);

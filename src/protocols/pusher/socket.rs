@@ -30,9 +30,7 @@ use crate::core::channel::{self, ChannelKind, SERVER_TO_USER_PREFIX};
 use crate::core::outbox::{CacheState, Drain, Outbound};
 use crate::core::presence::Member;
 use crate::core::rate::TokenBucket;
-use crate::core::{
-    App, Core, Disconnect, NewPublication, OpenError, Session, SubscribeError, Subscription,
-};
+use crate::core::{App, Core, Disconnect, NewPublication, OpenError, Session, Subscription};
 use crate::http::{ApiError, HttpState};
 use crate::protocols::websocket::{self, CLOSE_GRACE, close};
 
@@ -491,7 +489,7 @@ impl PusherSocket {
         match self.session.subscribe(channel, member) {
             Ok(Subscription::Added) => Flow::Continue,
             Ok(Subscription::AlreadySubscribed) => self.existing_subscription(channel).await,
-            Err(refusal @ (SubscribeError::TooManyChannels(_) | SubscribeError::Hub(_))) => {
+            Err(refusal) => {
                 let error = refusal.to_string();
                 self.subscription_error(channel, "LimitReached", &error, codes::OVER_CAPACITY)
                     .await
