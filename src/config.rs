@@ -190,6 +190,14 @@ pub struct Config {
     /// to the only app, and are refused when several apps are served.
     #[serde(default)]
     pub redis_token_default_app: Option<String>,
+    /// This node's name in a cluster: logs, `/readyz`, metrics and its keys in Redis.
+    /// Absent: a random one at every start (a restarted node is a new member).
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// Prefix of every key and Pub/Sub channel the cluster keeps in Redis (the layout is
+    /// in ARCHITECTURE.md). Nodes sharing one Redis form one cluster per prefix.
+    #[serde(default = "defaults::redis_prefix")]
+    pub redis_prefix: String,
     /// Signed callbacks (`[webhooks]`, see `src/webhooks/config.rs`).
     #[serde(default)]
     pub webhooks: crate::webhooks::WebhooksConfig,
@@ -581,6 +589,9 @@ mod defaults {
     pub fn redis_token_prefix() -> String {
         "payrelay:token:".into()
     }
+    pub fn redis_prefix() -> String {
+        "payrelay:".into()
+    }
     pub fn database_url() -> String {
         "sqlite://payrelay.db".into()
     }
@@ -756,6 +767,26 @@ impl Config {
             return Err(invalid(
                 "redis_token_prefix",
                 "must not contain Redis glob characters (* ? [ ] \\)",
+            ));
+        }
+        if self.redis_prefix.is_empty()
+            || self.redis_prefix.len() > 64
+            || self
+                .redis_prefix
+                .contains(['*', '?', '[', ']', '\\', '{', '}'])
+            || self.redis_prefix.chars().any(char::is_whitespace)
+        {
+            return Err(invalid(
+                "redis_prefix",
+                "must be 1 to 64 characters, without spaces or the characters * ? [ ] \\ { }",
+            ));
+        }
+        if let Some(id) = &self.node_id
+            && !is_url_safe_token(id)
+        {
+            return Err(invalid(
+                "node_id",
+                "must be 1 to 64 letters, digits, `-`, `_` or `.`",
             ));
         }
         if let Some(url) = &self.redis_url

@@ -51,11 +51,47 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// How long start-up waits for the Redis broker to listen.
+const BROKER_START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The core with the broker the configuration asks for: Redis when `redis_url` is set
+/// (the node is a cluster member), else the in-process one.
+async fn build_core(config: &Config) -> anyhow::Result<Arc<Core>> {
+    use crate::core::broker::redis::{RedisBroker, RedisBrokerSettings};
+    let node = crate::core::NodeSettings::from_config(config);
+    let Some(settings) = RedisBrokerSettings::from_config(config, node.node_id.clone()) else {
+        return Ok(Core::with_broker(config, node, |sink| {
+            Arc::new(crate::core::InProcessBroker::new(sink))
+        }));
+    };
+    let connected = RedisBroker::connect(settings)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect the Redis broker: {e}"))?;
+    let mut started = None;
+    let core = Core::with_broker(config, node, |sink| {
+        let broker = connected.start(sink);
+        started = Some(broker.clone());
+        broker
+    });
+    if let Some(broker) = started {
+        broker
+            .wait_ready(BROKER_START_TIMEOUT)
+            .await
+            .map_err(|e| anyhow::anyhow!("the Redis broker cannot listen: {e}"))?;
+    }
+    Ok(core)
+}
+
 impl Server {
     /// Builds the node and binds its listener (port 0 picks a free port).
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let prometheus = telemetry::prometheus();
-        let core = Core::new(&config);
+        let core = build_core(&config).await?;
+        tracing::info!(
+            node = %core.settings.node_id,
+            broker = core.broker().name(),
+            "node starting"
+        );
         let listener =
             listen(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
         let local_addr = listener.local_addr()?;

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+use super::broker::ChannelInterest;
 use super::channel::{is_cache_channel, is_presence_channel};
+use super::gate::Gate;
 use super::occupancy::{OccupancyChange, OccupancyObserver};
 use super::outbox::{CacheState, Disconnect, Outbound, Subscribed};
 use super::presence::{Member, PresenceSnapshot};
@@ -52,6 +54,8 @@ struct ChannelState {
     subscribers: HashMap<SocketId, Subscriber>,
     members: HashMap<Arc<str>, MemberEntry>,
     last: Option<(Arc<Publication>, Instant)>,
+    /// With a remote broker: open once the broker delivers this channel here.
+    listening: Option<Arc<Gate>>,
 }
 
 impl ChannelState {
@@ -63,6 +67,11 @@ impl ChannelState {
 
     fn is_vacant(&self, ttl: Duration) -> bool {
         self.subscribers.is_empty() && self.fresh_cache(ttl).is_none()
+    }
+
+    /// The gate a new subscriber waits behind, while the broker is not yet listening.
+    fn pending_gate(&self) -> Option<Arc<Gate>> {
+        self.listening.clone().filter(|gate| !gate.is_open())
     }
 
     fn snapshot(&self) -> PresenceSnapshot {
@@ -109,6 +118,20 @@ impl std::fmt::Debug for ObserverSlot {
     }
 }
 
+/// The remote broker's side of the hub, set once.
+#[derive(Default)]
+struct InterestSlot(std::sync::OnceLock<Arc<dyn ChannelInterest>>);
+
+impl std::fmt::Debug for InterestSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "InterestSlot(set)"
+        } else {
+            "InterestSlot(none)"
+        })
+    }
+}
+
 #[derive(Debug)]
 pub struct Hub {
     channels: DashMap<ChannelKey, ChannelState>,
@@ -118,6 +141,10 @@ pub struct Hub {
     cache_ttl: Duration,
     /// Told when channels become occupied or vacated and members join or leave.
     observer: ObserverSlot,
+    /// A remote broker, told which channels this node listens to. With one, the cluster
+    /// keeps cache channels' last events, and the hub keeps nothing for channels without
+    /// local subscribers (it no longer hears them).
+    interest: InterestSlot,
 }
 
 impl Hub {
@@ -127,6 +154,20 @@ impl Hub {
             signed_in: DashMap::new(),
             cache_ttl,
             observer: ObserverSlot::default(),
+            interest: InterestSlot::default(),
+        }
+    }
+
+    /// Connects a remote broker (once, at start-up). Returns false if one was set.
+    pub fn set_interest(&self, interest: Arc<dyn ChannelInterest>) -> bool {
+        self.interest.0.set(interest).is_ok()
+    }
+
+    fn is_vacant(&self, state: &ChannelState) -> bool {
+        if self.interest.0.get().is_some() {
+            state.subscribers.is_empty()
+        } else {
+            state.is_vacant(self.cache_ttl)
         }
     }
 
@@ -170,8 +211,7 @@ impl Hub {
             self.subscribe_locked(&mut state, conn, channel_name, member, max_presence_members)
         };
         if outcome.is_err() {
-            self.channels
-                .remove_if(&key, |_, s| s.is_vacant(self.cache_ttl));
+            self.channels.remove_if(&key, |_, s| self.is_vacant(s));
         }
         outcome
     }
@@ -227,6 +267,10 @@ impl Hub {
         if was_empty && !occupied_reported {
             self.observe(&conn.app.id, &channel, OccupancyChange::Occupied);
         }
+        let interest = self.interest.0.get();
+        if was_empty && let Some(interest) = interest {
+            state.listening = Some(interest.occupied(&conn.app.id, &channel));
+        }
         state.subscribers.insert(
             conn.id,
             Subscriber {
@@ -235,7 +279,21 @@ impl Hub {
             },
         );
         let presence = is_presence_channel(&channel).then(|| state.snapshot());
+        let mut gate = state.pending_gate();
         let cache = if is_cache_channel(&channel) {
+            if let Some(interest) = interest {
+                // The cluster's last event, read once the broker listens.
+                let listening = state
+                    .listening
+                    .clone()
+                    .unwrap_or_else(|| interest.occupied(&conn.app.id, &channel));
+                gate = Some(interest.cached_event(
+                    &conn.app.id,
+                    &channel,
+                    listening,
+                    conn.narrowed_to().cloned(),
+                ));
+            }
             match state.fresh_cache(self.cache_ttl) {
                 Some((publication, _)) if conn.receives(publication) => {
                     CacheState::Hit(publication.clone())
@@ -249,6 +307,7 @@ impl Hub {
             channel,
             presence,
             cache,
+            gate,
         })));
         Ok(true)
     }
@@ -271,6 +330,10 @@ impl Hub {
                     }
                     if state.subscribers.is_empty() {
                         self.observe(&conn.app.id, &key.channel, OccupancyChange::Vacated);
+                        if let Some(interest) = self.interest.0.get() {
+                            state.listening = None;
+                            interest.vacated(&conn.app.id, &key.channel);
+                        }
                     }
                     true
                 }
@@ -279,8 +342,7 @@ impl Hub {
             None => false,
         };
         if removed {
-            self.channels
-                .remove_if(&key, |_, s| s.is_vacant(self.cache_ttl));
+            self.channels.remove_if(&key, |_, s| self.is_vacant(s));
         }
         removed
     }
@@ -313,7 +375,10 @@ impl Hub {
             app: publication.app_id.clone(),
             channel: publication.channel.clone(),
         };
-        if is_cache_channel(&publication.channel) && !publication.relay_only {
+        if is_cache_channel(&publication.channel)
+            && !publication.relay_only
+            && self.interest.0.get().is_none()
+        {
             let mut state = self.channels.entry(key).or_default();
             state.last = Some((publication.clone(), Instant::now()));
             Self::push_to_subscribers(&state, publication)
@@ -344,8 +409,7 @@ impl Hub {
 
     /// Drops cached events older than the TTL from channels nobody listens to.
     pub fn sweep_expired_cache(&self) {
-        self.channels
-            .retain(|_, state| !state.is_vacant(self.cache_ttl));
+        self.channels.retain(|_, state| !self.is_vacant(state));
     }
 
     pub fn channel_stats(&self, app: &Arc<str>, channel: &str) -> ChannelStats {

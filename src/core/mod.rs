@@ -10,6 +10,7 @@ pub mod broker;
 pub mod channel;
 mod connection;
 mod event_id;
+pub mod gate;
 pub mod history;
 pub mod hub;
 mod journal;
@@ -32,7 +33,8 @@ use metrics::{Counter, Gauge, Histogram};
 
 pub use apps::{App, AppRegistry};
 pub use broker::{
-    Broker, BrokerError, BrokerMessage, BrokerSink, InProcessBroker, WhichConnections,
+    Broker, BrokerError, BrokerMessage, BrokerSink, ChannelInterest, InProcessBroker,
+    WhichConnections,
 };
 pub use connection::Connection;
 pub use event_id::{EVENT_ID_PREFIX, EventId};
@@ -54,6 +56,9 @@ pub const MAX_EVENT_NAME_LEN: usize = 200;
 /// Node-wide settings the core and adapters read.
 #[derive(Debug, Clone)]
 pub struct NodeSettings {
+    /// This node's name (`node_id`, or random at start): logs, `/readyz`, metrics, and
+    /// its keys in a cluster.
+    pub node_id: Arc<str>,
     pub activity_timeout: Duration,
     pub pong_timeout: Duration,
     pub outbound_queue_size: usize,
@@ -66,6 +71,10 @@ pub struct NodeSettings {
 impl NodeSettings {
     pub fn from_config(config: &Config) -> Self {
         NodeSettings {
+            node_id: match &config.node_id {
+                Some(id) => Arc::from(id.as_str()),
+                None => random_node_id(),
+            },
             activity_timeout: Duration::from_secs(config.activity_timeout_secs),
             pong_timeout: Duration::from_secs(config.pong_timeout_secs),
             outbound_queue_size: config.outbound_queue_size,
@@ -75,6 +84,13 @@ impl NodeSettings {
             cache_ttl: Duration::from_secs(config.cache_ttl_secs),
         }
     }
+}
+
+/// A fresh node id: `n` and 10 hexadecimal digits (40 random bits), short enough to read
+/// in a log line, unlikely to repeat among the nodes of one cluster.
+fn random_node_id() -> Arc<str> {
+    let bits: u64 = rand::random::<u64>() & 0xff_ffff_ffff;
+    Arc::from(format!("n{bits:010x}"))
 }
 
 /// Handles to the core's Prometheus series, created once.
@@ -204,33 +220,41 @@ impl BrokerSink for LocalDelivery {
 impl Core {
     /// A core with the embedded in-process broker.
     pub fn new(config: &Config) -> Arc<Core> {
-        Self::with_broker(config, |sink| Arc::new(InProcessBroker::new(sink)))
+        Self::with_broker(config, NodeSettings::from_config(config), |sink| {
+            Arc::new(InProcessBroker::new(sink))
+        })
     }
 
     /// A core whose broker is built from the sink it must deliver to, with the embedded
     /// history.
     pub fn with_broker(
         config: &Config,
+        settings: NodeSettings,
         make_broker: impl FnOnce(Arc<dyn BrokerSink>) -> Arc<dyn Broker>,
     ) -> Arc<Core> {
         let history = Arc::new(EmbeddedHistory::from_config(config));
-        Self::with_broker_and_history(config, make_broker, history)
+        Self::with_broker_and_history(config, settings, make_broker, history)
     }
 
     /// A core with a broker built from its sink and the given history (Redis history
     /// goes with the Redis broker).
     pub fn with_broker_and_history(
         config: &Config,
+        settings: NodeSettings,
         make_broker: impl FnOnce(Arc<dyn BrokerSink>) -> Arc<dyn Broker>,
         history: Arc<dyn History>,
     ) -> Arc<Core> {
-        let settings = NodeSettings::from_config(config);
         let hub = Arc::new(Hub::new(settings.cache_ttl));
         let metrics = CoreMetrics::new();
         let broker = make_broker(Arc::new(LocalDelivery {
             hub: hub.clone(),
             metrics: metrics.clone(),
         }));
+        if let Some(interest) = broker.interest() {
+            hub.set_interest(interest);
+        }
+        metrics::gauge!("payrelay_node_info", "node_id" => settings.node_id.to_string(), "broker" => broker.name())
+            .set(1.0);
         Arc::new(Core {
             apps: AppRegistry::new(&config.apps),
             settings,
@@ -398,6 +422,12 @@ impl Core {
         publication.audience = new.audience;
         let id = publication.id;
         let publication = Arc::new(publication);
+        // A broker that cannot deliver refuses before the journal commits callbacks for
+        // an event nobody would hear.
+        if !self.broker.is_ready() {
+            let why = self.broker.problem().unwrap_or_else(|| "not ready".into());
+            return Err(PublishError::Broker(format!("broker unavailable: {why}")));
+        }
         if let Some(write) = self.journal.get().and_then(|j| j.record(&publication)) {
             write.await.map_err(PublishError::Journal)?;
         }
@@ -619,10 +649,7 @@ mod history_tests {
         .unwrap();
         let core = Core::new(&config);
         let addr = SocketAddr::from(([127, 0, 0, 1], 1));
-        for (app_id, expected) in [
-            ("1", Vec::new()),
-            ("2", vec![None; 4]),
-        ] {
+        for (app_id, expected) in [("1", Vec::new()), ("2", vec![None; 4])] {
             let app = core.apps.by_id(app_id).unwrap().clone();
             let mut session = core.open_session(&app, "test", addr).unwrap();
             session.subscribe("c", None).unwrap();

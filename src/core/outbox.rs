@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::Publication;
+use super::gate::Gate;
 use super::presence::{Member, PresenceSnapshot};
 
 /// Something a connection must write, in protocol-neutral form; adapters encode it.
@@ -38,6 +39,33 @@ pub struct Subscribed {
     pub channel: Arc<str>,
     pub presence: Option<PresenceSnapshot>,
     pub cache: CacheState,
+    /// Holds this frame (and everything behind it) back until the cluster listens to the
+    /// channel; see [`Gate`]. Adapters never see a shut one.
+    pub gate: Option<Arc<Gate>>,
+}
+
+impl Subscribed {
+    /// Whether a gate still holds this frame back.
+    fn held_by(&self) -> Option<&Arc<Gate>> {
+        self.gate.as_ref().filter(|gate| !gate.is_open())
+    }
+
+    /// Replaces this node's view with the cluster's, once the gate opened with one.
+    fn apply_gate(&mut self) {
+        let Some(gate) = self.gate.take() else { return };
+        if let Some(view) = gate.view() {
+            if let Some(presence) = &view.presence
+                && self.presence.is_some()
+            {
+                self.presence = Some(presence.clone());
+            }
+            if let Some(cache) = &view.cache
+                && !matches!(self.cache, CacheState::NotACacheChannel)
+            {
+                self.cache = cache.clone();
+            }
+        }
+    }
 }
 
 /// What a cache channel had for a new subscriber.
@@ -159,24 +187,50 @@ impl Outbox {
     }
 
     /// Waits until there is something to write or the connection must close, and moves
-    /// the queued frames into `out`. Cancel-safe: frames are only taken synchronously.
+    /// the queued frames into `out`, up to the first one a shut [`Gate`] holds back.
+    /// Cancel-safe: frames are only taken synchronously.
     pub async fn drain(&self, out: &mut Vec<Outbound>) -> Drain {
         loop {
-            {
+            let held = {
                 let mut state = self.state.lock();
-                if !state.queue.is_empty() {
-                    out.extend(state.queue.drain(..));
-                    if state.queue.capacity() > RETAINED_CAPACITY {
-                        state.queue.shrink_to(RETAINED_CAPACITY);
+                let mut held = None;
+                let mut moved = false;
+                while let Some(front) = state.queue.front_mut() {
+                    if let Outbound::Subscribed(subscribed) = front {
+                        if let Some(gate) = subscribed.held_by() {
+                            held = Some(gate.clone());
+                            break;
+                        }
+                        subscribed.apply_gate();
                     }
-                    // Write what is queued before acting on a flushing close.
+                    out.extend(state.queue.pop_front());
+                    moved = true;
+                }
+                if state.queue.is_empty() && state.queue.capacity() > RETAINED_CAPACITY {
+                    state.queue.shrink_to(RETAINED_CAPACITY);
+                }
+                // Write what is queued before acting on a flushing close.
+                if moved {
                     return Drain::Frames;
                 }
-                if let Some(reason) = state.closing {
+                if held.is_none()
+                    && let Some(reason) = state.closing
+                {
                     return Drain::Close(reason);
                 }
+                held
+            };
+            match held {
+                None => self.ready.notified().await,
+                Some(gate) => {
+                    tokio::select! {
+                        () = gate.opened() => {}
+                        // A slow-consumer close empties the queue, gate and all.
+                        () = self.ready.notified() => {}
+                        () = tokio::time::sleep_until(gate.deadline()) => gate.open(),
+                    }
+                }
             }
-            self.ready.notified().await;
         }
     }
 }

@@ -30,6 +30,15 @@ impl SocketId {
         SocketId(rand::random())
     }
 
+    /// The id as one number, as it travels between nodes.
+    pub fn to_u64(self) -> u64 {
+        self.0
+    }
+
+    pub fn from_u64(id: u64) -> Self {
+        SocketId(id)
+    }
+
     /// Parses an id exactly as this server shows them (`"<u32>.<u32>"`, no leading
     /// zeros); anything else is not a socket id this server handed out.
     pub fn parse(s: &str) -> Option<Self> {

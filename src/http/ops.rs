@@ -24,7 +24,8 @@ async fn healthz() -> impl IntoResponse {
 
 /// The node accepts new connections: not shutting down, broker reachable, token store
 /// answering (without it no socket can be admitted). The first failing condition names
-/// the status; the token store's last probe says why it is down.
+/// the status; the broker and the token store each say why they are down. The node's id
+/// tells which member of a cluster answered.
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     let core = &state.core;
     let broker = core.broker();
@@ -42,9 +43,14 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     if let Some(problem) = &tokens.problem {
         token_store["error"] = json!(problem);
     }
+    let mut broker_status = json!({"name": broker.name(), "ready": broker.is_ready()});
+    if let Some(problem) = broker.problem() {
+        broker_status["error"] = json!(problem);
+    }
     let body = json!({
         "status": status,
-        "broker": broker.name(),
+        "node_id": &*core.settings.node_id,
+        "broker": broker_status,
         "token_store": token_store,
         "connections": core.connection_count(),
     });

@@ -71,6 +71,11 @@ impl TestServer {
         if !toml.contains("database_url") {
             config.database_url = "sqlite::memory:".into();
         }
+        // A node on a shared Redis is a cluster member: each test is a cluster of its own
+        // unless it names the prefix its nodes share.
+        if config.redis_url.is_some() && !toml.contains("redis_prefix") {
+            config.redis_prefix = format!("test:{:016x}:", rand_u64());
+        }
         let server = Server::bind(config).await.expect("server binds");
         let addr = server.local_addr();
         let core = server.core().clone();
@@ -548,4 +553,9 @@ impl Drop for PgDatabase {
         })
         .join();
     }
+}
+
+/// A random number for names tests must not share.
+pub fn rand_u64() -> u64 {
+    rand::random()
 }

@@ -6,14 +6,18 @@
 //! implements the same trait; adapters and the HTTP API never know which one runs.
 
 mod memory;
+pub mod redis;
+mod wire;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 pub use memory::InProcessBroker;
+pub use redis::RedisBroker;
 
 use super::Publication;
+use super::gate::Gate;
 
 /// What travels between nodes.
 #[derive(Debug, Clone)]
@@ -62,6 +66,32 @@ pub trait BrokerSink: Send + Sync + 'static {
     fn deliver(&self, message: BrokerMessage);
 }
 
+/// What a remote broker needs from the hub: which channels this node has subscribers on,
+/// so it listens to those and no others, and what the cluster holds for a new subscriber.
+///
+/// The hub calls these under the channel's lock, so calls about one channel arrive in
+/// the order its subscribers came and went: queue the work and return at once.
+pub trait ChannelInterest: Send + Sync + 'static {
+    /// `channel` has its first subscriber on this node: start listening. The gate opens
+    /// once publications of the channel reach this node; the hub holds every new
+    /// subscriber's `Subscribed` frame behind it until then.
+    fn occupied(&self, app: &Arc<str>, channel: &Arc<str>) -> Arc<Gate>;
+
+    /// `channel`'s last subscriber on this node left: stop listening.
+    fn vacated(&self, app: &Arc<str>, channel: &Arc<str>);
+
+    /// A new subscriber of cache channel `channel`: the returned gate opens, after
+    /// `listening`, with the cluster's cached last event (if it is for a connection
+    /// narrowed to `narrowed_to`, when it is narrowed).
+    fn cached_event(
+        &self,
+        app: &Arc<str>,
+        channel: &Arc<str>,
+        listening: Arc<Gate>,
+        narrowed_to: Option<Arc<str>>,
+    ) -> Arc<Gate>;
+}
+
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Delivers `message` to every node, this one included.
@@ -73,5 +103,15 @@ pub trait Broker: Send + Sync + 'static {
     /// Whether the broker can currently deliver (a remote broker may be disconnected).
     fn is_ready(&self) -> bool {
         true
+    }
+
+    /// Why it is not ready, for `/readyz`.
+    fn problem(&self) -> Option<String> {
+        None
+    }
+
+    /// The hub's side of a remote broker; `None` for one that needs no bookkeeping.
+    fn interest(&self) -> Option<Arc<dyn ChannelInterest>> {
+        None
     }
 }
