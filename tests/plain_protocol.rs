@@ -50,7 +50,7 @@ async fn mint(server: &TestServer, user: &str, ttl: u64) -> String {
 async fn connect(server: &TestServer, token: &str) -> Client {
     let mut client = Client::connect(&server.ws_url(&format!("/api/v1/ws?token={token}"))).await;
     assert_eq!(
-        client.json().await,
+        client.json_bare().await,
         json!({"event": "subscribed", "channel": "settings"}),
         "every socket starts subscribed to settings"
     );
@@ -179,7 +179,7 @@ async fn users_get_global_events_and_only_their_own_user_events() {
             .send_json(json!({"event": "subscribe", "channel": "notification.events"}))
             .await;
         assert_eq!(
-            client.json().await,
+            client.json_bare().await,
             json!({"event": "subscribed", "channel": "notification.events"})
         );
     }
@@ -192,7 +192,7 @@ async fn users_get_global_events_and_only_their_own_user_events() {
     assert_eq!(status, 200, "{body}");
     for client in [&mut alice, &mut bob] {
         assert_eq!(
-            client.json().await,
+            client.json_bare().await,
             json!({"event": "withdrawal_settings_updated", "channel": "settings", "data": settings})
         );
     }
@@ -204,7 +204,7 @@ async fn users_get_global_events_and_only_their_own_user_events() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(
-        alice.json().await,
+        alice.json_bare().await,
         json!({"event": "NOTIFICATION_UPDATE", "channel": "notification.events", "data": unread})
     );
     bob.silent_for(Duration::from_millis(300)).await;
@@ -226,12 +226,12 @@ async fn client_messages_ping_errors_and_unsubscribe() {
     let server = TestServer::with_config(&config("max_invalid_messages = 2")).await;
     let mut client = connect(&server, &mint(&server, "u1", 60).await).await;
     client.send_json(json!({"event": "ping"})).await;
-    assert_eq!(client.json().await, json!({"event": "pong"}));
+    assert_eq!(client.json_bare().await, json!({"event": "pong"}));
 
     client
         .send_json(json!({"event": "subscribe", "channel": "secret.events"}))
         .await;
-    let error = client.json().await;
+    let error = client.json_bare().await;
     assert_eq!(error["event"], "error");
     assert_eq!(error["channel"], "secret.events");
     assert_eq!(error["data"]["code"], "unknown_channel");
@@ -239,12 +239,12 @@ async fn client_messages_ping_errors_and_unsubscribe() {
     client
         .send_json(json!({"event": "subscribe", "channel": "kyc.events"}))
         .await;
-    client.json().await;
+    client.json_bare().await;
     client
         .send_json(json!({"event": "unsubscribe", "channel": "kyc.events"}))
         .await;
     assert_eq!(
-        client.json().await,
+        client.json_bare().await,
         json!({"event": "unsubscribed", "channel": "kyc.events"})
     );
     publish(
@@ -257,7 +257,7 @@ async fn client_messages_ping_errors_and_unsubscribe() {
     // Garbage gets an error event and the socket stays up, until there is too much.
     for _ in 0..2 {
         client.send_text("{not json").await;
-        assert_eq!(client.json().await["data"]["code"], "malformed");
+        assert_eq!(client.json_bare().await["data"]["code"], "malformed");
     }
     client.send_text("still not json").await;
     assert_eq!(client.closed().await.0, 4400);
@@ -323,7 +323,7 @@ subscriptions_per_second = 1
     }
     for _ in 0..3 {
         assert_eq!(
-            client.json().await,
+            client.json_bare().await,
             json!({"event": "subscribed", "channel": "kyc.events"})
         );
     }
@@ -339,7 +339,7 @@ subscriptions_per_second = 1
     client.send_json(json!({"event": "ping"})).await;
     let mut refused = 0;
     loop {
-        let frame = client.json().await;
+        let frame = client.json_bare().await;
         match frame["event"].as_str() {
             Some("pong") => break,
             Some("subscribed" | "unsubscribed") => {}
@@ -388,7 +388,7 @@ async fn the_server_pings_and_drops_a_socket_that_does_not_answer() {
         lively.silent_for(Duration::from_millis(200)).await;
     }
     lively.send_json(json!({"event": "ping"})).await;
-    assert_eq!(lively.json().await, json!({"event": "pong"}));
+    assert_eq!(lively.json_bare().await, json!({"event": "pong"}));
 }
 
 #[tokio::test]
@@ -402,7 +402,7 @@ async fn a_new_socket_replaces_the_old_one_with_4409() {
         (4409, "Replaced by a newer connection".to_string())
     );
     new.send_json(json!({"event": "ping"})).await;
-    assert_eq!(new.json().await, json!({"event": "pong"}));
+    assert_eq!(new.json_bare().await, json!({"event": "pong"}));
 }
 
 #[tokio::test]
@@ -443,7 +443,7 @@ async fn shutdown_turns_unready_first_then_closes_sockets_with_1012() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        client.json().await,
+        client.json_bare().await,
         json!({"event": "still-up", "channel": "settings", "data": data})
     );
 
@@ -468,7 +468,7 @@ async fn forced_logout_announces_then_closes_and_can_revoke() {
     client
         .send_json(json!({"event": "subscribe", "channel": "mobile.force.logout"}))
         .await;
-    client.json().await;
+    client.json_bare().await;
     let (status, body) = server
         .basic_request(
             "POST",
@@ -479,7 +479,7 @@ async fn forced_logout_announces_then_closes_and_can_revoke() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["tokens_revoked"], 1);
     assert_eq!(
-        client.json().await,
+        client.json_bare().await,
         json!({"event": "MOBILE_USER_FORCE_LOGOUT_EVENT", "channel": "mobile.force.logout", "data": {"mobile_user_id": 120045, "is_force_logout": true}})
     );
     assert_eq!(client.closed().await, (4403, "Logged out".to_string()));
@@ -504,7 +504,7 @@ async fn revoking_a_token_closes_its_sockets_at_once() {
     assert_eq!(doomed.closed().await.0, 4401);
     other.send_json(json!({"event": "ping"})).await;
     assert_eq!(
-        other.json().await,
+        other.json_bare().await,
         json!({"event": "pong"}),
         "another token's socket stays"
     );
@@ -582,12 +582,12 @@ async fn diagnostics_need_the_app_credentials_and_the_test_route_is_off() {
     client
         .send_json(json!({"event": "subscribe", "channel": "notification.events"}))
         .await;
-    client.json().await;
+    client.json_bare().await;
     let (status, _) = server
         .raw_request("GET", "/api/v1/ws/test?user_id=u1", Vec::new())
         .await;
     assert_eq!(status, 200);
-    assert_eq!(client.json().await["event"], "TEST_EVENT");
+    assert_eq!(client.json_bare().await["event"], "TEST_EVENT");
 }
 
 #[tokio::test]
@@ -613,7 +613,7 @@ async fn tokens_in_redis_written_by_another_backend_work() {
         .unwrap();
     let mut ws = connect(&server, token).await;
     ws.send_json(json!({"event": "ping"})).await;
-    assert_eq!(ws.json().await, json!({"event": "pong"}));
+    assert_eq!(ws.json_bare().await, json!({"event": "pong"}));
 
     // Deleting the key in Redis (the backend's revocation) closes the socket at the next
     // recheck; minting through the API writes the same layout.
@@ -656,7 +656,7 @@ async fn a_socket_is_closed_when_its_token_expires() {
     let mut client = connect(&server, &mint(&server, "u1", 2).await).await;
     // Open and answering until the token's expiry, then closed like a revoked one.
     client.send_json(json!({"event": "ping"})).await;
-    assert_eq!(client.json().await, json!({"event": "pong"}));
+    assert_eq!(client.json_bare().await, json!({"event": "pong"}));
     assert_eq!(client.closed().await, (4401, "Token expired".to_string()));
 }
 
@@ -667,6 +667,174 @@ async fn an_expired_token_keeps_its_socket_for_the_grace_period() {
     // Past the expiry (1 s), within the grace (until 4 s): still served.
     tokio::time::sleep(Duration::from_millis(2000)).await;
     client.send_json(json!({"event": "ping"})).await;
-    assert_eq!(client.json().await, json!({"event": "pong"}));
+    assert_eq!(client.json_bare().await, json!({"event": "pong"}));
     assert_eq!(client.closed().await, (4401, "Token expired".to_string()));
+}
+
+/// Publishes `n` events on user 42's `notification.events`.
+async fn publish_notifications(server: &TestServer, from: u32, to: u32) {
+    for n in from..=to {
+        let (status, body) = publish(
+            server,
+            json!({"user_id": "42", "channel": "notification.events", "event": "N", "data": {"n": n}}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+/// Reads `count` events; returns their `n`s and the last position.
+async fn read_events(client: &mut Client, count: usize) -> (Vec<u64>, String) {
+    let mut seen = Vec::new();
+    let mut last = String::new();
+    for _ in 0..count {
+        let frame = client.json().await;
+        assert_eq!(frame["event"], "N", "{frame}");
+        assert!(frame["id"].as_str().unwrap().starts_with("evt_"), "{frame}");
+        last = frame["position"].as_str().unwrap().to_string();
+        seen.push(frame["data"]["n"].as_u64().unwrap());
+    }
+    (seen, last)
+}
+
+#[tokio::test]
+async fn a_dropped_socket_resumes_with_exactly_what_it_missed() {
+    let server = TestServer::with_config(&config("")).await;
+    let mut client = connect(&server, &mint(&server, "42", 60).await).await;
+    client
+        .send_json(json!({"event": "subscribe", "channel": "notification.events"}))
+        .await;
+    let subscribed = client.json().await;
+    assert_eq!(subscribed["event"], "subscribed");
+    let start = subscribed["position"].as_str().unwrap().to_string();
+    assert!(start.starts_with("0."), "{subscribed}");
+    publish_notifications(&server, 1, 2).await;
+    let (seen, last) = read_events(&mut client, 2).await;
+    assert_eq!(seen, [1, 2]);
+    // The TCP connection goes away without a closing handshake.
+    drop(client);
+    publish_notifications(&server, 3, 5).await;
+
+    let mut client = connect(&server, &mint(&server, "42", 60).await).await;
+    client
+        .send_json(json!({"event": "subscribe", "channel": "notification.events", "since": last}))
+        .await;
+    let subscribed = client.json().await;
+    assert_eq!(
+        subscribed,
+        json!({"event": "subscribed", "channel": "notification.events", "position": last})
+    );
+    publish_notifications(&server, 6, 6).await;
+    let (seen, _) = read_events(&mut client, 4).await;
+    assert_eq!(
+        seen,
+        [3, 4, 5, 6],
+        "missed ones in order, then live, none twice"
+    );
+    client.silent_for(Duration::from_millis(200)).await;
+
+    // A position of another epoch (another node's lost history): the explicit failure.
+    let epoch = last.split_once('.').unwrap().1;
+    let foreign = format!("2.{}", if epoch == "x" { "y" } else { "x" });
+    client
+        .send_json(json!({"event": "unsubscribe", "channel": "notification.events"}))
+        .await;
+    client.json().await;
+    client
+        .send_json(
+            json!({"event": "subscribe", "channel": "notification.events", "since": foreign}),
+        )
+        .await;
+    let subscribed = client.json().await;
+    assert_eq!(subscribed["event"], "subscribed");
+    let failed = client.json().await;
+    assert_eq!(failed["event"], "resume_failed", "{failed}");
+    assert_eq!(failed["channel"], "notification.events");
+    assert_eq!(failed["position"], subscribed["position"]);
+    client.silent_for(Duration::from_millis(200)).await;
+
+    // Not a position at all: a clear error, no subscription.
+    client
+        .send_json(json!({"event": "subscribe", "channel": "card.events", "since": "yesterday"}))
+        .await;
+    let error = client.json().await;
+    assert_eq!(error["event"], "error");
+    assert_eq!(error["data"]["code"], "invalid_position");
+}
+
+#[tokio::test]
+async fn past_the_window_the_resume_fails_explicitly() {
+    let server = TestServer::with_config(&config("[apps.history]\nsize = 3")).await;
+    let mut client = connect(&server, &mint(&server, "42", 60).await).await;
+    client
+        .send_json(json!({"event": "subscribe", "channel": "notification.events"}))
+        .await;
+    let last = client.json().await["position"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(client);
+    // Four missed, three kept: the first one is gone.
+    publish_notifications(&server, 1, 4).await;
+    let mut client = connect(&server, &mint(&server, "42", 60).await).await;
+    client
+        .send_json(json!({"event": "subscribe", "channel": "notification.events", "since": last}))
+        .await;
+    assert_eq!(client.json().await["event"], "subscribed");
+    let failed = client.json().await;
+    assert_eq!(failed["event"], "resume_failed");
+    assert_eq!(
+        failed["position"]
+            .as_str()
+            .unwrap()
+            .split_once('.')
+            .unwrap()
+            .0,
+        "4"
+    );
+    publish_notifications(&server, 5, 5).await;
+    assert_eq!(read_events(&mut client, 1).await.0, [5]);
+}
+
+#[tokio::test]
+async fn channels_subscribed_on_connect_resume_from_the_since_query() {
+    let server = TestServer::with_config(&config("")).await;
+    let token = mint(&server, "42", 60).await;
+    let mut client = Client::connect(&server.ws_url(&format!("/api/v1/ws?token={token}"))).await;
+    let last = client.json().await["position"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(client);
+    for n in 1..=2 {
+        let (status, _) = publish(
+            &server,
+            json!({"channel": "settings", "event": "S", "data": {"n": n}}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let url = format!("/api/v1/ws?token={token}&since=settings:{last}");
+    let mut client = Client::connect(&server.ws_url(&url)).await;
+    assert_eq!(
+        client.json().await,
+        json!({"event": "subscribed", "channel": "settings", "position": last})
+    );
+    for n in 1..=2 {
+        let frame = client.json().await;
+        assert_eq!(
+            (&frame["event"], &frame["data"]["n"]),
+            (&json!("S"), &json!(n))
+        );
+    }
+    // A malformed `since`, or one for a channel not subscribed on connect: 400.
+    for since in ["settings", "settings:nope", "kyc.events:1.abc"] {
+        let (status, body) = refused(
+            &server,
+            &format!("/api/v1/ws?token={token}&since={since}"),
+            &[],
+        )
+        .await;
+        assert_eq!(status, 400, "{since}: {body}");
+    }
 }

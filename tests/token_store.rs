@@ -508,7 +508,7 @@ credential_recheck_secs = 1
     let client_token = mint_client_token(&server, "m1").await;
 
     let mut plain = Client::connect(&server.ws_url(&format!("/api/v1/ws?token={token}"))).await;
-    assert_eq!(plain.json().await["event"], "subscribed");
+    assert_eq!(plain.json_bare().await["event"], "subscribed");
     let (mut socketio, answer) = SocketIoClient::connect(&server, &client_token).await;
     assert!(answer.starts_with("40{"), "{answer}");
     let (status, body) = readyz(&server).await;
@@ -593,7 +593,7 @@ credential_recheck_secs = 1
     // Several rechecks (every second) fail meanwhile; neither socket is closed.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     plain.send_json(serde_json::json!({"event": "ping"})).await;
-    assert_eq!(plain.json().await["event"], "pong");
+    assert_eq!(plain.json_bare().await["event"], "pong");
     socketio.client.silent_for(Duration::from_millis(100)).await;
     assert_eq!(
         server.metric(slow).await,
@@ -609,7 +609,7 @@ credential_recheck_secs = 1
     assert_eq!(server.metric(ready).await, 1.0);
     let fresh = mint_access_token(&server, "u2").await;
     let mut again = Client::connect(&server.ws_url(&format!("/api/v1/ws?token={fresh}"))).await;
-    assert_eq!(again.json().await["event"], "subscribed");
+    assert_eq!(again.json_bare().await["event"], "subscribed");
 
     // Traffic flows again: what is published now reaches the new socket, every event
     // in order (far more than the 16 a socket may have queued).
@@ -619,7 +619,7 @@ credential_recheck_secs = 1
     }
     for n in 0..events {
         assert_eq!(
-            again.json().await,
+            again.json_bare().await,
             serde_json::json!({"event": "tick", "channel": "settings", "data": {"n": n}}),
         );
     }
@@ -640,9 +640,9 @@ async fn a_backend_that_extends_a_token_keeps_its_socket_open() {
     redis_set(&redis, "t:sliding", &record("u1", now() + 3)).await;
     redis_set(&redis, "t:shortened", &record("u2", now() + 600)).await;
     let mut sliding = Client::connect(&server.ws_url("/api/v1/ws?token=sliding")).await;
-    assert_eq!(sliding.json().await["event"], "subscribed");
+    assert_eq!(sliding.json_bare().await["event"], "subscribed");
     let mut shortened = Client::connect(&server.ws_url("/api/v1/ws?token=shortened")).await;
-    assert_eq!(shortened.json().await["event"], "subscribed");
+    assert_eq!(shortened.json_bare().await["event"], "subscribed");
     // The backend slides one expiry forward and pulls the other in; the next recheck
     // (every second) moves each socket's deadline.
     redis_set(&redis, "t:sliding", &record("u1", now() + 600)).await;
@@ -656,5 +656,8 @@ async fn a_backend_that_extends_a_token_keeps_its_socket_open() {
     sliding
         .send_json(serde_json::json!({"event": "ping"}))
         .await;
-    assert_eq!(sliding.json().await, serde_json::json!({"event": "pong"}));
+    assert_eq!(
+        sliding.json_bare().await,
+        serde_json::json!({"event": "pong"})
+    );
 }

@@ -18,8 +18,9 @@ use dashmap::DashMap;
 use super::broker::ChannelInterest;
 use super::channel::{is_cache_channel, is_presence_channel};
 use super::gate::Gate;
+use super::history::StreamPosition;
 use super::occupancy::{OccupancyChange, OccupancyObserver};
-use super::outbox::{CacheState, Disconnect, Outbound, Subscribed};
+use super::outbox::{CacheState, Disconnect, Outbound, Recovery, Subscribed};
 use super::presence::{Member, PresenceSnapshot};
 use super::{Connection, Principal, Publication, SocketId};
 
@@ -41,6 +42,23 @@ struct Subscriber {
     conn: Arc<Connection>,
     /// The presence member this subscription stands for.
     user: Option<Arc<str>>,
+    /// While the subscriber's history is read ([`Hub::subscribe`] with `hold`), its live
+    /// publications wait here instead of its outbox; [`Hub::release`] sends them after
+    /// the replay. Only set or cleared under the channel's write lock, so fan-out (under
+    /// the read lock) sees it stable.
+    held: Option<Box<parking_lot::Mutex<Vec<Arc<Publication>>>>>,
+}
+
+/// What [`Hub::subscribe`] did.
+#[derive(Debug)]
+pub enum Joined {
+    /// Already subscribed: nothing changed, nothing queued.
+    Already,
+    /// Subscribed, and its `Subscribed` item queued.
+    Added,
+    /// Subscribed with its live publications held: the caller reads history, then
+    /// calls [`Hub::release`] with this item.
+    Held(Box<Subscribed>),
 }
 
 #[derive(Debug)]
@@ -195,20 +213,33 @@ impl Hub {
     }
 
     /// Adds `conn` to `channel` and queues its `Subscribed` frame. Subscribing again
-    /// changes nothing and queues nothing (`Ok(false)`): a repeated subscribe must not
-    /// cost a member list or a cached event.
+    /// changes nothing and queues nothing ([`Joined::Already`]): a repeated subscribe
+    /// must not cost a member list or a cached event.
+    ///
+    /// With `hold`, the `Subscribed` item is returned instead of queued and the
+    /// subscriber's live publications are held until [`Hub::release`]: the caller reads
+    /// the channel's history in between, and nothing published meanwhile is lost or
+    /// overtakes the replay.
     pub fn subscribe(
         &self,
         conn: &Arc<Connection>,
         channel: &str,
         member: Option<Member>,
         max_presence_members: usize,
-    ) -> Result<bool, HubRefusal> {
+        hold: bool,
+    ) -> Result<Joined, HubRefusal> {
         let key = Self::key(&conn.app.id, channel);
         let channel_name = key.channel.clone();
         let outcome = {
             let mut state = self.channels.entry(key.clone()).or_default();
-            self.subscribe_locked(&mut state, conn, channel_name, member, max_presence_members)
+            self.subscribe_locked(
+                &mut state,
+                conn,
+                channel_name,
+                member,
+                max_presence_members,
+                hold,
+            )
         };
         if outcome.is_err() {
             self.channels.remove_if(&key, |_, s| self.is_vacant(s));
@@ -223,9 +254,10 @@ impl Hub {
         channel: Arc<str>,
         member: Option<Member>,
         max_presence_members: usize,
-    ) -> Result<bool, HubRefusal> {
+        hold: bool,
+    ) -> Result<Joined, HubRefusal> {
         if state.subscribers.contains_key(&conn.id) {
-            return Ok(false);
+            return Ok(Joined::Already);
         }
         let was_empty = state.subscribers.is_empty();
         let mut occupied_reported = false;
@@ -276,6 +308,7 @@ impl Hub {
             Subscriber {
                 conn: conn.clone(),
                 user,
+                held: hold.then(Default::default),
             },
         );
         let presence = is_presence_channel(&channel).then(|| state.snapshot());
@@ -303,13 +336,69 @@ impl Hub {
         } else {
             CacheState::NotACacheChannel
         };
-        conn.outbox.push(Outbound::Subscribed(Box::new(Subscribed {
+        let subscribed = Box::new(Subscribed {
             channel,
             presence,
             cache,
             gate,
-        })));
-        Ok(true)
+            position: None,
+            recovery: Recovery::NotAsked,
+        });
+        if hold {
+            return Ok(Joined::Held(subscribed));
+        }
+        conn.outbox.push(Outbound::Subscribed(subscribed));
+        Ok(Joined::Added)
+    }
+
+    /// Ends the hold of a subscription made with `hold`: queues its `Subscribed` item,
+    /// then `replay` (what history held after the subscriber's position, oldest first),
+    /// then the live publications held meanwhile, minus those at or before the last
+    /// position it has by then (a publication can be both in history and live). From
+    /// here on, publications go to its outbox directly. Returns how many replayed
+    /// publications were queued.
+    pub fn release(
+        &self,
+        conn: &Arc<Connection>,
+        subscribed: Box<Subscribed>,
+        replay: Vec<Arc<Publication>>,
+    ) -> usize {
+        let key = Self::key(&conn.app.id, &subscribed.channel);
+        let Some(mut state) = self.channels.get_mut(&key) else {
+            return 0;
+        };
+        let Some(subscriber) = state.subscribers.get_mut(&conn.id) else {
+            return 0;
+        };
+        let held = subscriber
+            .held
+            .take()
+            .map(|held| held.into_inner())
+            .unwrap_or_default();
+        let mut last: Option<StreamPosition> = subscribed.position.clone();
+        conn.outbox.push(Outbound::Subscribed(subscribed));
+        let mut replayed = 0;
+        for publication in replay {
+            if let Some(position) = publication.position() {
+                last = Some(position.clone());
+            }
+            if publication.exclude != Some(conn.id)
+                && conn.receives(&publication)
+                && conn.outbox.push(Outbound::Publication(publication))
+            {
+                replayed += 1;
+            }
+        }
+        for publication in held {
+            let seen = match (publication.position(), &last) {
+                (Some(p), Some(last)) => p.epoch == last.epoch && p.offset <= last.offset,
+                _ => false,
+            };
+            if !seen {
+                conn.outbox.push(Outbound::Publication(publication));
+            }
+        }
+        replayed
     }
 
     /// Removes `conn` from `channel`; announces `member_removed` when it was the member's
@@ -394,6 +483,17 @@ impl Hub {
         let mut queued = 0;
         for (id, sub) in &state.subscribers {
             if publication.exclude == Some(*id) || !sub.conn.receives(publication) {
+                continue;
+            }
+            if let Some(held) = &sub.held {
+                // Bounded as the outbox is: a hold that outgrows it is a slow consumer.
+                let mut held = held.lock();
+                if held.len() >= sub.conn.outbox.capacity() {
+                    sub.conn.outbox.close(Disconnect::SlowConsumer);
+                } else {
+                    held.push(publication.clone());
+                    queued += 1;
+                }
                 continue;
             }
             if sub

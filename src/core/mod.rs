@@ -680,3 +680,150 @@ mod history_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod recovery_tests {
+    use super::*;
+    use crate::core::hub::Joined;
+    use crate::core::outbox::{Drain, Recovery};
+
+    /// What `session` has queued: `S<recovery>@<position>` for a `Subscribed` item,
+    /// the data of each publication.
+    async fn items(session: &Session) -> Vec<String> {
+        let mut batch = Vec::new();
+        let mut found = Vec::new();
+        while !session.connection().outbox.is_empty() {
+            assert_eq!(
+                session.connection().outbox.drain(&mut batch).await,
+                Drain::Frames
+            );
+            for item in batch.drain(..) {
+                match item {
+                    Outbound::Publication(p) => found.push(p.data.to_string()),
+                    Outbound::Subscribed(s) => found.push(format!(
+                        "S{:?}@{}",
+                        s.recovery,
+                        s.position.map_or("-".into(), |p| p.offset.to_string())
+                    )),
+                    _ => {}
+                }
+            }
+        }
+        found
+    }
+
+    fn setup(history: &str) -> (Arc<Core>, Arc<App>) {
+        let config = Config::parse(&format!(
+            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"secret-123\"\n{history}"
+        ))
+        .unwrap();
+        let core = Core::new(&config);
+        let app = core.apps.by_id("1").unwrap().clone();
+        (core, app)
+    }
+
+    async fn publish(core: &Core, app: &App, n: u32) -> StreamPosition {
+        let new = NewPublication {
+            channel: "c".into(),
+            event: "e".into(),
+            data: n.to_string(),
+            ..Default::default()
+        };
+        core.publish(app, new).await.unwrap();
+        core.history().latest(app, "c").await.unwrap().unwrap()
+    }
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 1))
+    }
+
+    #[tokio::test]
+    async fn a_resume_replays_what_followed_its_position_then_live_events() {
+        let (core, app) = setup("");
+        let mut first = core.open_session(&app, "test", addr()).unwrap();
+        first.subscribe_resuming("c", None, None).await.unwrap();
+        assert_eq!(items(&first).await, ["SNotAsked@0"]);
+        let p1 = publish(&core, &app, 1).await;
+        publish(&core, &app, 2).await;
+        publish(&core, &app, 3).await;
+        assert_eq!(items(&first).await, ["1", "2", "3"]);
+
+        let mut again = core.open_session(&app, "test", addr()).unwrap();
+        again
+            .subscribe_resuming("c", None, Some(&p1))
+            .await
+            .unwrap();
+        publish(&core, &app, 4).await;
+        assert_eq!(items(&again).await, ["SRecovered@1", "2", "3", "4"]);
+
+        // Another epoch: the explicit failure, at the stream's current position.
+        let mut lost = core.open_session(&app, "test", addr()).unwrap();
+        let foreign = StreamPosition::new(1, "elsewhere".into());
+        lost.subscribe_resuming("c", None, Some(&foreign))
+            .await
+            .unwrap();
+        publish(&core, &app, 5).await;
+        assert_eq!(items(&lost).await, ["SFailed@4", "5"]);
+    }
+
+    #[tokio::test]
+    async fn what_is_published_during_the_history_read_comes_once_after_the_replay() {
+        let (core, app) = setup("");
+        let session = core.open_session(&app, "test", addr()).unwrap();
+        let conn = session.connection().clone();
+        let p1 = publish(&core, &app, 1).await;
+        let Joined::Held(mut subscribed) =
+            core.hub().subscribe(&conn, "c", None, 10, true).unwrap()
+        else {
+            panic!("not held");
+        };
+        // Published while the history is being read: held, and also in history.
+        publish(&core, &app, 2).await;
+        assert!(conn.outbox.is_empty(), "live events wait for the replay");
+        let Recovered::Publications { publications, .. } = core
+            .history()
+            .since(&app, "c", Some(&p1), 100)
+            .await
+            .unwrap()
+        else {
+            panic!("gone");
+        };
+        // And one more between the read and the release: only live.
+        publish(&core, &app, 3).await;
+        subscribed.position = Some(p1);
+        subscribed.recovery = Recovery::Recovered;
+        assert_eq!(core.hub().release(&conn, subscribed, publications), 1);
+        publish(&core, &app, 4).await;
+        assert_eq!(items(&session).await, ["SRecovered@1", "2", "3", "4"]);
+        core.hub().unsubscribe(&conn, "c");
+    }
+
+    #[tokio::test]
+    async fn without_history_a_resume_fails_and_a_subscribe_has_no_position() {
+        let (core, app) = setup("[apps.history]\nsize = 0");
+        let mut session = core.open_session(&app, "test", addr()).unwrap();
+        session.subscribe_resuming("c", None, None).await.unwrap();
+        let mut resuming = core.open_session(&app, "test", addr()).unwrap();
+        resuming
+            .subscribe_resuming("c", None, Some(&StreamPosition::new(1, "x".into())))
+            .await
+            .unwrap();
+        assert_eq!(items(&session).await, ["SNotAsked@-"]);
+        assert_eq!(items(&resuming).await, ["SFailed@-"]);
+    }
+
+    #[tokio::test]
+    async fn a_hold_that_outgrows_the_outbox_closes_the_connection() {
+        let (core, app) = setup("");
+        let session = core.open_session(&app, "test", addr()).unwrap();
+        let conn = session.connection().clone();
+        let Joined::Held(_) = core.hub().subscribe(&conn, "c", None, 10, true).unwrap() else {
+            panic!("not held");
+        };
+        for n in 0..=conn.outbox.capacity() as u32 {
+            publish(&core, &app, n).await;
+        }
+        assert!(conn.outbox.is_closing());
+        core.hub().unsubscribe(&conn, "c");
+    }
+}

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use super::Publication;
 use super::gate::Gate;
+use super::history::StreamPosition;
 use super::presence::{Member, PresenceSnapshot};
 
 /// Something a connection must write, in protocol-neutral form; adapters encode it.
@@ -42,6 +43,12 @@ pub struct Subscribed {
     /// Holds this frame (and everything behind it) back until the cluster listens to the
     /// channel; see [`Gate`]. Adapters never see a shut one.
     pub gate: Option<Arc<Gate>>,
+    /// Where the subscriber stands in the channel's stream: the events that follow this
+    /// item are those after it (the replay of a resume, then live ones). `None` when the
+    /// app keeps no history (or it could not be read).
+    pub position: Option<StreamPosition>,
+    /// What became of a request to resume from a position.
+    pub recovery: Recovery,
 }
 
 impl Subscribed {
@@ -66,6 +73,19 @@ impl Subscribed {
             }
         }
     }
+}
+
+/// What became of a subscriber's request to resume from a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// None was asked for.
+    NotAsked,
+    /// Every event after the position follows, replayed in order before live ones.
+    Recovered,
+    /// The position cannot be vouched for (history lost, older than retained, history
+    /// off or unreachable): the client must reload its state; live events follow
+    /// [`Subscribed::position`].
+    Failed,
 }
 
 /// What a cache channel had for a new subscriber.
@@ -180,6 +200,11 @@ impl Outbox {
 
     pub fn len(&self) -> usize {
         self.state.lock().queue.len()
+    }
+
+    /// Items the queue holds before its connection counts as a slow consumer.
+    pub fn capacity(&self) -> usize {
+        self.state.lock().capacity
     }
 
     pub fn is_empty(&self) -> bool {

@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::hub::HubRefusal;
+use super::history::{Recovered, StreamPosition};
+use super::hub::{HubRefusal, Joined};
+use super::outbox::Recovery;
 use super::presence::Member;
 use super::{Connection, Core, NewPublication, Principal, PublishError};
 
@@ -75,14 +77,98 @@ impl Session {
         self.channels.get(channel).and_then(|u| u.as_ref())
     }
 
+    /// Subscribes without looking at history: the `Subscribed` item carries no position.
     pub fn subscribe(
         &mut self,
         channel: &str,
         member: Option<Member>,
     ) -> Result<Subscription, SubscribeError> {
+        Ok(match self.join(channel, member, false)? {
+            Joined::Already => Subscription::AlreadySubscribed,
+            Joined::Added | Joined::Held(_) => Subscription::Added,
+        })
+    }
+
+    /// Subscribes and tells the client where it stands in the channel's stream; with
+    /// `since`, first replays every event after that position, in order and before any
+    /// live one, or says the position cannot be vouched for ([`Recovery::Failed`]).
+    /// Nothing published while history is read is lost or delivered twice: the hub
+    /// holds the subscriber's live publications until the replay is queued.
+    ///
+    /// [`Recovery::Failed`]: super::outbox::Recovery::Failed
+    pub async fn subscribe_resuming(
+        &mut self,
+        channel: &str,
+        member: Option<Member>,
+        since: Option<&StreamPosition>,
+    ) -> Result<Subscription, SubscribeError> {
+        let app = self.conn.app.clone();
+        if !app.history.enabled() && since.is_none() {
+            return self.subscribe(channel, member);
+        }
+        let mut subscribed = match self.join(channel, member, true)? {
+            Joined::Already => return Ok(Subscription::AlreadySubscribed),
+            Joined::Added => return Ok(Subscription::Added),
+            Joined::Held(subscribed) => subscribed,
+        };
+        // With a remote broker, read history only once this node hears the channel:
+        // whatever is published from then on is held live, whatever before is in history.
+        if let Some(gate) = subscribed.gate.clone()
+            && !gate.is_open()
+        {
+            let _ = tokio::time::timeout_at(gate.deadline(), gate.opened()).await;
+        }
+        let history = self.core.history.clone();
+        let mut replay = Vec::new();
+        match since {
+            None => match history.latest(&app, channel).await {
+                Ok(top) => subscribed.position = top,
+                Err(e) => tracing::warn!(app = %app.id, "channel position unavailable: {e}"),
+            },
+            Some(since) => {
+                let recovered = if app.history.enabled() {
+                    history
+                        .since(&app, channel, Some(since), app.history.size)
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(app = %app.id, "history unavailable for a resume: {e}");
+                            Recovered::Gone { top: None }
+                        })
+                } else {
+                    Recovered::Gone { top: None }
+                };
+                match recovered {
+                    Recovered::Publications { publications, .. } => {
+                        subscribed.position = Some(since.clone());
+                        subscribed.recovery = Recovery::Recovered;
+                        replay = publications;
+                    }
+                    Recovered::Gone { top } => {
+                        subscribed.position = top;
+                        subscribed.recovery = Recovery::Failed;
+                    }
+                }
+                let outcome = match subscribed.recovery {
+                    Recovery::Recovered => "recovered",
+                    _ => "failed",
+                };
+                metrics::counter!("payrelay_recoveries_total", "outcome" => outcome).increment(1);
+            }
+        }
+        let replayed = self.core.hub.release(&self.conn, subscribed, replay);
+        metrics::counter!("payrelay_recovered_events_total").increment(replayed as u64);
+        Ok(Subscription::Added)
+    }
+
+    fn join(
+        &mut self,
+        channel: &str,
+        member: Option<Member>,
+        hold: bool,
+    ) -> Result<Joined, SubscribeError> {
         let limits = &self.conn.app.limits;
         if self.channels.contains_key(channel) {
-            return Ok(Subscription::AlreadySubscribed);
+            return Ok(Joined::Already);
         }
         if self.channels.len() >= limits.max_channels_per_connection {
             return Err(SubscribeError::TooManyChannels(
@@ -90,20 +176,21 @@ impl Session {
             ));
         }
         let user = member.as_ref().map(|m| m.user_id.clone());
-        let added =
-            self.core
-                .hub
-                .subscribe(&self.conn, channel, member, limits.max_presence_members)?;
-        if added {
+        let joined = self.core.hub.subscribe(
+            &self.conn,
+            channel,
+            member,
+            limits.max_presence_members,
+            hold,
+        )?;
+        if !matches!(joined, Joined::Already) {
             let name: Arc<str> = Arc::from(channel);
             self.conn.note_subscribed(name.clone());
             self.channels.insert(name, user);
             self.conn.add_subscriptions(1);
             self.core.metrics.subscriptions.increment(1.0);
-            Ok(Subscription::Added)
-        } else {
-            Ok(Subscription::AlreadySubscribed)
         }
+        Ok(joined)
     }
 
     /// Subscribes to one of the node's internal channels ([`channel::is_internal`]), which

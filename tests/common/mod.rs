@@ -383,6 +383,17 @@ where
         }
     }
 
+    /// The next JSON frame without the `id` and `position` every event and subscription
+    /// carries when history is on (for comparing frames whole).
+    pub async fn json_bare(&mut self) -> Value {
+        let mut frame = self.json().await;
+        if let Some(object) = frame.as_object_mut() {
+            object.remove("id");
+            object.remove("position");
+        }
+        frame
+    }
+
     /// Skips frames until one with this event name arrives.
     pub async fn event(&mut self, name: &str) -> Value {
         loop {

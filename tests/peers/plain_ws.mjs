@@ -27,6 +27,19 @@ const BASIC = 'Basic ' + Buffer.from(`${env('PAYRELAY_KEY')}:${env('PAYRELAY_SEC
 
 deadline(60);
 
+/**
+ * A frame without the `id` and `position` that history adds (so frames compare whole),
+ * after checking that every event carries both.
+ */
+function bare(m) {
+  if (!['subscribed', 'unsubscribed', 'error', 'pong'].includes(m.event)) {
+    assert.match(m.id, /^evt_[0-9a-f]{32}$/, JSON.stringify(m));
+    assert.match(m.position, /^\d+\.[0-9A-Za-z]+$/, JSON.stringify(m));
+  }
+  const { id, position, ...rest } = m;
+  return rest;
+}
+
 /** A backend call with the app credentials (HTTP Basic), as the README's curl lines do. */
 async function backend(method, path, body, port = PORT) {
   const res = await fetch(`http://${HOST}:${port}${path}`, {
@@ -85,7 +98,7 @@ function open(path, { protocols, ...options } = {}, port = PORT) {
     },
   };
   ws.on('message', (data) => {
-    const m = JSON.parse(data.toString());
+    const m = bare(JSON.parse(data.toString()));
     const waiter = client.waiters.shift();
     if (waiter) waiter(m);
     else client.messages.push(m);
@@ -138,7 +151,7 @@ const scenarios = {
     const token = await mint(120045, 3600);
     const received = [];
     const ws = new WebSocket(`ws://${HOST}:${PORT}/api/v1/ws`, ['bearer', token]);
-    ws.onmessage = (m) => received.push(JSON.parse(m.data));
+    ws.onmessage = (m) => received.push(bare(JSON.parse(m.data)));
     ws.onopen = () => ws.send(JSON.stringify({ event: 'subscribe', channel: 'notification.events' }));
     const waitFor = async (n) => {
       for (let i = 0; i < 50 && received.length < n; i++) await sleep(50);

@@ -24,9 +24,11 @@ use serde_json::{Value, json};
 use super::channels::{self, Scope};
 use super::envelope::Refusal;
 use super::{PLAIN_SLOT, PROTOCOL, codes};
-use crate::core::outbox::{Drain, Outbound};
+use crate::core::outbox::{Drain, Outbound, Recovery, Subscribed};
 use crate::core::rate::TokenBucket;
-use crate::core::{App, Disconnect, Publication, Session, Subscription, WhichConnections};
+use crate::core::{
+    App, Disconnect, Publication, Session, StreamPosition, Subscription, WhichConnections,
+};
 use crate::http::{HttpState, authorization};
 use crate::protocols::websocket;
 use crate::tokens::{self, TokenStore};
@@ -135,6 +137,8 @@ struct Admitted {
     user_id: Arc<str>,
     expires_at: Option<i64>,
     via_subprotocol: bool,
+    /// Positions to resume the channels subscribed on connect from.
+    since: HashMap<String, StreamPosition>,
 }
 
 async fn admit(
@@ -186,6 +190,7 @@ async fn admit(
     if !origin_allowed(&app.plain.allowed_origins, origin) {
         return Err(Refusal::new(StatusCode::FORBIDDEN, "Origin not allowed"));
     }
+    let since = parse_since_query(&app, query)?;
     let session = state
         .core
         .open_session(&app, PROTOCOL, remote)
@@ -196,15 +201,51 @@ async fn admit(
         user_id,
         expires_at: record.expires_at,
         via_subprotocol,
+        since,
     })
 }
 
-/// What a client sends: `{"event", "channel"?}`.
+/// What a client sends: `{"event", "channel"?, "since"?}`.
 #[derive(Deserialize)]
 pub(crate) struct ClientMessage {
     pub(crate) event: String,
     #[serde(default)]
     pub(crate) channel: Option<String>,
+    /// With `subscribe`: the position of the last event the client saw on the channel.
+    #[serde(default)]
+    pub(crate) since: Option<String>,
+}
+
+/// The `since` query parameter of the upgrade: `<channel>:<position>` pairs separated by
+/// commas, for the channels subscribed on connect (`global_channels`).
+fn parse_since_query(
+    app: &App,
+    query: &HashMap<String, String>,
+) -> Result<HashMap<String, StreamPosition>, Refusal> {
+    let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, message);
+    let mut since = HashMap::new();
+    let Some(list) = query.get("since") else {
+        return Ok(since);
+    };
+    for pair in list.split(',').filter(|p| !p.is_empty()) {
+        let shown: String = pair.chars().take(80).collect();
+        let Some((channel, position)) = pair.rsplit_once(':') else {
+            return Err(bad(format!(
+                "`since` takes <channel>:<position> pairs separated by commas, not `{shown}`"
+            )));
+        };
+        let Some(position) = StreamPosition::parse(position) else {
+            return Err(bad(format!("Invalid position in `since`: `{shown}`")));
+        };
+        if !app.plain.global_channels.iter().any(|c| c == channel) {
+            return Err(bad(format!(
+                "`since` names `{}`, which is not subscribed on connect; resume it with its subscribe message",
+                channel.chars().take(64).collect::<String>()
+            )));
+        }
+        since.insert(channel.to_string(), position);
+    }
+    Ok(since)
 }
 
 /// How a socket ended, for the debug log.
@@ -233,6 +274,8 @@ struct PlainSocket {
     invalid_messages: u32,
     subscribes: TokenBucket,
     batch: Vec<Outbound>,
+    /// Positions from the upgrade's `since`, used by the subscriptions made on connect.
+    since: HashMap<String, StreamPosition>,
 }
 
 async fn serve(ws: WebSocket, admitted: Admitted, tokens: Arc<dyn TokenStore>) {
@@ -241,6 +284,7 @@ async fn serve(ws: WebSocket, admitted: Admitted, tokens: Arc<dyn TokenStore>) {
         token,
         user_id,
         expires_at,
+        since,
         ..
     } = admitted;
     let conn = session.connection().clone();
@@ -258,6 +302,7 @@ async fn serve(ws: WebSocket, admitted: Admitted, tokens: Arc<dyn TokenStore>) {
         invalid_messages: 0,
         subscribes: conn.app.limits.subscribe_budget(),
         batch: Vec::new(),
+        since,
     };
     let end = socket.run().await;
     tracing::debug!(socket_id = %conn.id, user = %socket.user_id, ?end, "plain socket closed");
@@ -270,9 +315,14 @@ impl PlainSocket {
             tracing::warn!("plain socket sign-in failed: {e}");
             return End::SocketError;
         }
+        let since = std::mem::take(&mut self.since);
         for channel in self.app.plain.global_channels.clone() {
             let core_channel = channels::core_channel(Scope::Global, &channel, &self.user_id);
-            if let Err(e) = self.session.subscribe(&core_channel, None) {
+            if let Err(e) = self
+                .session
+                .subscribe_resuming(&core_channel, None, since.get(&channel))
+                .await
+            {
                 tracing::warn!(%channel, "auto-subscription failed: {e}");
             }
         }
@@ -421,6 +471,9 @@ impl PlainSocket {
                 if let Some(frame) = encode(item) {
                     self.ws.feed(Message::Text(frame)).await?;
                 }
+                if let Some(frame) = resume_failed(item) {
+                    self.ws.feed(Message::Text(frame)).await?;
+                }
             }
             self.ws.flush().await
         };
@@ -498,6 +551,18 @@ impl PlainSocket {
                         .reply(json!({"event": "unsubscribed", "channel": channel}))
                         .await;
                 }
+                let since = match parsed.since.as_deref() {
+                    None => None,
+                    Some(text) => match StreamPosition::parse(text) {
+                        Some(position) => Some(position),
+                        None => {
+                            let message = "`since` must be a position as events carry it";
+                            return self
+                                .error(Some(&channel), "invalid_position", message)
+                                .await;
+                        }
+                    },
+                };
                 if !self.subscribes.try_take() {
                     let message = format!(
                         "More than {} subscribe requests per second",
@@ -505,7 +570,11 @@ impl PlainSocket {
                     );
                     return self.error(Some(&channel), "rate_limited", &message).await;
                 }
-                match self.session.subscribe(&core_channel, None) {
+                match self
+                    .session
+                    .subscribe_resuming(&core_channel, None, since.as_ref())
+                    .await
+                {
                     // The hub queues `subscribed` ahead of any event on the channel.
                     Ok(Subscription::Added) => None,
                     // Nothing changed and the hub queued nothing: say so directly.
@@ -549,19 +618,50 @@ pub(crate) fn event_frame(publication: &Publication) -> Utf8Bytes {
             .data_as_json()
             .map(|raw| raw.get().to_string())
             .unwrap_or_else(|| Value::String(p.data.to_string()).to_string());
-        let head = json!({"event": &*p.event, "channel": channel}).to_string();
-        // `{"event":..,"channel":..}` + `,"data":<data>}`: data spliced in unparsed.
+        let mut head = json!({"event": &*p.event, "channel": channel, "id": p.id});
+        if let Some(position) = p.position() {
+            head["position"] = json!(position);
+        }
+        let head = head.to_string();
+        // `{"event":..,"channel":..,"id":..}` + `,"data":<data>}`: data spliced in unparsed.
         Utf8Bytes::from(format!("{},\"data\":{data}}}", &head[..head.len() - 1]))
     })
+}
+
+/// The `subscribed` answer: with the position the events that follow come after.
+fn subscribed_frame(subscribed: &Subscribed) -> Utf8Bytes {
+    let mut frame = json!({
+        "event": "subscribed",
+        "channel": channels::logical_channel(&subscribed.channel),
+    });
+    if let Some(position) = &subscribed.position {
+        frame["position"] = json!(position);
+    }
+    Utf8Bytes::from(frame.to_string())
+}
+
+/// After `subscribed`, when the position the client resumed from cannot be vouched for.
+fn resume_failed(item: &Outbound) -> Option<Utf8Bytes> {
+    let Outbound::Subscribed(subscribed) = item else {
+        return None;
+    };
+    if subscribed.recovery != Recovery::Failed {
+        return None;
+    }
+    let mut frame = json!({
+        "event": "resume_failed",
+        "channel": channels::logical_channel(&subscribed.channel),
+    });
+    if let Some(position) = &subscribed.position {
+        frame["position"] = json!(position);
+    }
+    Some(Utf8Bytes::from(frame.to_string()))
 }
 
 fn encode(item: &Outbound) -> Option<Utf8Bytes> {
     match item {
         Outbound::Publication(publication) => Some(event_frame(publication)),
-        Outbound::Subscribed(subscribed) => Some(Utf8Bytes::from(
-            json!({"event": "subscribed", "channel": channels::logical_channel(&subscribed.channel)})
-                .to_string(),
-        )),
+        Outbound::Subscribed(subscribed) => Some(subscribed_frame(subscribed)),
         // Plain channels have no presence.
         Outbound::MemberAdded { .. } | Outbound::MemberRemoved { .. } => None,
     }
@@ -626,7 +726,8 @@ mod tests {
         let frame: Value = serde_json::from_str(&event_frame(&p)).unwrap();
         assert_eq!(
             frame,
-            json!({"event": "NOTIFICATION_UPDATE", "channel": "notification.events", "data": {"unread_count": 3}})
+            json!({"event": "NOTIFICATION_UPDATE", "channel": "notification.events",
+                   "id": p.id.to_string(), "data": {"unread_count": 3}})
         );
         let p = Publication::new(
             "1".into(),
@@ -634,8 +735,10 @@ mod tests {
             "e".into(),
             "plain text".into(),
         );
+        p.set_position(StreamPosition::new(7, "Ep0ch".into()));
         let frame: Value = serde_json::from_str(&event_frame(&p)).unwrap();
         assert_eq!(frame["data"], "plain text");
+        assert_eq!(frame["position"], "7.Ep0ch");
     }
 
     /// Found by fuzz/plain_message: `1205e46666666` is valid JSON syntax, but a number
