@@ -89,7 +89,7 @@ pub fn pusher_event_message(
     data: &str,
 ) -> (bool, Vec<u8>) {
     let publication = Publication::new("1".into(), channel.into(), event.into(), data.into());
-    message_bytes(format.publication(&publication))
+    message_bytes(format.publication(&publication, true))
 }
 
 /// `pusher:error` with a message that may quote client input.

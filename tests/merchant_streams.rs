@@ -53,7 +53,13 @@ async fn next_non_test_event(client: &mut Client) -> String {
 
 #[tokio::test]
 async fn the_seeds_wscat_session_is_reproduced_message_for_message() {
-    let server = TestServer::with_config(&sandbox_config("")).await;
+    // Byte for byte with the app's `pusher_fields` off; with the default, the same frames
+    // also carry `id` and `position` (tests/pusher_protocol.rs).
+    let config = sandbox_config("").replace(
+        "[apps.jwt]",
+        "[apps.history]\npusher_fields = false\n[apps.jwt]",
+    );
+    let server = TestServer::with_config(&config).await;
     let key = server
         .merchants()
         .store
@@ -209,7 +215,8 @@ async fn content_type_selects_binary_json_or_msgpack_frames() {
     let welcome: Value = serde_json::from_slice(&binary.binary().await).unwrap();
     assert_eq!(welcome["event"], "pusher:connection_established");
     binary.subscribe("prices").await;
-    let ok: Value = serde_json::from_slice(&binary.binary().await).unwrap();
+    let mut ok: Value = serde_json::from_slice(&binary.binary().await).unwrap();
+    ok.as_object_mut().unwrap().remove("position");
     assert_eq!(
         ok,
         json!({"event": "pusher_internal:subscription_succeeded", "channel": "prices"})
@@ -228,23 +235,33 @@ async fn content_type_selects_binary_json_or_msgpack_frames() {
         ))
         .await
         .unwrap();
-    let ok: Value = rmp_serde::from_slice(&packed.binary().await).unwrap();
+    let mut ok: Value = rmp_serde::from_slice(&packed.binary().await).unwrap();
+    assert!(ok["position"].is_string(), "{ok}");
+    ok.as_object_mut().unwrap().remove("position");
     assert_eq!(
         ok,
         json!({"event": "pusher_internal:subscription_succeeded", "channel": "prices"})
     );
 
     server.trigger("prices", "tick", r#"{"p":1}"#).await;
-    let event: Value = serde_json::from_slice(&binary.binary().await).unwrap();
-    assert_eq!(
-        event,
-        json!({"event": "tick", "channel": "prices", "data": r#"{"p":1}"#})
-    );
-    let event: Value = rmp_serde::from_slice(&packed.binary().await).unwrap();
-    assert_eq!(
-        event,
-        json!({"event": "tick", "channel": "prices", "data": r#"{"p":1}"#})
-    );
+    let binary_event: Value = serde_json::from_slice(&binary.binary().await).unwrap();
+    let packed_event: Value = rmp_serde::from_slice(&packed.binary().await).unwrap();
+    for mut event in [binary_event, packed_event] {
+        let extra = event.as_object_mut().unwrap();
+        assert!(
+            extra
+                .remove("id")
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .starts_with("evt_")
+        );
+        assert!(extra.remove("position").unwrap().is_string());
+        assert_eq!(
+            event,
+            json!({"event": "tick", "channel": "prices", "data": r#"{"p":1}"#})
+        );
+    }
 
     // An unknown type is refused at the handshake rather than silently ignored.
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -138,14 +138,22 @@ async fn public_channel_receives_api_events_with_string_data() {
     let server = TestServer::start().await;
     let (mut client, _) = server.connect_established().await;
     let ok = client.subscribed("orders").await;
+    // Pusher's frame, plus payrelay's `position` (where the events that follow come after).
+    let start = ok["position"].as_str().unwrap().to_string();
+    assert!(start.starts_with("0."), "{ok}");
     assert_eq!(
         ok,
-        json!({"event": "pusher_internal:subscription_succeeded", "channel": "orders"})
+        json!({"event": "pusher_internal:subscription_succeeded", "channel": "orders", "position": start})
     );
     server.trigger("orders", "order-paid", r#"{"id":7}"#).await;
     let frame = client.event("order-paid").await;
     assert_eq!(frame["channel"], "orders");
     assert_eq!(frame["data"], r#"{"id":7}"#, "data stays a JSON string");
+    assert!(frame["id"].as_str().unwrap().starts_with("evt_"), "{frame}");
+    assert_eq!(
+        frame["position"].as_str().unwrap(),
+        format!("1.{}", start.split_once('.').unwrap().1)
+    );
 
     client
         .send_json(json!({"event": "pusher:unsubscribe", "data": {"channel": "orders"}}))
@@ -935,4 +943,67 @@ async fn sign_in_ids_that_cannot_name_a_channel_are_refused() {
         error["data"]["message"].as_str().unwrap().contains("a b/c"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn resume_from_replays_what_followed_or_says_resume_failed() {
+    let server = TestServer::start().await;
+    let (mut client, _) = server.connect_established().await;
+    let start = client.subscribed("cache-rates").await["position"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for n in 1..=3 {
+        server.trigger("cache-rates", "tick", &n.to_string()).await;
+    }
+    let mut last = String::new();
+    for _ in 1..=3 {
+        last = client.event("tick").await["position"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    }
+    assert_eq!(last.split_once('.').unwrap().0, "3");
+
+    // From the start: the three events, and no cached last event on top of them.
+    let (mut again, _) = server.connect_established().await;
+    again
+        .send_json(json!({"event": "pusher:subscribe", "data": {"channel": "cache-rates", "resume_from": start}}))
+        .await;
+    let ok = again.json().await;
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(ok["position"], start.as_str());
+    for n in 1..=3 {
+        let frame = again.json().await;
+        assert_eq!(
+            (&frame["event"], &frame["data"]),
+            (&json!("tick"), &json!(n.to_string()))
+        );
+    }
+    again.silent_for(Duration::from_millis(200)).await;
+
+    // Another epoch: subscribed, the cached event (the best state there is), then the
+    // explicit failure with where the stream stands.
+    let (mut lost, _) = server.connect_established().await;
+    lost.send_json(json!({"event": "pusher:subscribe", "data": {"channel": "cache-rates", "resume_from": "3.elsewhere"}}))
+        .await;
+    assert_eq!(
+        lost.json().await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    assert_eq!(lost.json().await["data"], "3");
+    let failed = lost.json().await;
+    assert_eq!(failed["event"], "pusher:resume_failed");
+    assert_eq!(failed["channel"], "cache-rates");
+    let data: Value = serde_json::from_str(failed["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["position"], last.as_str());
+
+    // Not a position: a subscription error, no subscription.
+    lost.send_json(
+        json!({"event": "pusher:subscribe", "data": {"channel": "other", "resume_from": "soon"}}),
+    )
+    .await;
+    let refused = lost.event("pusher:subscription_error").await;
+    assert_eq!(refused["data"]["status"], 400);
+    assert_eq!(refused["data"]["type"], "InvalidPosition");
 }

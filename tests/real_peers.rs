@@ -155,6 +155,13 @@ async fn plain_protocol_recovery_with_the_npm_ws_client() {
     run_peer(&server, Path::new("node"), "plain_ws_recovery.mjs").await;
 }
 
+#[tokio::test]
+async fn pusher_js_recovery_with_the_resume_helper() {
+    require_node_modules();
+    let server = TestServer::with_settings("", "[apps.history]\nsize = 50").await;
+    run_peer(&server, Path::new("node"), "pusher_js_recovery.mjs").await;
+}
+
 /// Seed 003's merchant setup: M with a live, a revoked and a to-be-revoked key, and
 /// another merchant N.
 async fn socketio_env(server: &TestServer) -> Vec<(&'static str, String)> {

@@ -73,7 +73,7 @@ async fn publish(
         event.name.into(),
         event.data.into(),
     );
-    let _ = frames.send(Utf8Bytes::from(frames::event(&publication)));
+    let _ = frames.send(Utf8Bytes::from(frames::event(&publication, true)));
     "{}"
 }
 
@@ -117,7 +117,7 @@ async fn serve(mut ws: WebSocket, mut feed: broadcast::Receiver<Utf8Bytes>) {
                         .ok()
                         .and_then(|v| v["data"]["channel"].as_str().map(str::to_owned))
                         .unwrap_or_default();
-                    frames::subscription_succeeded(&channel, None)
+                    frames::subscription_succeeded(&channel, None, None)
                 } else if text.contains("\"pusher:ping\"") {
                     frames::pong()
                 } else {

@@ -8,8 +8,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::core::Publication;
 use crate::core::presence::{Member, PresenceSnapshot};
+use crate::core::{Publication, StreamPosition};
 
 /// A frame from the client, before its event decides what `data` must hold.
 #[derive(Debug, Deserialize)]
@@ -29,6 +29,10 @@ pub struct SubscribeData {
     pub auth: Option<String>,
     #[serde(default)]
     pub channel_data: Option<String>,
+    /// payrelay's extension: the position of the last event the client saw on the
+    /// channel, to replay what followed (`clients/pusher-resume.js` sends it).
+    #[serde(default)]
+    pub resume_from: Option<String>,
 }
 
 /// `pusher:unsubscribe` data.
@@ -103,6 +107,12 @@ struct Frame<'a, D: Serialize> {
     data: Option<D>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_id: Option<&'a str>,
+    /// payrelay's extra fields (`[apps.history] pusher_fields`); Pusher clients ignore
+    /// unknown fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<&'a StreamPosition>,
 }
 
 fn frame<D: Serialize>(event: &str, channel: Option<&str>, data: Option<D>) -> String {
@@ -111,17 +121,36 @@ fn frame<D: Serialize>(event: &str, channel: Option<&str>, data: Option<D>) -> S
         channel,
         data,
         user_id: None,
+        id: None,
+        position: None,
     })
 }
 
-/// The event frame for a publication (what pusher-js hands to `channel.bind`).
-pub fn event(publication: &Publication) -> String {
+/// The event frame for a publication (what pusher-js hands to `channel.bind`); with
+/// `fields`, its `id` and `position` follow Pusher's keys.
+pub fn event(publication: &Publication, fields: bool) -> String {
     to_string(&Frame {
         event: &publication.event,
         channel: Some(&publication.channel),
         data: Some(&*publication.data),
         user_id: publication.user_id.as_deref(),
+        id: fields.then(|| publication.id.to_string()),
+        position: publication.position().filter(|_| fields),
     })
+}
+
+/// `pusher:resume_failed` on a channel: the position asked for cannot be vouched for;
+/// `data.position` is where the events that follow come after.
+pub fn resume_failed(channel: &str, position: Option<&StreamPosition>) -> String {
+    let data = match position {
+        Some(position) => json!({ "position": position }),
+        None => json!({}),
+    };
+    frame(
+        "pusher:resume_failed",
+        Some(channel),
+        Some(data.to_string()),
+    )
 }
 
 pub fn connection_established(socket_id: &str, activity_timeout_secs: u64) -> String {
@@ -153,13 +182,22 @@ pub fn pong() -> String {
     frame("pusher:pong", None, Some(json!({})))
 }
 
-pub fn subscription_succeeded(channel: &str, presence: Option<&PresenceSnapshot>) -> String {
+/// `pusher_internal:subscription_succeeded`; `position` (an extra field, when the app
+/// shows positions) is where the events that follow come after.
+pub fn subscription_succeeded(
+    channel: &str,
+    presence: Option<&PresenceSnapshot>,
+    position: Option<&StreamPosition>,
+) -> String {
     let Some(snapshot) = presence else {
-        return frame::<()>(
-            "pusher_internal:subscription_succeeded",
-            Some(channel),
-            None,
-        );
+        return to_string(&Frame::<()> {
+            event: "pusher_internal:subscription_succeeded",
+            channel: Some(channel),
+            data: None,
+            user_id: None,
+            id: None,
+            position,
+        });
     };
     #[derive(Serialize)]
     struct Presence<'a> {
@@ -184,11 +222,14 @@ pub fn subscription_succeeded(channel: &str, presence: Option<&PresenceSnapshot>
     let data = to_string(&Data {
         presence: Presence { ids, hash, count },
     });
-    frame(
-        "pusher_internal:subscription_succeeded",
-        Some(channel),
-        Some(data),
-    )
+    to_string(&Frame {
+        event: "pusher_internal:subscription_succeeded",
+        channel: Some(channel),
+        data: Some(data),
+        user_id: None,
+        id: None,
+        position,
+    })
 }
 
 /// `pusher:subscription_error`, as pusher-js surfaces it on the channel.
@@ -248,7 +289,7 @@ mod tests {
     #[test]
     fn frames_match_the_seed_transcript_byte_for_byte() {
         assert_eq!(
-            subscription_succeeded("test-channel", None),
+            subscription_succeeded("test-channel", None, None),
             r#"{"event":"pusher_internal:subscription_succeeded","channel":"test-channel"}"#
         );
         assert_eq!(
@@ -269,7 +310,8 @@ mod tests {
             members: vec![member("a"), member("b")],
         };
         let frame: Value =
-            serde_json::from_str(&subscription_succeeded("presence-x", Some(&snapshot))).unwrap();
+            serde_json::from_str(&subscription_succeeded("presence-x", Some(&snapshot), None))
+                .unwrap();
         let data: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
         assert_eq!(data["presence"]["count"], 2);
         assert_eq!(data["presence"]["ids"], json!(["a", "b"]));
@@ -279,14 +321,36 @@ mod tests {
     #[test]
     fn event_frames_keep_data_as_a_string() {
         let mut p = Publication::new("1".into(), "ch".into(), "ev".into(), r#"{"n":1}"#.into());
-        let frame: Value = serde_json::from_str(&event(&p)).unwrap();
+        let frame: Value = serde_json::from_str(&event(&p, false)).unwrap();
         assert_eq!(
             frame,
             json!({"event": "ev", "channel": "ch", "data": "{\"n\":1}"})
         );
         p.user_id = Some("u".into());
-        let frame: Value = serde_json::from_str(&event(&p)).unwrap();
+        let frame: Value = serde_json::from_str(&event(&p, false)).unwrap();
         assert_eq!(frame["user_id"], "u");
+    }
+
+    #[test]
+    fn the_extra_fields_follow_pushers_keys() {
+        let p = Publication::new("1".into(), "ch".into(), "ev".into(), "d".into());
+        p.set_position(StreamPosition::new(3, "Ep".into()));
+        assert_eq!(
+            event(&p, true),
+            format!(
+                r#"{{"event":"ev","channel":"ch","data":"d","id":"{}","position":"3.Ep"}}"#,
+                p.id
+            )
+        );
+        let position = StreamPosition::new(0, "Ep".into());
+        assert_eq!(
+            subscription_succeeded("ch", None, Some(&position)),
+            r#"{"event":"pusher_internal:subscription_succeeded","channel":"ch","position":"0.Ep"}"#
+        );
+        assert_eq!(
+            resume_failed("ch", Some(&position)),
+            r#"{"event":"pusher:resume_failed","channel":"ch","data":"{\"position\":\"0.Ep\"}"}"#
+        );
     }
 
     #[test]

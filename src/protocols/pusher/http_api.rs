@@ -404,7 +404,7 @@ async fn channel_info(
                 if let Some((last, ttl)) = &stats.cache {
                     body.insert(
                         "cache".into(),
-                        json!({"event": &*last.event, "data": &*last.data, "ttl": ttl.as_secs()}),
+                        json!({"event": &*last.event, "data": &*last.data, "ttl": ttl.as_secs(), "id": last.id}),
                     );
                 }
             }

@@ -27,10 +27,12 @@ use super::codes;
 use super::frames::{self, ClientFrame, SigninData, SubscribeData, UnsubscribeData};
 use super::wire_format::{WireFormat, json_frame};
 use crate::core::channel::{self, ChannelKind, SERVER_TO_USER_PREFIX};
-use crate::core::outbox::{CacheState, Drain, Outbound};
+use crate::core::outbox::{CacheState, Drain, Outbound, Recovery};
 use crate::core::presence::Member;
 use crate::core::rate::TokenBucket;
-use crate::core::{App, Core, Disconnect, NewPublication, OpenError, Session, Subscription};
+use crate::core::{
+    App, Core, Disconnect, NewPublication, OpenError, Session, StreamPosition, Subscription,
+};
 use crate::http::{ApiError, HttpState};
 use crate::protocols::websocket::{self, CLOSE_GRACE, close};
 
@@ -316,15 +318,18 @@ impl PusherSocket {
     /// read for a whole pong timeout is dropped: it would otherwise hold its task forever.
     async fn write_batch(&mut self) -> Result<(), End> {
         let batch = std::mem::take(&mut self.batch);
+        let fields = self.app.history.pusher_fields;
         let write = async {
             for item in &batch {
                 // Publications are nearly every frame: written without the Vec that
                 // the rarer items need.
                 if let Outbound::Publication(publication) = item {
-                    self.ws.feed(self.format.publication(publication)).await?;
+                    self.ws
+                        .feed(self.format.publication(publication, fields))
+                        .await?;
                     continue;
                 }
-                for frame in encode(item) {
+                for frame in encode(item, fields) {
                     self.ws.feed(self.format.message(frame)).await?;
                 }
             }
@@ -486,7 +491,25 @@ impl PusherSocket {
                     .await;
             }
         };
-        match self.session.subscribe(channel, member) {
+        let resume_from = match data.resume_from.as_deref() {
+            None => None,
+            Some(text) => match StreamPosition::parse(text) {
+                Some(position) => Some(position),
+                None => {
+                    let error = format!(
+                        "Subscription to {channel} refused: `resume_from` must be a position as events carry it"
+                    );
+                    return self
+                        .subscription_error(channel, "InvalidPosition", &error, 400)
+                        .await;
+                }
+            },
+        };
+        match self
+            .session
+            .subscribe_resuming(channel, member, resume_from.as_ref())
+            .await
+        {
             Ok(Subscription::Added) => Flow::Continue,
             Ok(Subscription::AlreadySubscribed) => self.existing_subscription(channel).await,
             Err(refusal) => {
@@ -640,19 +663,32 @@ impl PusherSocket {
     }
 }
 
-/// The Pusher frames for one queued item.
-fn encode(item: &Outbound) -> Vec<Utf8Bytes> {
+/// The Pusher frames for one queued item; `fields`: the app's `pusher_fields`.
+fn encode(item: &Outbound, fields: bool) -> Vec<Utf8Bytes> {
     match item {
-        Outbound::Publication(publication) => vec![json_frame(publication)],
+        Outbound::Publication(publication) => vec![json_frame(publication, fields)],
         Outbound::Subscribed(subscribed) => {
+            let position = subscribed.position.as_ref().filter(|_| fields);
             let mut out = vec![
-                frames::subscription_succeeded(&subscribed.channel, subscribed.presence.as_ref())
-                    .into(),
+                frames::subscription_succeeded(
+                    &subscribed.channel,
+                    subscribed.presence.as_ref(),
+                    position,
+                )
+                .into(),
             ];
             match &subscribed.cache {
+                // A resumed subscriber gets what it missed from history: the cached last
+                // event would be a duplicate.
+                _ if subscribed.recovery == Recovery::Recovered => {}
                 CacheState::NotACacheChannel => {}
-                CacheState::Hit(last) => out.push(json_frame(last)),
+                CacheState::Hit(last) => out.push(json_frame(last, fields)),
                 CacheState::Miss => out.push(frames::cache_miss(&subscribed.channel).into()),
+            }
+            if subscribed.recovery == Recovery::Failed {
+                out.push(
+                    frames::resume_failed(&subscribed.channel, subscribed.position.as_ref()).into(),
+                );
             }
             out
         }

@@ -78,15 +78,17 @@ impl WireFormat {
     }
 
     /// A publication's event frame in this format, encoded once per publication.
-    pub fn publication(self, publication: &Publication) -> Message {
+    /// `fields`: the app's `pusher_fields` (one publication belongs to one app, so every
+    /// connection sharing its cached frame asks the same).
+    pub fn publication(self, publication: &Publication, fields: bool) -> Message {
         match self {
-            WireFormat::JsonText => Message::Text(json_frame(publication)),
+            WireFormat::JsonText => Message::Text(json_frame(publication, fields)),
             WireFormat::JsonBinary => Message::Binary(
-                publication.encoded(PUSHER_BINARY_SLOT, |p| Bytes::from(json_frame(p))),
+                publication.encoded(PUSHER_BINARY_SLOT, |p| Bytes::from(json_frame(p, fields))),
             ),
-            WireFormat::MsgPack => Message::Binary(
-                publication.encoded(PUSHER_MSGPACK_SLOT, |p| json_to_msgpack(&json_frame(p))),
-            ),
+            WireFormat::MsgPack => Message::Binary(publication.encoded(PUSHER_MSGPACK_SLOT, |p| {
+                json_to_msgpack(&json_frame(p, fields))
+            })),
         }
     }
 
@@ -106,8 +108,10 @@ impl WireFormat {
 }
 
 /// The JSON text frame of a publication, shared by every text subscriber.
-pub fn json_frame(publication: &Publication) -> Utf8Bytes {
-    publication.encoded(PUSHER_JSON_SLOT, |p| Utf8Bytes::from(frames::event(p)))
+pub fn json_frame(publication: &Publication, fields: bool) -> Utf8Bytes {
+    publication.encoded(PUSHER_JSON_SLOT, |p| {
+        Utf8Bytes::from(frames::event(p, fields))
+    })
 }
 
 fn json_to_msgpack(json: &str) -> Bytes {
