@@ -319,7 +319,10 @@ scenario('raw protocol frames (ws)', async () => {
     'pusher_internal:subscription_succeeded', show);
   await server.trigger(ch, 'evt', { n: 1 });
   await until(() => frames.some((f) => f.event === 'evt'), 'evt frame', show);
-  const evt = frames.find((f) => f.event === 'evt');
+  const { id, position, ...evt } = frames.find((f) => f.event === 'evt');
+  // payrelay's extra fields (pusher_fields): the event id and its position in the channel.
+  assert.match(id, /^evt_[0-9a-f]{32}$/);
+  assert.match(position, /^1\.[0-9A-Za-z]+$/);
   assert.deepEqual(evt, { event: 'evt', channel: ch, data: '{"n":1}' },
     'a triggered event reaches the socket as {event, channel, data:<the JSON string as triggered>}');
   ws.close();
