@@ -416,3 +416,49 @@ async fn health_readiness_and_metrics() {
     assert_eq!(status, 404);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn channel_events_returns_history_after_a_position() {
+    let server = TestServer::start().await;
+    let path = "/apps/1/channels/orders/events";
+    // Nothing published yet: no events, the stream's start.
+    let (status, empty) = server.api("GET", path, &[], None).await;
+    assert_eq!(status, 200, "{empty}");
+    assert_eq!(empty["events"], json!([]));
+    let start = empty["position"].as_str().unwrap().to_string();
+    assert!(start.starts_with("0."), "{empty}");
+    for n in 1..=3 {
+        server
+            .trigger("orders", "paid", &format!("{{\"n\":{n}}}"))
+            .await;
+    }
+    let (status, all) = server.api("GET", path, &[], None).await;
+    assert_eq!(status, 200);
+    let events = all["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0]["data"], r#"{"n":1}"#);
+    assert!(events[0]["id"].as_str().unwrap().starts_with("evt_"));
+    let first = events[0]["position"].as_str().unwrap().to_string();
+    assert_eq!(all["position"], events[2]["position"]);
+
+    let (_, after) = server
+        .api("GET", path, &[("after", &first), ("limit", "1")], None)
+        .await;
+    let events = after["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["data"], r#"{"n":2}"#);
+
+    // Another epoch: 410. Junk: 400. Unsigned: 401.
+    let (status, _) = server
+        .api("GET", path, &[("after", "1.otherEpoch")], None)
+        .await;
+    assert_eq!(status, 410);
+    for params in [[("after", "x")], [("limit", "0")], [("limit", "101")]] {
+        let (status, reply) = server.api("GET", path, &params, None).await;
+        assert_eq!(status, 400, "{params:?}: {reply}");
+    }
+    let (status, _) = server
+        .api_signed("GET", path, &[], None, "wrong-secret")
+        .await;
+    assert_eq!(status, 401);
+}

@@ -18,7 +18,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::core::channel::{self, ChannelKind, is_presence_channel};
-use crate::core::{App, MAX_EVENT_NAME_LEN, NewPublication, PublishError, SocketId};
+use crate::core::{
+    App, MAX_EVENT_NAME_LEN, NewPublication, PublishError, Recovered, SocketId, StreamPosition,
+};
 use crate::http::app_auth;
 use crate::http::{ApiError, HttpState};
 
@@ -31,6 +33,10 @@ pub(super) fn routes() -> Router<HttpState> {
         .route(
             "/apps/{app_id}/channels/{channel}/users",
             get(channel_users),
+        )
+        .route(
+            "/apps/{app_id}/channels/{channel}/events",
+            get(channel_events),
         )
         .route(
             "/apps/{app_id}/users/{user_id}/terminate_connections",
@@ -411,6 +417,86 @@ async fn channel_info(
         }
     }
     Ok(Json(Value::Object(body)))
+}
+
+/// `GET /apps/{id}/channels/{channel}/events?after=<position>&limit=`: what the channel's
+/// history holds after a position (from the oldest retained without `after`), oldest
+/// first, for backends that missed something. 410 when `after` can no longer be vouched
+/// for (another epoch, or older than what is retained).
+async fn channel_events(
+    State(state): State<HttpState>,
+    Path((app_id, channel)): Path<(String, String)>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Json<Value>, ApiError> {
+    let app = authorize(&state, &app_id, &method, &uri, b"")?;
+    channel::classify(&channel)
+        .map_err(|e| ApiError::bad_request(format!("Invalid channel name `{channel}`: {e}")))?;
+    if !app.history.enabled() {
+        return Err(ApiError::not_found(
+            "This app keeps no channel history ([apps.history] size or ttl_secs is 0)",
+        ));
+    }
+    let params = query_params(&uri);
+    let after = match params.get("after") {
+        None => None,
+        Some(text) => Some(StreamPosition::parse(text).ok_or_else(|| {
+            ApiError::bad_request("`after` must be a position as events carry it")
+        })?),
+    };
+    let max = app.history.size;
+    let limit = match params.get("limit") {
+        None => max,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!("`limit` must be 1 to {max}")));
+            }
+        },
+    };
+    let history = state.core.history();
+    let recovered = history
+        .since(&app, &channel, after.as_ref(), limit)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let (publications, top) = match recovered {
+        Recovered::Publications { publications, top } => (publications, Some(top)),
+        Recovered::Gone { top: _ } if after.is_some() => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::GONE,
+                "The events after `after` are no longer all retained (older than the history window, or the history was lost); ask without `after` for what is",
+            ));
+        }
+        // Nothing was ever kept for this channel.
+        Recovered::Gone { top } => (Vec::new(), top),
+    };
+    let top = match top {
+        Some(top) => top,
+        None => history
+            .latest(&app, &channel)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?
+            .ok_or_else(|| ApiError::not_found("This app keeps no channel history"))?,
+    };
+    let events: Vec<Value> = publications
+        .iter()
+        .map(|p| {
+            let published_ms = p
+                .published_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            json!({
+                "id": p.id,
+                "position": p.position(),
+                "event": &*p.event,
+                "data": &*p.data,
+                "published_at_ms": published_ms,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "channel": channel, "position": top, "events": events }),
+    ))
 }
 
 async fn channel_users(
