@@ -874,7 +874,10 @@ async fn two_nodes_share_one_postgresql_outbox_without_sending_a_message_twice()
     let Some(pg) = PgDatabase::create().await else {
         return;
     };
-    let toml = config("", &format!("database_url = \"{}\"", pg.url));
+    // A generous timeout: an attempt timing out on a busy machine after the receiver
+    // answered would be a second 2xx that no lease could prevent.
+    let toml = config("", &format!("database_url = \"{}\"", pg.url))
+        .replace("timeout_secs = 2", "timeout_secs = 10");
     let a = TestServer::with_config(&toml).await;
     // The first attempts fail, so their retries are claimed by whichever node polls
     // first; successes take a while, so the other node polls while they are in flight.
@@ -1215,4 +1218,60 @@ async fn retention_on(database: &str) {
     let bodies = server.webhooks.store.payloads(&refs).await.unwrap();
     assert_eq!(bodies.len(), 1, "only the pending message's event is kept");
     assert!(bodies.contains_key(&ids[1]));
+}
+
+/// A burst larger than an endpoint's slots drains as fast as the endpoint answers: a freed
+/// slot starts the next message, without waiting for the next outbox poll (every second
+/// here: 2 messages a second). Then the same for retries, which come due together and go
+/// through the claim.
+#[tokio::test]
+async fn a_burst_beyond_the_endpoint_slots_drains_without_waiting_for_the_poll() {
+    let server = TestServer::with_config(
+        &config("max_in_flight_per_endpoint = 2", "")
+            .replace("poll_interval_ms = 50", "poll_interval_ms = 1000")
+            // Generous: an attempt timing out on a busy machine is retried a second later,
+            // out of the order this test reads.
+            .replace("timeout_secs = 2", "timeout_secs = 10"),
+    )
+    .await;
+    let receiver = Receiver::start().await;
+    let answer = Answer::status(200).delay(Duration::from_millis(20));
+    receiver.otherwise(answer.clone());
+    create_endpoint(
+        &server,
+        json!({"url": receiver.url("/"), "merchant_id": "m1"}),
+    )
+    .await;
+    let publish_all = |from: usize| {
+        futures_util::future::join_all(
+            (from..from + 40).map(|i| publish(&server, "m1", "e", json!({"n": i}))),
+        )
+    };
+    let delivered = |from: usize, ids: &[String]| {
+        let got = receiver.received();
+        let mut seen: Vec<&str> = got[from..]
+            .iter()
+            .filter(|r| r.status == 200)
+            .map(|r| r.header("webhook-id"))
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen.len() == ids.len() && ids.iter().all(|id| seen.contains(&id.as_str()))
+    };
+    let ids = publish_all(0).await;
+    receiver.wait_for(40, WAIT).await;
+    assert!(delivered(0, &ids));
+
+    // Every first attempt fails: the retries come due together a second later.
+    receiver.script((0..40).map(|_| Answer::status(500)));
+    let ids = publish_all(40).await;
+    let got = receiver.wait_for(120, WAIT).await;
+    assert!(
+        delivered(80, &ids),
+        "{:?}",
+        got[40..]
+            .iter()
+            .map(|r| (r.status, r.header("webhook-id").to_string()))
+            .collect::<Vec<_>>()
+    );
 }

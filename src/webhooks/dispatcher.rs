@@ -8,14 +8,18 @@
 //!
 //! Work arrives two ways. A message recorded by this node goes out at once: the journal
 //! takes its slot before the commit and records it already leased to this node, so the
-//! common path costs no claim query. Everything else (retries coming due, messages that
-//! found no free slot, work another node recorded, what a crashed node left) is claimed
-//! by the claim loop, which wakes on a timer, when a slot frees while work is waiting, and
-//! when the journal leaves work behind.
+//! common path costs no claim query. A message that finds its endpoint's slots taken is
+//! recorded leased to this node too and waits in this node's queue for that endpoint
+//! (bounded); each finished attempt starts the next queued one. A queued message is sent
+//! only while its lease has an attempt's budget left; past that it is left to the lease's
+//! end and the claim. Everything else (retries coming due, messages no queue took, work
+//! another node recorded, what a crashed node left) is claimed by the claim loop, which
+//! wakes on a timer, when a slot frees while claimed work may be waiting, and when the
+//! journal leaves work behind.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -40,6 +44,10 @@ pub struct Slots {
     max_per_endpoint: usize,
     /// Set when work may be waiting for a slot; a freed slot then wakes the claimer.
     backlog: AtomicBool,
+    /// Attempts the claim loop started whose outcomes are not recorded yet: their
+    /// leases still count against their endpoints, so a claim that finds nothing while
+    /// some are out must run again once they are recorded.
+    claimed_out: AtomicUsize,
     wake: Notify,
     in_flight_gauge: metrics::Gauge,
 }
@@ -48,7 +56,27 @@ pub struct Slots {
 struct SlotCounts {
     total: usize,
     per_endpoint: HashMap<Arc<str>, usize>,
+    /// Messages recorded leased to this node that found no free slot, per endpoint,
+    /// oldest first.
+    queued: HashMap<Arc<str>, VecDeque<Queued>>,
+    queued_total: usize,
+    /// Endpoints with queued messages, served in turn.
+    waiting: VecDeque<Arc<str>>,
 }
+
+/// A message waiting in this node's queue for a slot of its endpoint.
+#[derive(Debug)]
+pub struct Queued {
+    pub endpoint: Arc<Endpoint>,
+    pub event_id: String,
+    pub body: Arc<str>,
+    pub created_at: i64,
+    /// When this node's lease on it ends (ms).
+    pub lease_until: i64,
+}
+
+/// Messages one endpoint may have queued on a node, per slot it has.
+const QUEUE_PER_SLOT: usize = 64;
 
 /// One attempt's right to run; dropping it frees the slots.
 #[derive(Debug)]
@@ -64,6 +92,7 @@ impl Slots {
             max_total: config.max_in_flight,
             max_per_endpoint: config.max_in_flight_per_endpoint,
             backlog: AtomicBool::new(false),
+            claimed_out: AtomicUsize::new(0),
             wake: Notify::new(),
             in_flight_gauge: metrics::gauge!("payrelay_webhook_in_flight"),
         })
@@ -80,6 +109,71 @@ impl Slots {
             return None;
         }
         Some(self.take(&mut counts, endpoint))
+    }
+
+    /// Whether this node's queue takes another message for `endpoint`.
+    pub fn queue_has_room(&self, endpoint: &str) -> bool {
+        let counts = self.inner.lock();
+        counts.queued_total < self.max_total * QUEUE_PER_SLOT
+            && counts
+                .queued
+                .get(endpoint)
+                .is_none_or(|q| q.len() < self.max_per_endpoint * QUEUE_PER_SLOT)
+    }
+
+    /// Queues messages recorded leased to this node.
+    pub fn enqueue(&self, messages: Vec<Queued>) {
+        let mut counts = self.inner.lock();
+        for message in messages {
+            let id = message.endpoint.id.clone();
+            let queue = counts.queued.entry(id.clone()).or_default();
+            queue.push_back(message);
+            if queue.len() == 1 {
+                counts.waiting.push_back(id);
+            }
+            counts.queued_total += 1;
+        }
+    }
+
+    /// Takes queued messages that have a slot now, endpoints in turn, with their slots.
+    /// Messages whose lease ends before `usable_until` are dropped from the queue: their
+    /// lease runs out and the claim sends them.
+    fn take_queued(self: &Arc<Self>, usable_until: i64) -> (Vec<(Queued, Slot)>, usize) {
+        let mut counts = self.inner.lock();
+        let mut ready = Vec::new();
+        let mut expired = 0;
+        for _ in 0..counts.waiting.len() {
+            if counts.total >= self.max_total {
+                break;
+            }
+            let Some(id) = counts.waiting.pop_front() else {
+                break;
+            };
+            let mut queue = counts.queued.remove(&id).unwrap_or_default();
+            let mut used = counts.per_endpoint.get(&id).copied().unwrap_or(0);
+            while let Some(front) = queue.front() {
+                if front.lease_until < usable_until {
+                    queue.pop_front();
+                    expired += 1;
+                    continue;
+                }
+                if used >= self.max_per_endpoint || counts.total >= self.max_total {
+                    break;
+                }
+                let Some(message) = queue.pop_front() else {
+                    break;
+                };
+                let slot = self.take(&mut counts, &id);
+                used += 1;
+                ready.push((message, slot));
+            }
+            if !queue.is_empty() {
+                counts.queued.insert(id.clone(), queue);
+                counts.waiting.push_back(id);
+            }
+        }
+        counts.queued_total = counts.queued.values().map(VecDeque::len).sum();
+        (ready, expired)
     }
 
     /// A slot for a message the claim query already admitted (it counted the endpoint's
@@ -112,6 +206,26 @@ impl Slots {
     pub fn note_backlog(&self) {
         self.backlog.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+
+    /// Says that attempts' outcomes are recorded (their leases over), `claimed` of them
+    /// started by the claim loop: if claimed work was held back by its endpoint's
+    /// leases, claim again.
+    pub fn leases_ended(&self, claimed: usize) {
+        if claimed > 0 {
+            self.claimed_ended(claimed);
+        }
+        if self.backlog.load(Ordering::Acquire) {
+            self.wake.notify_one();
+        }
+    }
+
+    fn claimed_ended(&self, n: usize) {
+        let _ = self
+            .claimed_out
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |out| {
+                Some(out.saturating_sub(n))
+            });
     }
 
     /// Wakes the claim loop now.
@@ -148,6 +262,8 @@ pub struct Job {
     pub attempts: i64,
     /// When the event was recorded (ms), for the publish-to-delivery latency.
     pub created_at: Option<i64>,
+    /// Started by the claim loop (counted in [`Slots`] until its outcome is recorded).
+    pub claimed: bool,
     pub slot: Slot,
 }
 
@@ -163,13 +279,51 @@ pub struct Dispatcher {
     /// This node's name on the leases it takes.
     pub owner: String,
     pub tasks: TaskTracker,
+    /// Cancelled at shutdown: nothing new starts.
+    pub stop: CancellationToken,
 }
+
+/// What a queued message's lease must still have beyond an attempt's timeout when it
+/// starts: time to record the outcome.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
 
 impl Dispatcher {
     /// Starts `job` in a task of its own.
     pub fn spawn(self: &Arc<Self>, job: Job) {
         let this = self.clone();
-        self.tasks.spawn(async move { this.run(job).await });
+        self.tasks.spawn(async move {
+            this.run(job).await;
+            // Its slot is free: the next queued message may go.
+            this.pump();
+        });
+    }
+
+    /// Starts the queued messages that have a slot now.
+    pub fn pump(self: &Arc<Self>) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        // A queued message goes out only while its lease outlasts a whole attempt and the
+        // recording of its outcome; another node may take it after that.
+        let usable_until = now_ms() + (self.config.timeout() + LEASE_MARGIN).as_millis() as i64;
+        let (ready, expired) = self.slots.take_queued(usable_until);
+        if expired > 0 {
+            tracing::debug!(
+                expired,
+                "queued webhook messages waited too long: they go out when their lease ends"
+            );
+        }
+        for (message, slot) in ready {
+            self.spawn(Job {
+                endpoint: message.endpoint,
+                event_id: message.event_id,
+                body: message.body,
+                attempts: 0,
+                created_at: Some(message.created_at),
+                claimed: false,
+                slot,
+            });
+        }
     }
 
     async fn run(&self, job: Job) {
@@ -179,12 +333,16 @@ impl Dispatcher {
             body,
             attempts,
             created_at,
+            claimed,
             slot,
         } = job;
         let Some(app) = self.core.apps.by_id(&endpoint.app_id).cloned() else {
             // The app left the configuration: nothing can sign for it. The lease runs out
             // and the message stays pending until the app is back.
             tracing::warn!(endpoint = %endpoint.id, app = %endpoint.app_id, "webhook endpoint of an app this node does not serve");
+            if claimed {
+                self.slots.claimed_ended(1);
+            }
             return;
         };
         let attempted_at = now_ms();
@@ -225,6 +383,7 @@ impl Dispatcher {
                 response_body: result.body,
                 attempts,
                 next,
+                claimed,
             })
             .await;
     }
@@ -317,8 +476,15 @@ impl Dispatcher {
                 )
                 .await?;
             if claimed.is_empty() {
+                // Leases of attempts still being recorded may be what held work back.
+                if self.slots.claimed_out.load(Ordering::Acquire) > 0 {
+                    self.slots.backlog.store(true, Ordering::Release);
+                }
                 return Ok(());
             }
+            // More may be due behind what an endpoint's slots admitted: a freed slot
+            // claims again (an empty claim clears this).
+            self.slots.backlog.store(true, Ordering::Release);
             let ids: Vec<&str> = claimed.iter().map(|c| c.event_id.as_str()).collect();
             let mut bodies = self.store.payloads(&ids).await?;
             let full = claimed.len() >= free;
@@ -335,12 +501,14 @@ impl Dispatcher {
                     continue;
                 };
                 let slot = self.slots.acquire_claimed(&endpoint.id);
+                self.slots.claimed_out.fetch_add(1, Ordering::AcqRel);
                 self.spawn(Job {
                     endpoint,
                     event_id: claim.event_id,
                     body: body.into(),
                     attempts: claim.attempts,
                     created_at: None,
+                    claimed: true,
                     slot,
                 });
             }

@@ -49,7 +49,7 @@ pub use config::{PusherWebhookConfig, WebhooksConfig};
 
 use crate::core::{Core, JournalWrite, Publication, PublicationJournal};
 use crate::db::{Backend, Db, now_ms};
-use dispatcher::{Dispatcher, Job, Slot, Slots};
+use dispatcher::{Dispatcher, Job, Queued, Slot, Slots};
 use endpoint::Endpoint;
 use index::EndpointIndex;
 use store::{NewEvent, OutboxStore};
@@ -116,19 +116,21 @@ impl Webhooks {
                 .map(store::EndpointRow::to_endpoint),
         );
         let owner = format!("node_{:016x}", rand::random::<u64>());
-        let writer = Writer::spawn(store.clone(), owner.clone());
+        let slots = Slots::new(&settings);
+        let writer = Writer::spawn(store.clone(), owner.clone(), slots.clone());
+        let stop = CancellationToken::new();
         let dispatcher = Arc::new(Dispatcher {
             config: settings.clone(),
             store: store.clone(),
             writer,
             index: index.clone(),
-            slots: Slots::new(&settings),
+            slots,
             core: core.clone(),
             client: sender::client(&settings),
             owner,
             tasks: TaskTracker::new(),
+            stop: stop.clone(),
         });
-        let stop = CancellationToken::new();
         tokio::spawn(dispatcher.clone().claim_loop(stop.clone()));
         let webhooks = Arc::new(Webhooks {
             config: settings,
@@ -177,19 +179,23 @@ impl Webhooks {
         let now = now_ms();
         let lease_until = now + self.config.lease().as_millis() as i64;
         let mut ready: Vec<(Arc<Endpoint>, usize, Slot)> = Vec::new();
+        let mut queued: Vec<(Arc<Endpoint>, usize)> = Vec::new();
         let mut left_behind = false;
+        let slots = &self.dispatcher.slots;
         for (i, event) in events.iter_mut().enumerate() {
             for delivery in &mut event.deliveries {
                 let Some(endpoint) = endpoints.iter().find(|e| *e.id == *delivery.endpoint_id)
                 else {
                     continue;
                 };
-                match self.dispatcher.slots.try_acquire(&endpoint.id) {
-                    Some(slot) => {
-                        delivery.lease_until = lease_until;
-                        ready.push((endpoint.clone(), i, slot));
-                    }
-                    None => left_behind = true,
+                if let Some(slot) = slots.try_acquire(&endpoint.id) {
+                    delivery.lease_until = lease_until;
+                    ready.push((endpoint.clone(), i, slot));
+                } else if slots.queue_has_room(&endpoint.id) {
+                    delivery.lease_until = lease_until;
+                    queued.push((endpoint.clone(), i));
+                } else {
+                    left_behind = true;
                 }
             }
         }
@@ -208,8 +214,28 @@ impl Webhooks {
                     body: body.clone(),
                     attempts: 0,
                     created_at: Some(*created_at),
+                    claimed: false,
                     slot,
                 });
+            }
+            if !queued.is_empty() {
+                dispatcher.slots.enqueue(
+                    queued
+                        .into_iter()
+                        .map(|(endpoint, i)| {
+                            let (event_id, body, created_at) = &bodies[i];
+                            Queued {
+                                endpoint,
+                                event_id: event_id.clone(),
+                                body: body.clone(),
+                                created_at: *created_at,
+                                lease_until,
+                            }
+                        })
+                        .collect(),
+                );
+                // A slot may have freed while the commit ran.
+                dispatcher.pump();
             }
             if left_behind {
                 dispatcher.slots.note_backlog();

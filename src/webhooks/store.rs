@@ -197,6 +197,8 @@ pub struct Outcome {
     /// The attempt count after this attempt.
     pub attempts: i64,
     pub next: Next,
+    /// Whether the claim loop started it (not stored: the claimer counts these).
+    pub claimed: bool,
 }
 
 /// One row of an endpoint's message log.

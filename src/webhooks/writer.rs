@@ -8,6 +8,9 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use std::sync::Arc;
+
+use super::dispatcher::Slots;
 use super::store::{NewEvent, OutboxStore, Outcome};
 
 /// Most events, and most outcomes, one transaction takes.
@@ -36,10 +39,11 @@ struct WriterMetrics {
 }
 
 impl Writer {
-    /// Starts the writer task; it ends when every [`Writer`] is dropped.
-    pub fn spawn(store: OutboxStore, owner: String) -> Writer {
+    /// Starts the writer task; it ends when every [`Writer`] is dropped. Recorded
+    /// outcomes end leases, so `slots` hears of them (the claimer may have work waiting).
+    pub fn spawn(store: OutboxStore, owner: String, slots: Arc<Slots>) -> Writer {
         let (queue, jobs) = mpsc::channel(QUEUE);
-        tokio::spawn(run(store, owner, jobs));
+        tokio::spawn(run(store, owner, jobs, slots));
         Writer { queue }
     }
 
@@ -65,7 +69,7 @@ impl Writer {
     }
 }
 
-async fn run(store: OutboxStore, owner: String, mut jobs: mpsc::Receiver<Job>) {
+async fn run(store: OutboxStore, owner: String, mut jobs: mpsc::Receiver<Job>, slots: Arc<Slots>) {
     let metrics = WriterMetrics {
         commit_seconds: metrics::histogram!("payrelay_webhook_outbox_commit_seconds"),
         batch_events: metrics::histogram!("payrelay_webhook_outbox_batch_events"),
@@ -119,6 +123,8 @@ async fn run(store: OutboxStore, owner: String, mut jobs: mpsc::Receiver<Job>) {
                     "the outbox cannot record attempt outcomes (those messages will be sent again when their lease ends): {e}"
                 );
             }
+            // Those leases are over: an endpoint the claim held back may take more now.
+            slots.leases_ended(outcomes.iter().filter(|o| o.claimed).count());
             outcomes.clear();
         }
     }
