@@ -198,6 +198,10 @@ pub struct Config {
     /// in ARCHITECTURE.md). Nodes sharing one Redis form one cluster per prefix.
     #[serde(default = "defaults::redis_prefix")]
     pub redis_prefix: String,
+    /// Seconds after its last heartbeat a silent node counts as dead: the others remove
+    /// its subscriptions and presence members (announcing `member_removed`).
+    #[serde(default = "defaults::node_dead_after")]
+    pub node_dead_after_secs: u64,
     /// Signed callbacks (`[webhooks]`, see `src/webhooks/config.rs`).
     #[serde(default)]
     pub webhooks: crate::webhooks::WebhooksConfig,
@@ -592,6 +596,9 @@ mod defaults {
     pub fn redis_prefix() -> String {
         "payrelay:".into()
     }
+    pub fn node_dead_after() -> u64 {
+        30
+    }
     pub fn database_url() -> String {
         "sqlite://payrelay.db".into()
     }
@@ -779,6 +786,12 @@ impl Config {
             return Err(invalid(
                 "redis_prefix",
                 "must be 1 to 64 characters, without spaces or the characters * ? [ ] \\ { }",
+            ));
+        }
+        if !(3..=3600).contains(&self.node_dead_after_secs) {
+            return Err(invalid(
+                "node_dead_after_secs",
+                "must be between 3 and 3600",
             ));
         }
         if let Some(id) = &self.node_id

@@ -6,6 +6,7 @@
 //! limits and timeouts; [`server`] runs a node.
 
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod db;

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::RedisCluster;
 use crate::config::Config;
 use crate::core::Core;
 use crate::http::{self, HttpState};
@@ -30,6 +31,8 @@ const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const HISTORY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Server {
+    /// The cluster's shared state, when the node is a cluster member.
+    cluster: Option<Arc<RedisCluster>>,
     listener: TcpListener,
     local_addr: SocketAddr,
     core: Arc<Core>,
@@ -56,13 +59,14 @@ const BROKER_START_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The core with the broker the configuration asks for: Redis when `redis_url` is set
 /// (the node is a cluster member), else the in-process one.
-async fn build_core(config: &Config) -> anyhow::Result<Arc<Core>> {
+async fn build_core(config: &Config) -> anyhow::Result<(Arc<Core>, Option<Arc<RedisCluster>>)> {
     use crate::core::broker::redis::{RedisBroker, RedisBrokerSettings};
     let node = crate::core::NodeSettings::from_config(config);
     let Some(settings) = RedisBrokerSettings::from_config(config, node.node_id.clone()) else {
-        return Ok(Core::with_broker(config, node, |sink| {
+        let core = Core::with_broker(config, node, |sink| {
             Arc::new(crate::core::InProcessBroker::new(sink))
-        }));
+        });
+        return Ok((core, None));
     };
     let connected = RedisBroker::connect(settings)
         .await
@@ -73,20 +77,22 @@ async fn build_core(config: &Config) -> anyhow::Result<Arc<Core>> {
         started = Some(broker.clone());
         broker
     });
-    if let Some(broker) = started {
-        broker
-            .wait_ready(BROKER_START_TIMEOUT)
-            .await
-            .map_err(|e| anyhow::anyhow!("the Redis broker cannot listen: {e}"))?;
-    }
-    Ok(core)
+    let Some(broker) = started else {
+        anyhow::bail!("the Redis broker was not built");
+    };
+    broker
+        .wait_ready(BROKER_START_TIMEOUT)
+        .await
+        .map_err(|e| anyhow::anyhow!("the Redis broker cannot listen: {e}"))?;
+    let cluster = RedisCluster::start(&core, &broker, config);
+    Ok((core, Some(cluster)))
 }
 
 impl Server {
     /// Builds the node and binds its listener (port 0 picks a free port).
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let prometheus = telemetry::prometheus();
-        let core = build_core(&config).await?;
+        let (core, cluster) = build_core(&config).await?;
         tracing::info!(
             node = %core.settings.node_id,
             broker = core.broker().name(),
@@ -141,6 +147,7 @@ impl Server {
             tracing::warn!("sandbox mode: serving test-channel and simulated exchange rates");
         }
         Ok(Server {
+            cluster,
             listener,
             local_addr,
             core,
@@ -181,6 +188,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Server {
+            cluster,
             listener,
             core,
             state,
@@ -271,6 +279,12 @@ impl Server {
         // are tracked above). Its clients reconnect after a transport close, not after a
         // Socket.IO disconnect, so their transports are closed rather than disconnected.
         let _ = tokio::time::timeout_at(deadline, socketio.close_all()).await;
+        // The cluster hears now, not after `node_dead_after_secs`, that this node's
+        // subscribers and members are gone (its webhooks are recorded before the outbox
+        // stops).
+        if let Some(cluster) = &cluster {
+            cluster.leave_cluster(deadline).await;
+        }
         // Callbacks in flight finish (or their leases go back) within the same deadline.
         webhooks.shutdown(deadline).await;
         if tokio::time::timeout_at(deadline, &mut serving)

@@ -18,6 +18,15 @@ struct Cluster {
 
 impl Cluster {
     async fn start(redis_url: &str, nodes: usize, node_settings: &str) -> Cluster {
+        Self::with_app(redis_url, nodes, node_settings, "").await
+    }
+
+    async fn with_app(
+        redis_url: &str,
+        nodes: usize,
+        node_settings: &str,
+        app_settings: &str,
+    ) -> Cluster {
         let prefix = format!("test:{:016x}:", rand_u64());
         let mut started = Vec::new();
         for n in 0..nodes {
@@ -26,7 +35,7 @@ impl Cluster {
                     &format!(
                         "redis_url = \"{redis_url}\"\nredis_prefix = \"{prefix}\"\nnode_id = \"node-{n}\"\n{node_settings}"
                     ),
-                    "enable_client_messages = true",
+                    &format!("enable_client_messages = true\n{app_settings}"),
                 )
                 .await,
             );
@@ -367,4 +376,331 @@ async fn a_node_refuses_to_start_without_redis_and_says_where() {
     };
     assert!(error.contains("127.0.0.1:1"), "{error}");
     assert!(!error.contains("hunter2pw"), "{error}");
+}
+
+/// Joins presence channel `channel` as `user` on `node`; returns the client, its socket
+/// id and the member list it was given (`presence.hash` keys, sorted).
+async fn join_presence(node: &TestServer, channel: &str, user: &str) -> (Client, Vec<String>) {
+    let (mut client, socket_id) = node.connect_established().await;
+    let data = json!({"user_id": user, "user_info": {"name": user}}).to_string();
+    client
+        .subscribe_with(
+            channel,
+            &presence_auth(&socket_id, channel, &data),
+            Some(&data),
+        )
+        .await;
+    let ok = client.event("pusher_internal:subscription_succeeded").await;
+    let presence: Value = serde_json::from_str(ok["data"].as_str().unwrap()).unwrap();
+    let mut ids: Vec<String> = presence["presence"]["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(presence["presence"]["count"], ids.len());
+    for id in &ids {
+        assert_eq!(
+            presence["presence"]["hash"][id]["name"],
+            id.as_str(),
+            "{presence}"
+        );
+    }
+    (client, ids)
+}
+
+async fn users(node: &TestServer, channel: &str) -> Vec<String> {
+    let (status, body) = node
+        .api(
+            "GET",
+            &format!("/apps/1/channels/{channel}/users"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn channel_info(node: &TestServer, channel: &str, info: &str) -> Value {
+    let (status, body) = node
+        .api(
+            "GET",
+            &format!("/apps/1/channels/{channel}"),
+            &[("info", info)],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Polls `check` until it holds, or panics after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn presence_is_one_member_list_across_nodes() {
+    let redis = TestRedis::get().await;
+    let cluster = Cluster::start(redis.url(), 3, "").await;
+    let channel = "presence-room";
+    let (mut alice, ids) = join_presence(cluster.node(0), channel, "alice").await;
+    assert_eq!(ids, ["alice"]);
+    let (bob_c, ids) = join_presence(cluster.node(2), channel, "bob").await;
+    assert_eq!(ids, ["alice", "bob"], "bob on C sees alice on A");
+    let added = alice.event("pusher_internal:member_added").await;
+    let added: Value = serde_json::from_str(added["data"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        added,
+        json!({"user_id": "bob", "user_info": {"name": "bob"}})
+    );
+
+    // Bob's second socket, on B: the same member, announced to nobody.
+    let (bob_b, ids) = join_presence(cluster.node(1), channel, "bob").await;
+    assert_eq!(ids, ["alice", "bob"]);
+    for node in 0..3 {
+        assert_eq!(users(cluster.node(node), channel).await, ["alice", "bob"]);
+        let info = channel_info(cluster.node(node), channel, "user_count,subscription_count").await;
+        assert_eq!(info["occupied"], true);
+        assert_eq!(info["user_count"], 2, "{info}");
+        assert_eq!(info["subscription_count"], 3, "{info}");
+    }
+    let (status, listed) = cluster
+        .node(1)
+        .api(
+            "GET",
+            "/apps/1/channels",
+            &[("filter_by_prefix", "presence-"), ("info", "user_count")],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["channels"][channel]["user_count"], 2, "{listed}");
+
+    // One of bob's sockets leaves: he is still a member.
+    drop(bob_c);
+    alice.silent_for(Duration::from_millis(500)).await;
+    assert_eq!(users(cluster.node(0), channel).await, ["alice", "bob"]);
+    // The last one leaves: member_removed, once, on every node.
+    drop(bob_b);
+    let removed = alice.event("pusher_internal:member_removed").await;
+    let removed: Value = serde_json::from_str(removed["data"].as_str().unwrap()).unwrap();
+    assert_eq!(removed, json!({"user_id": "bob"}));
+    alice.silent_for(Duration::from_millis(300)).await;
+    assert_eq!(users(cluster.node(2), channel).await, ["alice"]);
+    eventually(WAIT, "subscription_count back to 1", || async {
+        channel_info(cluster.node(1), channel, "subscription_count").await["subscription_count"]
+            == 1
+    })
+    .await;
+    drop(alice);
+    eventually(WAIT, "the channel vacated", || async {
+        channel_info(cluster.node(1), channel, "").await["occupied"] == false
+    })
+    .await;
+}
+
+/// A node killed with `kill -9` leaves no ghost: within `node_dead_after_secs` (3 here)
+/// and a sweep, the others announce its members' departure and forget its subscribers.
+#[tokio::test]
+async fn a_killed_node_leaves_no_ghost_members_or_subscriptions() {
+    let redis = TestRedis::get().await;
+    let settings = "node_dead_after_secs = 3";
+    let cluster = Cluster::start(redis.url(), 1, settings).await;
+    let channel = "presence-room";
+    let (mut alice, _) = join_presence(cluster.node(0), channel, "alice").await;
+    let doomed = common::process::NodeProcess::start(
+        None,
+        &format!(
+            "redis_url = \"{}\"\nredis_prefix = \"{}\"\nnode_id = \"doomed\"\n{settings}",
+            redis.url(),
+            cluster.prefix
+        ),
+    );
+    let doomed_ws = format!(
+        "ws://{}/app/{KEY}?protocol=7&client=test&version=1",
+        doomed.addr
+    );
+    let mut carol = Client::connect(&doomed_ws).await;
+    let socket_id = carol.established().await;
+    let data = json!({"user_id": "carol", "user_info": {"name": "carol"}}).to_string();
+    carol
+        .subscribe_with(
+            channel,
+            &presence_auth(&socket_id, channel, &data),
+            Some(&data),
+        )
+        .await;
+    carol.event("pusher_internal:subscription_succeeded").await;
+    let mut watcher = Client::connect(&doomed_ws).await;
+    watcher.established().await;
+    watcher.subscribed("orders").await;
+    alice.event("pusher_internal:member_added").await;
+    assert_eq!(users(cluster.node(0), channel).await, ["alice", "carol"]);
+    eventually(WAIT, "orders occupied on the doomed node", || async {
+        channel_info(cluster.node(0), "orders", "").await["occupied"] == true
+    })
+    .await;
+
+    doomed.signal("KILL");
+    let killed = std::time::Instant::now();
+    let removed = tokio::time::timeout(
+        Duration::from_secs(10),
+        alice.event("pusher_internal:member_removed"),
+    )
+    .await
+    .expect("member_removed within 10 s");
+    let removed: Value = serde_json::from_str(removed["data"].as_str().unwrap()).unwrap();
+    assert_eq!(removed["user_id"], "carol");
+    let took = killed.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "not before the node counts as dead: {took:?}"
+    );
+    alice.silent_for(Duration::from_millis(500)).await;
+    assert_eq!(users(cluster.node(0), channel).await, ["alice"]);
+    let info = channel_info(cluster.node(0), "orders", "subscription_count").await;
+    assert_eq!(info["occupied"], false, "{info}");
+    let info = channel_info(cluster.node(0), channel, "subscription_count").await;
+    assert_eq!(info["subscription_count"], 1, "{info}");
+}
+
+/// Pusher app webhooks follow the cluster: `channel_vacated` only once no node has a
+/// subscriber, `channel_occupied` once for the cluster, members once per user.
+#[tokio::test]
+async fn occupancy_webhooks_follow_the_cluster_not_one_node() {
+    let redis = TestRedis::get().await;
+    let receiver = common::receiver::Receiver::start().await;
+    let cluster = Cluster::with_app(
+        redis.url(),
+        2,
+        "[webhooks]\nallow_private_targets = true\npoll_interval_ms = 50\npusher_leave_delay_ms = 300",
+        &format!(
+            "[[apps.webhooks]]\nurl = \"{}\"\nevent_types = [\"channel_occupied\", \"channel_vacated\", \"member_added\", \"member_removed\"]\n",
+            receiver.url("/pusher")
+        ),
+    )
+    .await;
+    let names = |got: &[common::receiver::Received]| -> Vec<String> {
+        got.iter()
+            .map(|r| {
+                let event = &r.json()["events"][0];
+                format!(
+                    "{} {}{}",
+                    event["name"].as_str().unwrap(),
+                    event["channel"].as_str().unwrap(),
+                    event["user_id"]
+                        .as_str()
+                        .map(|u| format!(" {u}"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    let on_a = subscribed_client(cluster.node(0), "news").await;
+    let on_b = subscribed_client(cluster.node(1), "news").await;
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(names(&got), ["channel_occupied news"]);
+    drop(on_a);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        names(&receiver.received()),
+        ["channel_occupied news"],
+        "B still listens"
+    );
+    drop(on_b);
+    let got = receiver.wait_for(2, WAIT).await;
+    assert_eq!(names(&got)[1], "channel_vacated news");
+
+    let (alice_a, _) = join_presence(cluster.node(0), "presence-x", "alice").await;
+    let (alice_b, _) = join_presence(cluster.node(1), "presence-x", "alice").await;
+    let got = receiver.wait_for(4, WAIT).await;
+    let mut later = names(&got)[2..].to_vec();
+    later.sort();
+    assert_eq!(
+        later,
+        [
+            "channel_occupied presence-x",
+            "member_added presence-x alice"
+        ]
+    );
+    drop(alice_a);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        receiver.received().len(),
+        4,
+        "{:?}",
+        names(&receiver.received())
+    );
+    drop(alice_b);
+    let got = receiver.wait_for(6, WAIT).await;
+    let mut last = names(&got)[4..].to_vec();
+    last.sort();
+    assert_eq!(
+        last,
+        [
+            "channel_vacated presence-x",
+            "member_removed presence-x alice"
+        ]
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        receiver.received().len(),
+        6,
+        "{:?}",
+        names(&receiver.received())
+    );
+}
+
+/// Redis restarts empty: the nodes write their subscriptions and members again by
+/// themselves, and the cluster's answers are whole again.
+#[tokio::test]
+async fn shared_state_is_rebuilt_after_redis_loses_it() {
+    let mut redis = PrivateRedis::start().await;
+    let cluster = Cluster::start(&redis.url(), 2, "node_dead_after_secs = 3").await;
+    let channel = "presence-room";
+    let (mut alice, _) = join_presence(cluster.node(0), channel, "alice").await;
+    let (_bob, _) = join_presence(cluster.node(1), channel, "bob").await;
+    alice.event("pusher_internal:member_added").await;
+    redis.restart().await;
+    for node in &cluster.nodes {
+        readyz_becomes(node, 200, Duration::from_secs(10)).await;
+    }
+    eventually(Duration::from_secs(10), "members written again", || async {
+        let (status, body) = cluster
+            .node(0)
+            .api(
+                "GET",
+                &format!("/apps/1/channels/{channel}/users"),
+                &[],
+                None,
+            )
+            .await;
+        status == 200 && body["users"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    let info = channel_info(cluster.node(1), channel, "subscription_count,user_count").await;
+    assert_eq!(
+        (
+            info["subscription_count"].as_u64(),
+            info["user_count"].as_u64()
+        ),
+        (Some(2), Some(2)),
+        "{info}"
+    );
 }

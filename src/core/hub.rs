@@ -17,6 +17,7 @@ use dashmap::DashMap;
 
 use super::broker::ChannelInterest;
 use super::channel::{is_cache_channel, is_presence_channel};
+use super::cluster::SharedState;
 use super::gate::Gate;
 use super::history::StreamPosition;
 use super::occupancy::{OccupancyChange, OccupancyObserver};
@@ -150,6 +151,13 @@ impl std::fmt::Debug for InterestSlot {
     }
 }
 
+/// This node's part of the cluster's state: `(app, channel, local subscriptions)` of
+/// each occupied channel, `(app, channel, member)` of each member with a local socket.
+pub type LocalState = (
+    Vec<(Arc<str>, Arc<str>, usize)>,
+    Vec<(Arc<str>, Arc<str>, Arc<Member>)>,
+);
+
 #[derive(Debug)]
 pub struct Hub {
     channels: DashMap<ChannelKey, ChannelState>,
@@ -163,6 +171,22 @@ pub struct Hub {
     /// keeps cache channels' last events, and the hub keeps nothing for channels without
     /// local subscribers (it no longer hears them).
     interest: InterestSlot,
+    /// The cluster's shared presence and occupancy (see `core/cluster.rs`).
+    shared: SharedSlot,
+}
+
+/// The cluster's shared state, set once.
+#[derive(Default)]
+struct SharedSlot(std::sync::OnceLock<Arc<dyn SharedState>>);
+
+impl std::fmt::Debug for SharedSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "SharedSlot(set)"
+        } else {
+            "SharedSlot(none)"
+        })
+    }
 }
 
 impl Hub {
@@ -173,7 +197,15 @@ impl Hub {
             cache_ttl,
             observer: ObserverSlot::default(),
             interest: InterestSlot::default(),
+            shared: SharedSlot::default(),
         }
+    }
+
+    /// Connects the cluster's shared state (once, at start-up, before any connection).
+    /// From then on presence is announced by the cluster and occupancy webhooks follow
+    /// the cluster's totals. Returns false if one was set.
+    pub fn set_shared_state(&self, shared: Arc<dyn SharedState>) -> bool {
+        self.shared.0.set(shared).is_ok()
     }
 
     /// Connects a remote broker (once, at start-up). Returns false if one was set.
@@ -259,8 +291,13 @@ impl Hub {
         if state.subscribers.contains_key(&conn.id) {
             return Ok(Joined::Already);
         }
+        let app = &conn.app.id;
+        let shared = self.shared.0.get();
         let was_empty = state.subscribers.is_empty();
         let mut occupied_reported = false;
+        // With shared state, a user's first socket here is reported to the cluster, which
+        // announces the member (once for the cluster) and tells who else is present.
+        let mut joined_here = None;
         let user = match member {
             Some(member) => {
                 let user_id = member.user_id.clone();
@@ -271,24 +308,28 @@ impl Hub {
                             return Err(HubRefusal::PresenceFull(max_presence_members));
                         }
                         let member = Arc::new(member);
-                        for sub in state.subscribers.values() {
-                            sub.conn.outbox.push(Outbound::MemberAdded {
-                                channel: channel.clone(),
-                                member: member.clone(),
-                            });
+                        if shared.is_some() {
+                            joined_here = Some(member.clone());
+                        } else {
+                            for sub in state.subscribers.values() {
+                                sub.conn.outbox.push(Outbound::MemberAdded {
+                                    channel: channel.clone(),
+                                    member: member.clone(),
+                                });
+                            }
+                            if was_empty {
+                                self.observe(app, &channel, OccupancyChange::Occupied);
+                                occupied_reported = true;
+                            }
+                            self.observe(
+                                app,
+                                &channel,
+                                OccupancyChange::MemberAdded(user_id.clone()),
+                            );
                         }
                         state
                             .members
                             .insert(user_id.clone(), MemberEntry { member, sockets: 1 });
-                        if was_empty {
-                            self.observe(&conn.app.id, &channel, OccupancyChange::Occupied);
-                            occupied_reported = true;
-                        }
-                        self.observe(
-                            &conn.app.id,
-                            &channel,
-                            OccupancyChange::MemberAdded(user_id.clone()),
-                        );
                     }
                 }
                 Some(user_id)
@@ -296,12 +337,12 @@ impl Hub {
             None => None,
         };
         // A new presence member's join reported it above, before `MemberAdded`.
-        if was_empty && !occupied_reported {
-            self.observe(&conn.app.id, &channel, OccupancyChange::Occupied);
+        if was_empty && !occupied_reported && shared.is_none() {
+            self.observe(app, &channel, OccupancyChange::Occupied);
         }
         let interest = self.interest.0.get();
         if was_empty && let Some(interest) = interest {
-            state.listening = Some(interest.occupied(&conn.app.id, &channel));
+            state.listening = Some(interest.occupied(app, &channel));
         }
         state.subscribers.insert(
             conn.id,
@@ -311,6 +352,9 @@ impl Hub {
                 held: hold.then(Default::default),
             },
         );
+        if let Some(shared) = shared {
+            shared.subscriptions_changed(app, &channel, state.subscribers.len());
+        }
         let presence = is_presence_channel(&channel).then(|| state.snapshot());
         let mut gate = state.pending_gate();
         let cache = if is_cache_channel(&channel) {
@@ -319,9 +363,9 @@ impl Hub {
                 let listening = state
                     .listening
                     .clone()
-                    .unwrap_or_else(|| interest.occupied(&conn.app.id, &channel));
+                    .unwrap_or_else(|| interest.occupied(app, &channel));
                 gate = Some(interest.cached_event(
-                    &conn.app.id,
+                    app,
                     &channel,
                     listening,
                     conn.narrowed_to().cloned(),
@@ -336,6 +380,23 @@ impl Hub {
         } else {
             CacheState::NotACacheChannel
         };
+        if let Some(shared) = shared
+            && presence.is_some()
+        {
+            // The cluster's member list, after the node listens (and any cached event).
+            let after = gate
+                .clone()
+                .or_else(|| state.listening.clone())
+                .unwrap_or_else(|| {
+                    let open = Arc::new(Gate::new());
+                    open.open();
+                    open
+                });
+            gate = Some(match joined_here {
+                Some(member) => shared.member_joined(app, &channel, member, after),
+                None => shared.members(app, &channel, after),
+            });
+        }
         let subscribed = Box::new(Subscribed {
             channel,
             presence,
@@ -405,23 +466,33 @@ impl Hub {
     /// last socket. Returns whether it was subscribed.
     pub fn unsubscribe(&self, conn: &Connection, channel: &str) -> bool {
         let key = Self::key(&conn.app.id, channel);
+        let app = &conn.app.id;
+        let shared = self.shared.0.get();
         let removed = match self.channels.get_mut(&key) {
             Some(mut state) => match state.subscribers.remove(&conn.id) {
                 Some(subscriber) => {
                     if let Some(user) = subscriber.user
-                        && Self::leave_member(&mut state, &key.channel, &user)
+                        && Self::leave_member(&mut state, &key.channel, &user, shared.is_none())
                     {
-                        self.observe(
-                            &conn.app.id,
-                            &key.channel,
-                            OccupancyChange::MemberRemoved(user),
-                        );
+                        match shared {
+                            Some(shared) => shared.member_left(app, &key.channel, &user),
+                            None => self.observe(
+                                app,
+                                &key.channel,
+                                OccupancyChange::MemberRemoved(user),
+                            ),
+                        }
+                    }
+                    if let Some(shared) = shared {
+                        shared.subscriptions_changed(app, &key.channel, state.subscribers.len());
                     }
                     if state.subscribers.is_empty() {
-                        self.observe(&conn.app.id, &key.channel, OccupancyChange::Vacated);
+                        if shared.is_none() {
+                            self.observe(app, &key.channel, OccupancyChange::Vacated);
+                        }
                         if let Some(interest) = self.interest.0.get() {
                             state.listening = None;
-                            interest.vacated(&conn.app.id, &key.channel);
+                            interest.vacated(app, &key.channel);
                         }
                     }
                     true
@@ -437,8 +508,14 @@ impl Hub {
     }
 
     /// Drops one socket of `user`'s membership; returns whether that was its last (the
-    /// member left, and `member_removed` was queued).
-    fn leave_member(state: &mut ChannelState, channel: &Arc<str>, user: &Arc<str>) -> bool {
+    /// member left here). `announce`: queue `member_removed` for the local subscribers
+    /// (without shared state; with it the cluster announces).
+    fn leave_member(
+        state: &mut ChannelState,
+        channel: &Arc<str>,
+        user: &Arc<str>,
+        announce: bool,
+    ) -> bool {
         let Some(entry) = state.members.get_mut(user) else {
             return false;
         };
@@ -447,13 +524,76 @@ impl Hub {
             return false;
         }
         state.members.remove(user);
-        for sub in state.subscribers.values() {
-            sub.conn.outbox.push(Outbound::MemberRemoved {
-                channel: channel.clone(),
-                user_id: user.clone(),
-            });
+        if announce {
+            for sub in state.subscribers.values() {
+                sub.conn.outbox.push(Outbound::MemberRemoved {
+                    channel: channel.clone(),
+                    user_id: user.clone(),
+                });
+            }
         }
         true
+    }
+
+    /// The cluster announced a new presence member: queues `member_added` for this node's
+    /// subscribers of the channel, except the member's own sockets.
+    pub fn member_added(&self, app: &Arc<str>, channel: &str, member: &Arc<Member>) {
+        if let Some(state) = self.channels.get(&Self::key(app, channel)) {
+            let channel: Arc<str> = Arc::from(channel);
+            for sub in state.subscribers.values() {
+                if sub.user.as_ref() != Some(&member.user_id) {
+                    sub.conn.outbox.push(Outbound::MemberAdded {
+                        channel: channel.clone(),
+                        member: member.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The cluster announced that a member left: queues `member_removed` for this node's
+    /// subscribers of the channel (the member has none, unless it just came back here).
+    pub fn member_removed(&self, app: &Arc<str>, channel: &str, user: &Arc<str>) {
+        if let Some(state) = self.channels.get(&Self::key(app, channel)) {
+            let channel: Arc<str> = Arc::from(channel);
+            for sub in state.subscribers.values() {
+                if sub.user.as_ref() != Some(user) {
+                    sub.conn.outbox.push(Outbound::MemberRemoved {
+                        channel: channel.clone(),
+                        user_id: user.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reports a change the cluster made (a channel occupied or vacated across nodes, a
+    /// member added or removed) to the occupancy observer (Pusher app webhooks).
+    pub fn observe_cluster(&self, app: &Arc<str>, channel: &Arc<str>, change: OccupancyChange) {
+        self.observe(app, channel, change);
+    }
+
+    /// This node's part of the shared state, to report again after the cluster lost it
+    /// (Redis restarted, or this node was taken for dead): each channel with local
+    /// subscribers and their count, and each presence member with a socket here.
+    pub fn local_state(&self) -> LocalState {
+        let mut channels = Vec::new();
+        let mut members = Vec::new();
+        for entry in self.channels.iter() {
+            let key = entry.key();
+            if entry.subscribers.is_empty() {
+                continue;
+            }
+            channels.push((
+                key.app.clone(),
+                key.channel.clone(),
+                entry.subscribers.len(),
+            ));
+            for member in entry.members.values() {
+                members.push((key.app.clone(), key.channel.clone(), member.member.clone()));
+            }
+        }
+        (channels, members)
     }
 
     /// Queues `publication` for every local subscriber of its channel (except an excluded
@@ -546,6 +686,13 @@ impl Hub {
             .collect();
         found.sort_by(|a, b| a.0.cmp(&b.0));
         found
+    }
+
+    /// Whether `user` has a socket of this node in presence channel `channel`.
+    pub fn has_local_member(&self, app: &Arc<str>, channel: &str, user: &str) -> bool {
+        self.channels
+            .get(&Self::key(app, channel))
+            .is_some_and(|state| state.members.contains_key(user))
     }
 
     /// User ids of a presence channel's members, sorted.

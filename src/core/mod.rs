@@ -8,6 +8,7 @@
 pub mod apps;
 pub mod broker;
 pub mod channel;
+pub mod cluster;
 mod connection;
 mod event_id;
 pub mod gate;
@@ -36,6 +37,7 @@ pub use broker::{
     Broker, BrokerError, BrokerMessage, BrokerSink, ChannelInterest, InProcessBroker,
     WhichConnections,
 };
+pub use cluster::SharedState;
 pub use connection::Connection;
 pub use event_id::{EVENT_ID_PREFIX, EventId};
 pub use history::{EmbeddedHistory, History, HistoryError, Recovered, StreamPosition};
@@ -176,6 +178,8 @@ pub struct Core {
     connection_count: AtomicUsize,
     shutting_down: AtomicBool,
     journal: std::sync::OnceLock<Arc<dyn PublicationJournal>>,
+    /// The cluster's presence and occupancy, when the node is a cluster member.
+    shared: std::sync::OnceLock<Arc<dyn SharedState>>,
     pub(crate) metrics: CoreMetrics,
 }
 
@@ -195,6 +199,16 @@ impl BrokerSink for LocalDelivery {
                     .publish_latency
                     .record(publication.accepted_at.elapsed().as_secs_f64());
             }
+            BrokerMessage::MemberAdded {
+                app_id,
+                channel,
+                member,
+            } => self.hub.member_added(&app_id, &channel, &member),
+            BrokerMessage::MemberRemoved {
+                app_id,
+                channel,
+                user_id,
+            } => self.hub.member_removed(&app_id, &channel, &user_id),
             BrokerMessage::TerminateUser { app_id, user_id } => {
                 let closed = self
                     .hub
@@ -265,12 +279,57 @@ impl Core {
             connection_count: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             journal: std::sync::OnceLock::new(),
+            shared: std::sync::OnceLock::new(),
             metrics,
         })
     }
 
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// Makes the node a cluster member for presence and occupancy (once, at start-up,
+    /// before any connection). Returns false if it already was.
+    pub fn set_shared_state(&self, shared: Arc<dyn SharedState>) -> bool {
+        self.shared.set(shared.clone()).is_ok() && self.hub.set_shared_state(shared)
+    }
+
+    /// A channel's occupancy: the cluster's when the node is a member, else this node's.
+    /// Fails only while the cluster's state cannot be read.
+    pub async fn channel_stats(
+        &self,
+        app: &Arc<str>,
+        channel: &str,
+    ) -> Result<ChannelStats, String> {
+        match self.shared.get() {
+            Some(shared) => shared.channel_stats(app, channel).await,
+            None => Ok(self.hub.channel_stats(app, channel)),
+        }
+    }
+
+    /// Occupied channels of `app` starting with `prefix` (see [`Hub::occupied_channels`]),
+    /// across the cluster when the node is a member.
+    pub async fn occupied_channels(
+        &self,
+        app: &Arc<str>,
+        prefix: &str,
+    ) -> Result<Vec<(Arc<str>, ChannelStats)>, String> {
+        match self.shared.get() {
+            Some(shared) => shared.occupied_channels(app, prefix).await,
+            None => Ok(self.hub.occupied_channels(app, prefix)),
+        }
+    }
+
+    /// A presence channel's members' ids, across the cluster when the node is a member.
+    pub async fn presence_members(
+        &self,
+        app: &Arc<str>,
+        channel: &str,
+    ) -> Result<Vec<Arc<str>>, String> {
+        match self.shared.get() {
+            Some(shared) => shared.presence_members(app, channel).await,
+            None => Ok(self.hub.presence_members(app, channel)),
+        }
     }
 
     pub fn broker(&self) -> &Arc<dyn Broker> {

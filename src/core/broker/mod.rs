@@ -7,7 +7,7 @@
 
 mod memory;
 pub mod redis;
-mod wire;
+pub(crate) mod wire;
 
 use std::sync::Arc;
 
@@ -27,6 +27,18 @@ pub enum BrokerMessage {
     /// `terminate_connections`); merchants are another namespace and stay.
     TerminateUser {
         app_id: Arc<str>,
+        user_id: Arc<str>,
+    },
+    /// The cluster has a new presence member (its first socket on any node).
+    MemberAdded {
+        app_id: Arc<str>,
+        channel: Arc<str>,
+        member: Arc<super::presence::Member>,
+    },
+    /// A presence member's last socket in the cluster left (or its node died).
+    MemberRemoved {
+        app_id: Arc<str>,
+        channel: Arc<str>,
         user_id: Arc<str>,
     },
     /// Close some connections of a user or a merchant, on every node (token or key

@@ -109,6 +109,46 @@ impl Names {
     pub fn cache(&self, app: &str, channel: &str) -> String {
         format!("{}{app}:cache:{channel}", self.prefix)
     }
+
+    /// Hash: node → that node's subscriptions of the channel.
+    pub fn subscriptions(&self, app: &str, channel: &str) -> String {
+        format!("{}{app}:subs:{channel}", self.prefix)
+    }
+
+    /// Hash: channel → the cluster's subscriptions of it (occupied channels only).
+    pub fn occupied(&self, app: &str) -> String {
+        format!("{}{app}:occupied", self.prefix)
+    }
+
+    /// Hash: user id → `user_info` JSON (`""` for none) of a presence channel's members.
+    pub fn members(&self, app: &str, channel: &str) -> String {
+        format!("{}{app}:members:{channel}", self.prefix)
+    }
+
+    /// Hash: user id → how many nodes have a socket of that member in the channel.
+    pub fn member_nodes(&self, app: &str, channel: &str) -> String {
+        format!("{}{app}:member-nodes:{channel}", self.prefix)
+    }
+
+    /// Sorted set: node id → its last heartbeat (Redis time, ms).
+    pub fn nodes(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
+
+    /// Set: nodes taken for dead whose contributions are being removed.
+    pub fn dead(&self) -> String {
+        format!("{}dead", self.prefix)
+    }
+
+    /// Set: `{app}:{channel}` of each channel `node` counts subscriptions in.
+    pub fn node_channels(&self, node: &str) -> String {
+        format!("{}node:{node}:channels", self.prefix)
+    }
+
+    /// Set: `{app}:{channel}:{user}` of each presence member `node` has a socket of.
+    pub fn node_members(&self, node: &str) -> String {
+        format!("{}node:{node}:members", self.prefix)
+    }
 }
 
 /// The Pub/Sub link's health, shared by the listening task and the broker.

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BrokerMessage, WhichConnections};
 use crate::core::history::StreamPosition;
+use crate::core::presence::Member;
 use crate::core::{Audience, Disconnect, EventId, Principal, Publication, SocketId};
 
 /// The first byte of every message; a node ignores (and counts) versions it cannot read.
@@ -26,6 +27,25 @@ enum Wire<'a> {
     Terminate {
         #[serde(borrow)]
         app: Cow<'a, str>,
+        #[serde(borrow)]
+        user: Cow<'a, str>,
+    },
+    MemberAdded {
+        #[serde(borrow)]
+        app: Cow<'a, str>,
+        #[serde(borrow)]
+        channel: Cow<'a, str>,
+        #[serde(borrow)]
+        user: Cow<'a, str>,
+        /// `user_info` as JSON text, if any.
+        #[serde(borrow)]
+        info: Option<Cow<'a, str>>,
+    },
+    MemberRemoved {
+        #[serde(borrow)]
+        app: Cow<'a, str>,
+        #[serde(borrow)]
+        channel: Cow<'a, str>,
         #[serde(borrow)]
         user: Cow<'a, str>,
     },
@@ -154,6 +174,28 @@ pub fn encode(message: &BrokerMessage) -> Vec<u8> {
             published_us: micros_since_epoch(p.published_at),
             position: p.position().map(|at| Cow::Owned(at.to_string())),
         }),
+        BrokerMessage::MemberAdded {
+            app_id,
+            channel,
+            member,
+        } => Wire::MemberAdded {
+            app: Cow::Borrowed(app_id),
+            channel: Cow::Borrowed(channel),
+            user: Cow::Borrowed(&member.user_id),
+            info: member
+                .user_info
+                .as_ref()
+                .map(|info| Cow::Owned(info.to_string())),
+        },
+        BrokerMessage::MemberRemoved {
+            app_id,
+            channel,
+            user_id,
+        } => Wire::MemberRemoved {
+            app: Cow::Borrowed(app_id),
+            channel: Cow::Borrowed(channel),
+            user: Cow::Borrowed(user_id),
+        },
         BrokerMessage::TerminateUser { app_id, user_id } => Wire::Terminate {
             app: Cow::Borrowed(app_id),
             user: Cow::Borrowed(user_id),
@@ -244,6 +286,29 @@ pub fn decode(bytes: &[u8]) -> Result<BrokerMessage, DecodeError> {
             publication.accepted_at = now.checked_sub(age).unwrap_or(now);
             BrokerMessage::Publication(Arc::new(publication))
         }
+        Wire::MemberAdded {
+            app,
+            channel,
+            user,
+            info,
+        } => BrokerMessage::MemberAdded {
+            app_id: Arc::from(app),
+            channel: Arc::from(channel),
+            member: Arc::new(Member {
+                user_id: Arc::from(user),
+                user_info: match info {
+                    Some(info) => {
+                        Some(serde_json::from_str(&info).map_err(|_| malformed("user_info"))?)
+                    }
+                    None => None,
+                },
+            }),
+        },
+        Wire::MemberRemoved { app, channel, user } => BrokerMessage::MemberRemoved {
+            app_id: Arc::from(app),
+            channel: Arc::from(channel),
+            user_id: Arc::from(user),
+        },
         Wire::Terminate { app, user } => BrokerMessage::TerminateUser {
             app_id: Arc::from(app),
             user_id: Arc::from(user),
@@ -360,6 +425,37 @@ mod tests {
         assert!(matches!(
             decode(&encode(&terminate)).unwrap(),
             BrokerMessage::TerminateUser { user_id, .. } if &*user_id == "u"
+        ));
+    }
+
+    #[test]
+    fn member_announcements_arrive_as_they_left() {
+        let member = Arc::new(Member {
+            user_id: "u1".into(),
+            user_info: Some(serde_json::json!({"name": "Ann", "n": 1.5})),
+        });
+        let added = BrokerMessage::MemberAdded {
+            app_id: "1".into(),
+            channel: "presence-x".into(),
+            member: member.clone(),
+        };
+        match decode(&encode(&added)).unwrap() {
+            BrokerMessage::MemberAdded {
+                channel, member: m, ..
+            } => {
+                assert_eq!(&*channel, "presence-x");
+                assert_eq!(*m, *member);
+            }
+            other => panic!("{other:?}"),
+        }
+        let removed = BrokerMessage::MemberRemoved {
+            app_id: "1".into(),
+            channel: "presence-x".into(),
+            user_id: "u1".into(),
+        };
+        assert!(matches!(
+            decode(&encode(&removed)).unwrap(),
+            BrokerMessage::MemberRemoved { user_id, .. } if &*user_id == "u1"
         ));
     }
 

@@ -237,16 +237,21 @@ async fn publish(state: &HttpState, app: &App, event: &ValidEvent) -> Result<(),
     Ok(())
 }
 
-/// The `info` part of a trigger response: per channel, the requested counts.
-fn channels_info(
+/// The `info` part of a trigger response: per channel, the requested counts (the
+/// cluster's, on a cluster member).
+async fn channels_info(
     state: &HttpState,
     app: &App,
     channels: &[String],
     info: &[InfoAttribute],
-) -> Map<String, Value> {
+) -> Result<Map<String, Value>, ApiError> {
     let mut out = Map::new();
     for name in channels {
-        let stats = state.core.hub().channel_stats(&app.id, name);
+        let stats = state
+            .core
+            .channel_stats(&app.id, name)
+            .await
+            .map_err(ApiError::unavailable)?;
         let mut entry = Map::new();
         for attribute in info {
             match attribute {
@@ -261,7 +266,7 @@ fn channels_info(
         }
         out.insert(name.clone(), Value::Object(entry));
     }
-    out
+    Ok(out)
 }
 
 async fn trigger(
@@ -277,7 +282,7 @@ async fn trigger(
     if event.info.is_empty() {
         return Ok(Json(json!({})));
     }
-    let channels = channels_info(&state, &app, &event.channels, &event.info);
+    let channels = channels_info(&state, &app, &event.channels, &event.info).await?;
     Ok(Json(json!({ "channels": channels })))
 }
 
@@ -332,14 +337,12 @@ async fn trigger_batch(
     if events.iter().all(|e| e.info.is_empty()) {
         return Ok(Json(json!({})));
     }
-    let batch: Vec<Value> = events
-        .iter()
-        .map(|event| {
-            let mut info = channels_info(&state, &app, &event.channels, &event.info);
-            // One channel per batch item: its attributes are the item's entry.
-            info.remove(&event.channels[0]).unwrap_or_else(|| json!({}))
-        })
-        .collect();
+    let mut batch: Vec<Value> = Vec::with_capacity(events.len());
+    for event in &events {
+        let mut info = channels_info(&state, &app, &event.channels, &event.info).await?;
+        // One channel per batch item: its attributes are the item's entry.
+        batch.push(info.remove(&event.channels[0]).unwrap_or_else(|| json!({})));
+    }
     Ok(Json(json!({ "batch": batch })))
 }
 
@@ -362,7 +365,12 @@ async fn list_channels(
         ));
     }
     let mut channels = Map::new();
-    for (name, stats) in state.core.hub().occupied_channels(&app.id, prefix) {
+    let occupied = state
+        .core
+        .occupied_channels(&app.id, prefix)
+        .await
+        .map_err(ApiError::unavailable)?;
+    for (name, stats) in occupied {
         let mut entry = Map::new();
         for attribute in &info {
             match attribute {
@@ -395,7 +403,11 @@ async fn channel_info(
             "info=user_count is only for presence channels",
         ));
     }
-    let stats = state.core.hub().channel_stats(&app.id, &channel);
+    let stats = state
+        .core
+        .channel_stats(&app.id, &channel)
+        .await
+        .map_err(ApiError::unavailable)?;
     let mut body = Map::new();
     body.insert("occupied".into(), stats.occupied().into());
     for attribute in &info {
@@ -513,8 +525,9 @@ async fn channel_users(
     }
     let users: Vec<Value> = state
         .core
-        .hub()
         .presence_members(&app.id, &channel)
+        .await
+        .map_err(ApiError::unavailable)?
         .iter()
         .map(|id| json!({"id": &**id}))
         .collect();
