@@ -594,7 +594,17 @@ credential_recheck_secs = 1
     tokio::time::sleep(Duration::from_millis(2500)).await;
     plain.send_json(serde_json::json!({"event": "ping"})).await;
     assert_eq!(plain.json_bare().await["event"], "pong");
-    socketio.client.silent_for(Duration::from_millis(100)).await;
+    // Nothing but Engine.IO pings (answered) on the Socket.IO transport: no close.
+    while let Some(frame) = socketio
+        .client
+        .next_within(Duration::from_millis(200))
+        .await
+    {
+        match frame {
+            Received::Json(ping) if ping == 2 => socketio.client.send_text("3").await,
+            other => panic!("expected only pings, got {other:?}"),
+        }
+    }
     assert_eq!(
         server.metric(slow).await,
         slow_before,
