@@ -128,7 +128,10 @@ def pusher_frames() -> dict:
 def main():
     frames = pusher_frames()
     write("pusher_frame_json", {name: compact(frame) for name, frame in frames.items()})
-    write("pusher_frame_msgpack", {name: pack(frame) for name, frame in frames.items()})
+    msgpack = {name: pack(frame) for name, frame in frames.items()}
+    # Found by the first long run: `data` a float JSON cannot hold (NaN).
+    msgpack["nan-data"] = pack({"event": "pusher:ping", "data": float("nan")})
+    write("pusher_frame_msgpack", msgpack)
 
     write(
         "pusher_channel_auth",
@@ -230,6 +233,20 @@ def main():
     )
 
     write("jwt", jwt_seeds())
+
+    # Endpoint bodies as the README's "Callbacks" section and tests/webhooks.rs send them.
+    write(
+        "webhook_bodies",
+        {
+            "create-readme": compact(
+                {"url": "https://merchant.example.com/payrelay", "merchant_id": "merchant_001", "events": ["trade", "payment.*"]}
+            ),
+            "create-described": compact({"url": "http://127.0.0.1:8080/hooks", "merchant_id": "m1", "description": "ledger"}),
+            "create-minimal": compact({"url": "https://[2001:db8::1]:8443/cb?x=1"}),
+            "patch-events-null": compact({"events": None, "enabled": True}),
+            "patch-all": compact({"url": "https://hooks.example.com/v2", "events": ["trade"], "enabled": False, "description": None}),
+        },
+    )
 
 
 def b64url(data: bytes) -> str:

@@ -38,6 +38,11 @@ pub use crate::protocols::pusher::request_auth::{
 };
 pub use crate::protocols::pusher::wire_format::WireFormat;
 pub use crate::tokens::valid_user_id;
+pub use crate::webhooks::endpoint::{
+    EventFilter, MAX_DESCRIPTION_LEN, MAX_FILTER_LEN, MAX_FILTERS, MAX_URL_LEN,
+};
+pub use crate::webhooks::guard::non_public as non_public_address;
+pub use crate::webhooks::manage::{EndpointPatch, NewEndpoint, parse_new_endpoint, parse_patch};
 
 /// An app configured as the development node's, with this key and secret.
 pub fn app(key: &str, secret: &str) -> App {
@@ -244,4 +249,31 @@ pub fn jwt_unverified_alg(token: &str) -> Option<String> {
 /// The usable keys of a JWKS document.
 pub fn jwks_key_count(bytes: &[u8]) -> Result<usize, String> {
     crate::merchants::parse_jwks(bytes).map(|keys| keys.len())
+}
+
+// ---- Webhook endpoint bodies --------------------------------------------------------
+
+/// An endpoint URL as `POST` and `PATCH /v1/webhooks/endpoints` check it, with
+/// `allow_private_targets` as given: the URL stored, or the refusal.
+pub fn webhook_url(raw: &str, allow_private: bool) -> Result<String, String> {
+    let config = crate::webhooks::config::WebhooksConfig {
+        allow_private_targets: allow_private,
+        ..Default::default()
+    };
+    crate::webhooks::manage::checked_url(raw, &config).map_err(|e| e.to_string())
+}
+
+/// An `events` list as the endpoint routes check it (`None`: every event).
+pub fn webhook_filter(events: Option<Vec<String>>) -> Result<EventFilter, String> {
+    crate::webhooks::manage::checked_filter(events).map_err(|e| e.to_string())
+}
+
+/// A `description` as the endpoint routes check it.
+pub fn webhook_description(text: Option<String>) -> Result<Option<String>, String> {
+    crate::webhooks::manage::checked_description(text).map_err(|e| e.to_string())
+}
+
+/// The stored form of a filter and the filter read back from it.
+pub fn webhook_filter_stored(filter: &EventFilter) -> EventFilter {
+    EventFilter::from_column(filter.to_column())
 }

@@ -148,7 +148,7 @@ pub fn parse_patch(body: &[u8]) -> Result<EndpointPatch, String> {
 }
 
 /// Checks a URL as a client gives it: syntax, and the address when it is a literal one.
-fn checked_url(raw: &str, config: &WebhooksConfig) -> Result<String, ManageError> {
+pub(crate) fn checked_url(raw: &str, config: &WebhooksConfig) -> Result<String, ManageError> {
     let url = check_url_syntax(raw).map_err(ManageError::BadRequest)?;
     if let Some(ip) = literal_ip(&url) {
         guard::check_ip(
@@ -161,7 +161,7 @@ fn checked_url(raw: &str, config: &WebhooksConfig) -> Result<String, ManageError
     Ok(url.to_string())
 }
 
-fn checked_description(text: Option<String>) -> Result<Option<String>, ManageError> {
+pub(crate) fn checked_description(text: Option<String>) -> Result<Option<String>, ManageError> {
     match text {
         Some(d) if d.chars().count() > endpoint::MAX_DESCRIPTION_LEN => {
             Err(ManageError::BadRequest(format!(
@@ -173,7 +173,7 @@ fn checked_description(text: Option<String>) -> Result<Option<String>, ManageErr
     }
 }
 
-fn checked_filter(events: Option<Vec<String>>) -> Result<EventFilter, ManageError> {
+pub(crate) fn checked_filter(events: Option<Vec<String>>) -> Result<EventFilter, ManageError> {
     events.map_or(Ok(EventFilter::all()), |names| {
         EventFilter::new(names).map_err(ManageError::BadRequest)
     })

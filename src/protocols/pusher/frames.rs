@@ -17,8 +17,19 @@ pub struct ClientFrame {
     pub event: String,
     #[serde(default)]
     pub channel: Option<String>,
-    #[serde(default)]
+    /// `null` is no data, however it was written (see [`data_or_none`]).
+    #[serde(default, deserialize_with = "data_or_none")]
     pub data: Option<Value>,
+}
+
+/// A frame's `data`, with `null` read as absent: JSON `null` and MessagePack nil, and also
+/// a MessagePack float that JSON cannot hold (NaN, infinity), which a JSON value holds as
+/// `null`. Without this, such a float made `Some(Null)` where `null` makes `None`, so the
+/// same frame meant two things (found by fuzz/pusher_frame_msgpack).
+fn data_or_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Value>, D::Error> {
+    Ok(Option::<Value>::deserialize(deserializer)?.filter(|data| !data.is_null()))
 }
 
 /// `pusher:subscribe` data.

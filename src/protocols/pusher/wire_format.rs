@@ -216,6 +216,35 @@ mod tests {
         assert_eq!(back["data"].as_f64(), Some(-1.3629632216575999e57));
     }
 
+    /// Found by fuzz/pusher_frame_msgpack: a MessagePack float JSON cannot hold (NaN,
+    /// infinity) as a frame's `data` became `Some(null)`, while JSON `null` is `None`, so
+    /// re-encoding the frame changed it. Both are now "no data".
+    #[test]
+    fn data_that_json_cannot_hold_is_no_data_like_null() {
+        let mut nan = vec![0x82, 0xa5];
+        nan.extend_from_slice(b"event");
+        nan.push(0xab);
+        nan.extend_from_slice(b"pusher:ping");
+        nan.push(0xa4);
+        nan.extend_from_slice(b"data");
+        let mut infinity = nan.clone();
+        nan.extend_from_slice(&[0xca, 0x7f, 0xc0, 0x00, 0x00]);
+        infinity.extend_from_slice(&[0xcb, 0x7f, 0xf0, 0, 0, 0, 0, 0, 0]);
+        for bytes in [nan, infinity] {
+            let frame = WireFormat::MsgPack.decode(true, &bytes).unwrap();
+            assert_eq!(frame.event, "pusher:ping");
+            assert_eq!(frame.data, None);
+        }
+        let null = WireFormat::JsonText
+            .decode(false, br#"{"event":"pusher:ping","data":null}"#)
+            .unwrap();
+        assert_eq!(null.data, None);
+        let object = WireFormat::JsonText
+            .decode(false, br#"{"event":"e","data":{"a":null}}"#)
+            .unwrap();
+        assert_eq!(object.data, Some(serde_json::json!({"a": null})));
+    }
+
     #[test]
     fn msgpack_client_frames_are_decoded() {
         let frame = serde_json::json!({"event": "pusher:subscribe", "data": {"channel": "x"}});
