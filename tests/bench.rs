@@ -148,6 +148,85 @@ async fn connections_are_held_and_measured() {
     );
 }
 
+#[tokio::test]
+async fn junk_subscriptions_are_held_to_the_channel_cap_and_the_subscribe_rate() {
+    let server = TestServer::start().await;
+    let url = addr(&server);
+    let report = bench(&[
+        "connections",
+        "--url",
+        &url,
+        "--sockets",
+        "10",
+        "--channels",
+        "2",
+        "--junk-channels",
+        "150",
+        "--hold-secs",
+        "1",
+    ])
+    .await;
+    assert_eq!(report["subscribed"], 10, "{report}");
+    // Each socket is on its bench channel and may hold 100 channels: 99 junk ones.
+    assert_eq!(report["junk_subscribed"], 990, "{report}");
+    let refused = ["junk_rate_limited", "junk_over_channel_cap", "junk_other"]
+        .map(|key| report[key].as_u64().unwrap());
+    assert_eq!(refused.iter().sum::<u64>(), 10 * 51, "{report}");
+    // The burst is 100 requests; most of the 51 beyond it meet the rate limit.
+    assert!(refused[0] > 0 && refused[1] > 0, "{report}");
+    assert_eq!(refused[2], 0, "{report}");
+}
+
+#[tokio::test]
+async fn stalled_sockets_are_closed_and_healthy_ones_get_everything() {
+    // Large events, so that the stalled sockets' kernel buffers (up to 4 MiB on the
+    // server's side with Linux defaults) fill within the run: 400 events of 20 KB are
+    // 8 MB per socket. A write blocked for `pong_timeout_secs` closes the socket.
+    let server = TestServer::with_settings(
+        "outbound_queue_size = 64\npong_timeout_secs = 2",
+        "max_message_size = 32768",
+    )
+    .await;
+    let url = addr(&server);
+    let pid = std::process::id().to_string();
+    let report = bench(&[
+        "stalled",
+        "--url",
+        &url,
+        "--stalled",
+        "4",
+        "--healthy",
+        "3",
+        "--rate",
+        "50",
+        "--secs",
+        "8",
+        "--bytes",
+        "20000",
+        "--drain-ms",
+        "3000",
+        "--server-pid",
+        &pid,
+    ])
+    .await;
+    assert_eq!(report["stalled_subscribed"], 4, "{report}");
+    assert_eq!(report["healthy_subscribed"], 3, "{report}");
+    assert_eq!(report["published"], 400, "{report}");
+    assert_eq!(report["delivered"], 1200, "{report}");
+    assert_eq!(report["healthy_closed"], 0, "{report}");
+    let closed = report["stalled_closed"].as_u64().unwrap();
+    assert!(closed >= 1, "{report}");
+    assert!(
+        report["slow_consumer_closes"].as_f64().unwrap() >= 1.0,
+        "{report}"
+    );
+    assert!(
+        report["stalled_reopened"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(report["rss_max_kib"].as_u64().unwrap() > 0, "{report}");
+}
+
 fn occupied(server: &TestServer, app: &std::sync::Arc<str>) -> usize {
     server.core.hub().occupied_channels(app, "bench-").len()
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::TestServer;
 use common::process::NodeProcess;
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
@@ -268,6 +269,102 @@ async fn one_address_cannot_take_more_than_its_share() {
     drop(idle);
     served_from(LOCAL, server.addr, common::WAIT).await;
     drop(held);
+}
+
+/// Raises this process's soft open-file limit to at least `files` (within the hard
+/// limit), for tests that hold thousands of sockets.
+fn at_least_open_files(files: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < files {
+            assert!(
+                limit.rlim_max >= files,
+                "this test needs {files} open files; the hard limit is {}",
+                limit.rlim_max
+            );
+            limit.rlim_cur = files;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+}
+
+/// Opens a Pusher socket from `source` and waits for `connection_established`.
+async fn pusher_socket_from(
+    source: Ipv4Addr,
+    server: SocketAddr,
+) -> Result<common::Client, tokio_tungstenite::tungstenite::Error> {
+    let tcp = tokio_tungstenite::MaybeTlsStream::Plain(connect_from(source, server).await);
+    let url = format!("ws://{server}/app/{}?protocol=7", common::KEY);
+    let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+    let mut client = common::Client { ws };
+    assert!(
+        client
+            .text()
+            .await
+            .contains("pusher:connection_established"),
+        "a socket under the cap is established"
+    );
+    Ok(client)
+}
+
+/// Issue 12, item 7: one address opened 2 000 sockets and every one was accepted. With
+/// the cap at 2 000, the 2 001st WebSocket from that address is refused with 503 before
+/// the upgrade, while another address is served and a closed socket frees its place.
+#[tokio::test]
+async fn the_2001st_socket_from_one_address_is_refused() {
+    const CAP: usize = 2_000;
+    // The node holds CAP + 2 sockets, this process as many, beside their other files.
+    at_least_open_files(2 * CAP as u64 + 512);
+    let node = NodeProcess::start(
+        Some(2 * CAP as u32 + 512),
+        &format!("max_tcp_connections_per_ip = {CAP}"),
+    );
+    let mut held = Vec::with_capacity(CAP);
+    let mut opening = futures_util::stream::iter(0..CAP)
+        .map(|_| pusher_socket_from(LOCAL, node.addr))
+        .buffer_unordered(64);
+    while let Some(socket) = opening.next().await {
+        held.push(socket.expect("every socket under the cap is accepted"));
+    }
+    drop(opening);
+    assert_eq!(held.len(), CAP);
+
+    match pusher_socket_from(LOCAL, node.addr).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        Err(other) => panic!("expected a 503 handshake, got {other}"),
+        Ok(_) => panic!("the socket over the cap was accepted"),
+    }
+    // Another address is not affected.
+    drop(
+        pusher_socket_from(OTHER, node.addr)
+            .await
+            .expect("another address is served"),
+    );
+    // A closed socket gives its place back (the node sees the close shortly after).
+    drop(held.pop());
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        match pusher_socket_from(LOCAL, node.addr).await {
+            Ok(socket) => {
+                held.push(socket);
+                break;
+            }
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the freed place never came back: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(held.len(), CAP);
 }
 
 #[tokio::test]

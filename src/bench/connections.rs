@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::fleet::Fleet;
 use super::report::Report;
-use super::worker::Command;
+use super::worker::{Command, JunkAnswers};
 use super::{MAX_SOCKETS, SpreadArgs, TargetArgs, plans, rss_kib};
 
 #[derive(Debug, Clone, Args)]
@@ -25,6 +25,12 @@ pub struct ConnectionsArgs {
     /// How long to hold them once all are subscribed.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub hold_secs: u64,
+    /// Pusher: once subscribed, each socket also asks for this many public channels of
+    /// its own at once (`junk-{socket}-{n}`), as a client out to cost the server memory
+    /// would; the answers are counted by kind (subscribed, over the subscribe rate, over
+    /// the channel cap).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub junk_channels: u64,
 }
 
 pub async fn run(args: ConnectionsArgs) -> anyhow::Result<Option<Report>> {
@@ -33,7 +39,7 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<Option<Report>> {
     let names: Vec<String> = (0..args.channels).map(|c| format!("bench-{c}")).collect();
     let (channels, api_keys) = target.prepare_channels(names).await?;
     let deadline = 300 + args.hold_secs;
-    let plans = plans(
+    let mut plans = plans(
         &target,
         sockets,
         &channels,
@@ -41,6 +47,9 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<Option<Report>> {
         &args.spread,
         deadline,
     )?;
+    for plan in &mut plans {
+        plan.junk_channels = args.junk_channels as usize;
+    }
     let workers = plans.len();
     let pid = args.target.server_pid;
     let rss_before = pid.and_then(rss_kib);
@@ -51,7 +60,9 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<Option<Report>> {
     let failed: u64 = ready.iter().map(|r| r.failed).sum();
     let connect_secs = ready.iter().map(|r| r.elapsed_ms).max().unwrap_or(0) as f64 / 1000.0;
     let mut errors = std::collections::BTreeMap::<String, u64>::new();
+    let mut junk = JunkAnswers::default();
     for report in &ready {
+        junk.add(&report.junk);
         for (reason, n) in &report.errors {
             *errors.entry(reason.clone()).or_default() += n;
         }
@@ -84,6 +95,27 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<Option<Report>> {
             "connects/s",
             subscribed as f64 / connect_secs.max(0.001),
         )
+        .add(
+            "junk_channels",
+            "junk channels asked per socket",
+            args.junk_channels,
+        )
+        .add(
+            "junk_subscribed",
+            "junk subscriptions accepted",
+            junk.subscribed,
+        )
+        .add(
+            "junk_rate_limited",
+            "junk refused: subscribe rate (429)",
+            junk.rate_limited,
+        )
+        .add(
+            "junk_over_channel_cap",
+            "junk refused: channel cap (4100)",
+            junk.over_channel_cap,
+        )
+        .add("junk_other", "junk refused: other", junk.other)
         .add("hold_secs", "held for (s)", args.hold_secs)
         .add("dropped_while_held", "dropped while held", held.closed)
         .add("rss_before_kib", "server RSS before (KiB)", rss_before)

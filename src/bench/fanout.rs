@@ -77,7 +77,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
     let server_cpu_before = pid.and_then(cpu_secs);
     let own_cpu_before = cpu_secs(std::process::id());
     let measured_from = Instant::now();
-    let published = publish(&target, &channel, &args).await?;
+    let published = publish(&target, &channel, args.messages, args.rate, args.bytes).await?;
     let finish = Command::Finish {
         per_socket: published.outcomes.ok,
         drain_ms: args.drain_ms,
@@ -147,30 +147,32 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
     Ok(Some(report))
 }
 
-struct PublishOutcome {
-    outcomes: Outcomes,
-    first_us: u64,
-    secs: f64,
+pub(super) struct PublishOutcome {
+    pub outcomes: Outcomes,
+    pub first_us: u64,
+    pub secs: f64,
 }
 
 /// Publishes `messages` at `rate`, each stamped with its send time. A request that fails
 /// is counted, not retried: the expected count is what the server accepted.
-async fn publish(
+pub(super) async fn publish(
     target: &super::target::Target,
     channel: &str,
-    args: &FanoutArgs,
+    messages: u64,
+    rate: u64,
+    bytes: u64,
 ) -> anyhow::Result<PublishOutcome> {
     let publisher = Publisher::new(target)?;
     let gate = Arc::new(Semaphore::new(PUBLISH_CONCURRENCY));
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
-    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let first_us = payload::now_micros();
     let started = Instant::now();
-    for seq in 0..args.messages {
+    for seq in 0..messages {
         // Scheduled from the start, not from the previous send, so the rate does not drift.
         tokio::time::sleep_until((started + interval.mul_f64(seq as f64)).into()).await;
         let permit = gate.clone().acquire_owned().await?;
-        let data = payload::stamp(payload::now_micros(), seq, args.bytes as usize);
+        let data = payload::stamp(payload::now_micros(), seq, bytes as usize);
         let (publisher, outcomes, channel) =
             (publisher.clone(), outcomes.clone(), channel.to_string());
         tokio::spawn(async move {

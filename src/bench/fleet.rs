@@ -29,6 +29,8 @@ pub struct Merged {
     pub last_us: u64,
     pub latency: Latency,
     pub cpu_secs: f64,
+    pub reopened: u64,
+    pub reopen_failures: u64,
 }
 
 impl Fleet {
@@ -130,5 +132,7 @@ impl Merged {
         }
         self.latency.add_buckets(&d.latency);
         self.cpu_secs += d.cpu_secs;
+        self.reopened += d.reopened;
+        self.reopen_failures += d.reopen_failures;
     }
 }

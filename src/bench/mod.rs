@@ -16,6 +16,7 @@ pub mod latency;
 pub mod payload;
 mod publish;
 pub mod report;
+mod stalled;
 pub mod target;
 mod webhooks;
 pub mod worker;
@@ -48,6 +49,9 @@ pub enum Scenario {
     Fanout(fanout::FanoutArgs),
     /// Signed HTTP API publishes per second.
     Publish(publish::PublishArgs),
+    /// S sockets stop reading while R events/s are published for T s; report the
+    /// server's RSS over time and what healthy sockets on the same channel received.
+    Stalled(stalled::StalledArgs),
     /// Callbacks: deliveries/s, publish → callback latency, what an endpoint adds to
     /// /v1/events, failing endpoints beside a healthy one (starts its own node).
     Webhooks(webhooks::WebhooksArgs),
@@ -144,6 +148,8 @@ pub fn plans(
                 source_ips: rotate(&source_ips, w),
                 connect_concurrency: spread.connect_concurrency as usize,
                 deadline_secs,
+                junk_channels: 0,
+                stall: false,
             };
             first_socket += share;
             plan
@@ -201,6 +207,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
             Scenario::Connections(args) => connections::run(args).await,
             Scenario::Fanout(args) => fanout::run(args).await,
             Scenario::Publish(args) => publish::run(args).await,
+            Scenario::Stalled(args) => stalled::run(args).await,
             Scenario::Ceiling(args) => ceiling::run(args).await.map(|()| None),
             Scenario::Webhooks(args) => webhooks::run(args).await,
             Scenario::WebhookCrash(args) => webhooks::crash(args).await,
@@ -326,6 +333,18 @@ mod parsing_tests {
             parse("publish --concurrency 8"),
             Ok(Scenario::Publish(_))
         ));
+
+        let Scenario::Stalled(s) = parse("stalled").unwrap() else {
+            panic!("not stalled");
+        };
+        assert_eq!(
+            (s.stalled, s.healthy, s.rate, s.secs, s.bytes),
+            (1000, 100, 1000, 60, 100)
+        );
+        let Scenario::Connections(c) = parse("connections --junk-channels 100").unwrap() else {
+            panic!("not connections");
+        };
+        assert_eq!(c.junk_channels, 100);
     }
 
     #[test]
@@ -339,6 +358,11 @@ mod parsing_tests {
             "connections --sockets 0",
             "publish --concurrency 0",
             "fanout --workers 0",
+            "connections --junk-channels 100000",
+            "stalled --secs 0",
+            "stalled --secs 100000",
+            "stalled --healthy 0",
+            "stalled --bytes 10",
         ] {
             assert!(parse(bad).is_err(), "{bad} was accepted");
         }

@@ -28,6 +28,11 @@ use super::target::{Protocol, Target};
 
 /// How long one socket may take to connect, handshake and subscribe.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// `SO_RCVBUF` of a socket that will stall (the kernel doubles it and rounds it up).
+const STALLED_RECEIVE_BUFFER: u32 = 4096;
+/// How often a stalled socket writes a `pusher:ping`, which fails once the server has
+/// closed it.
+const STALLED_PING_EVERY: Duration = Duration::from_secs(1);
 
 /// What a worker is asked to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +50,14 @@ pub struct Plan {
     pub connect_concurrency: usize,
     /// The worker stops by itself after this long, whatever the parent says.
     pub deadline_secs: u64,
+    /// Pusher: public channels each socket also subscribes to once subscribed, each its
+    /// own (`junk-{socket}-{n}`), all sent at once: what a client that wants to cost the
+    /// server memory would do. The answers are counted in [`ReadyReport::junk`].
+    #[serde(default)]
+    pub junk_channels: usize,
+    /// Once subscribed, the sockets stop reading (see [`stall`]).
+    #[serde(default)]
+    pub stall: bool,
 }
 
 /// Parent → worker, after [`Event::Ready`].
@@ -73,6 +86,30 @@ pub struct ReadyReport {
     /// Failure reasons and how often each happened.
     pub errors: BTreeMap<String, u64>,
     pub elapsed_ms: u64,
+    /// What the server answered the junk subscriptions.
+    #[serde(default)]
+    pub junk: JunkAnswers,
+}
+
+/// The server's answers to junk subscriptions, by kind.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JunkAnswers {
+    pub subscribed: u64,
+    /// `pusher:subscription_error` with status 429: over `subscriptions_per_second`.
+    pub rate_limited: u64,
+    /// `pusher:subscription_error` with status 4100: over `max_channels_per_connection`.
+    pub over_channel_cap: u64,
+    /// Any other refusal.
+    pub other: u64,
+}
+
+impl JunkAnswers {
+    pub fn add(&mut self, other: &JunkAnswers) {
+        self.subscribed += other.subscribed;
+        self.rate_limited += other.rate_limited;
+        self.over_channel_cap += other.over_channel_cap;
+        self.other += other.other;
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -88,6 +125,12 @@ pub struct Deliveries {
     /// CPU seconds this worker used since it was ready: tells whether the generator,
     /// rather than the server, was the limit.
     pub cpu_secs: f64,
+    /// Stalled sockets: how often one was found closed by the server and opened again.
+    #[serde(default)]
+    pub reopened: u64,
+    /// Stalled sockets: attempts to open one again that failed.
+    #[serde(default)]
+    pub reopen_failures: u64,
 }
 
 #[derive(Default)]
@@ -100,7 +143,10 @@ struct Shared {
     reordered: AtomicU64,
     first_us: AtomicU64,
     last_us: AtomicU64,
+    reopened: AtomicU64,
+    reopen_failures: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
+    junk: Mutex<JunkAnswers>,
     latency: Mutex<Latency>,
     progress: Notify,
 }
@@ -126,6 +172,8 @@ impl Shared {
             last_us: self.last_us.load(Ordering::Acquire),
             latency: self.latency.lock().buckets(),
             cpu_secs: 0.0,
+            reopened: self.reopened.load(Ordering::Acquire),
+            reopen_failures: self.reopen_failures.load(Ordering::Acquire),
         }
     }
 }
@@ -169,7 +217,15 @@ async fn drive(
         let (plan, shared, gate) = (plan.clone(), shared.clone(), gate.clone());
         tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
-            let ws = match tokio::time::timeout(SETUP_TIMEOUT, open(&plan, i)).await {
+            let setup = async {
+                let mut ws = open(&plan, i).await?;
+                if plan.junk_channels > 0 {
+                    let answers = subscribe_junk(&mut ws, &plan, i).await?;
+                    shared.junk.lock().add(&answers);
+                }
+                Ok::<_, String>(ws)
+            };
+            let ws = match tokio::time::timeout(SETUP_TIMEOUT, setup).await {
                 Ok(Ok(ws)) => ws,
                 Ok(Err(reason)) => return shared.fail(reason),
                 Err(_) => return shared.fail("setup timed out".into()),
@@ -177,7 +233,11 @@ async fn drive(
             drop(permit);
             shared.subscribed.fetch_add(1, Ordering::Relaxed);
             shared.settle();
-            receive(ws, &shared).await;
+            if plan.stall {
+                stall(ws, &plan, i, &shared).await;
+            } else {
+                receive(ws, &shared).await;
+            }
         });
     }
     while shared.settled.load(Ordering::Acquire) < plan.sockets as u64 {
@@ -188,6 +248,7 @@ async fn drive(
         failed: shared.failed.load(Ordering::Acquire),
         errors: shared.errors.lock().clone(),
         elapsed_ms: started.elapsed().as_millis() as u64,
+        junk: shared.junk.lock().clone(),
     };
     emit(&Event::Ready(ready))?;
     let cpu_at_ready = super::cpu_secs(std::process::id()).unwrap_or(0.0);
@@ -248,6 +309,12 @@ async fn open(plan: &Plan, i: usize) -> Result<Socket, String> {
         TcpSocket::new_v6()
     }
     .map_err(|e| format!("socket: {}", e.kind()))?;
+    if plan.stall {
+        // A small window, so that a socket that stops reading is a stalled one for the
+        // server within a few events rather than after megabytes of kernel buffers.
+        tcp.set_recv_buffer_size(STALLED_RECEIVE_BUFFER)
+            .map_err(|e| format!("socket: {}", e.kind()))?;
+    }
     if !plan.source_ips.is_empty() {
         let ip = plan.source_ips[i % plan.source_ips.len()];
         tcp.bind(SocketAddr::new(ip, 0))
@@ -297,6 +364,85 @@ async fn open(plan: &Plan, i: usize) -> Result<Socket, String> {
         if frame.contains("pusher:subscription_error") || frame.contains("pusher:error") {
             return Err(format!("refused: {}", short(&frame)));
         }
+    }
+}
+
+/// Sends `plan.junk_channels` subscribe requests for public channels of this socket's
+/// own at once, then reads until each has its answer (bench events that arrive in
+/// between are ignored).
+async fn subscribe_junk(ws: &mut Socket, plan: &Plan, i: usize) -> Result<JunkAnswers, String> {
+    if plan.target.protocol != Protocol::Pusher {
+        return Err("junk channels are Pusher channels".into());
+    }
+    let socket = plan.first_socket + i;
+    for n in 0..plan.junk_channels {
+        let channel = format!("junk-{socket}-{n}");
+        let subscribe =
+            serde_json::json!({"event": "pusher:subscribe", "data": {"channel": channel}});
+        ws.feed(Message::text(subscribe.to_string()))
+            .await
+            .map_err(|e| format!("send: {}", short(&e.to_string())))?;
+    }
+    ws.flush()
+        .await
+        .map_err(|e| format!("send: {}", short(&e.to_string())))?;
+    let mut answers = JunkAnswers::default();
+    let mut pending = plan.junk_channels;
+    while pending > 0 {
+        let text = next_text(ws).await?;
+        let Ok(frame) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let on_junk = frame["channel"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("junk-"));
+        match frame["event"].as_str() {
+            Some("pusher_internal:subscription_succeeded") if on_junk => {
+                answers.subscribed += 1;
+            }
+            Some("pusher:subscription_error") if on_junk => {
+                // `data` is an object here; Pusher servers may also send it as a string.
+                let data = match &frame["data"] {
+                    serde_json::Value::String(s) => serde_json::from_str(s).unwrap_or_default(),
+                    other => other.clone(),
+                };
+                match data["status"].as_u64() {
+                    Some(429) => answers.rate_limited += 1,
+                    Some(4100) => answers.over_channel_cap += 1,
+                    _ => answers.other += 1,
+                }
+            }
+            Some("pusher:error") => answers.other += 1,
+            _ => continue,
+        }
+        pending -= 1;
+    }
+    Ok(answers)
+}
+
+/// A socket that stops reading: what the server sends piles up in the kernel's buffers,
+/// then in the server's queue for it, until the server closes it as a slow consumer.
+/// Once a second it writes a `pusher:ping` (so it is not idle either); when that fails,
+/// the server has closed the socket, and it is opened again and stalls again, so the
+/// server faces the same number of stalled sockets for the whole run.
+async fn stall(mut ws: Socket, plan: &Plan, i: usize, shared: &Shared) {
+    let ping = r#"{"event":"pusher:ping","data":{}}"#;
+    loop {
+        tokio::time::sleep(STALLED_PING_EVERY).await;
+        if ws.send(Message::text(ping)).await.is_ok() {
+            continue;
+        }
+        shared.closed.fetch_add(1, Ordering::Relaxed);
+        ws = loop {
+            match tokio::time::timeout(SETUP_TIMEOUT, open(plan, i)).await {
+                Ok(Ok(ws)) => break ws,
+                _ => {
+                    shared.reopen_failures.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(STALLED_PING_EVERY).await;
+                }
+            }
+        };
+        shared.reopened.fetch_add(1, Ordering::Relaxed);
     }
 }
 
