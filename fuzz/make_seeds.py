@@ -248,6 +248,42 @@ def main():
         },
     )
 
+    write(
+        "payload_request",
+        {
+            # README "Payment requests" / tests/peers/xumm_sdk.mjs
+            "readme-example": compact(
+                {
+                    "txjson": {"TransactionType": "Payment", "Destination": "rPEPPER7kfTD9w2To4CQk6UCfuHM9c6GDY", "Amount": "1000000"},
+                    "options": {"expire": 5, "return_url": {"web": "https://shop.example/paid/{id}"}},
+                    "custom_meta": {"identifier": "order-42", "instruction": "Pay order 42"},
+                }
+            ),
+            # xumm-sdk's own test fixtures (validPayload, invalidPayload)
+            "sdk-valid": compact({"txjson": {"TransactionType": "Payment", "Destination": "rPEPPER7kfTD9w2To4CQk6UCfuHM9c6GDY", "DestinationTag": 495}}),
+            "sdk-invalid": compact(
+                {
+                    "user_token": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+                    "txblob": "1200002400000003614000000002FAF0806840000000000000C8732",
+                    "txjson": {"TransactionType": "Payment", "Destination": "rPEPPER7kfTD9w2To4CQk6UCfuHM9c6GDY", "DestinationTag": 495, "Amount": "65000"},
+                }
+            ),
+            "bare-transaction": compact({"TransactionType": "SignIn"}),
+            "every-option": compact(
+                {
+                    "txjson": {"TransactionType": "SignIn"},
+                    "options": {"expire": 0.05, "submit": False, "multisign": False, "pathfinding": True, "return_url": {"app": "shop://{id}?tx={txid}", "web": "https://shop/{cid}"}},
+                    "custom_meta": {"identifier": "order-1", "blob": {"cart": [1, 2.5, None]}, "instruction": "Pay\nnow"},
+                    "user_token": "c5bc4ccc-28fa-4080-b702-0d3aac97b993",
+                    "unknown": {"ignored": True},
+                }
+            ),
+            "resolve": compact({"signed": True, "txid": "9B124C14528ED14C0BDA17075A39B90ABED598B77A22DFEEBD913CAC07A513BC", "account": "rPEPPER7kfTD9w2To4CQk6UCfuHM9c6GDY", "user_token": "c5bc4ccc-28fa-4080-b702-0d3aac97b993"}),
+            "opened": compact({"opened_by_deeplink": True}),
+            "route-uuid": "0F1E2D3C-AAAA-4BBB-8CCC-0123456789AB\n",
+        },
+    )
+
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

@@ -277,3 +277,18 @@ pub fn webhook_description(text: Option<String>) -> Result<Option<String>, Strin
 pub fn webhook_filter_stored(filter: &EventFilter) -> EventFilter {
     EventFilter::from_column(filter.to_column())
 }
+
+// ---- Payment requests ---------------------------------------------------------------
+
+pub use crate::payloads::PayloadsConfig;
+pub use crate::payloads::model::{
+    BodyError, MAX_IDENTIFIER_CHARS, MAX_INSTRUCTION_CHARS, MAX_RETURN_URL_CHARS, MAX_TOKEN_CHARS,
+    NewPayload, Payload, Resolution, parse_create as payload_create,
+    parse_opened as payload_opened, parse_resolution as payload_resolution,
+    parse_uuid as payload_uuid,
+};
+
+/// The payload a create request becomes (fresh uuids, created at `now_ms`).
+pub fn payload_of(new: NewPayload, now_ms: i64) -> Payload {
+    crate::payloads::store::new_row("1", new, now_ms)
+}

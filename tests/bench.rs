@@ -329,3 +329,51 @@ async fn remote_targets_are_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("loopback"), "{stderr}");
 }
+
+#[tokio::test]
+async fn payload_sockets_are_held_counted_down_and_timed() {
+    let server = TestServer::start().await;
+    let url = addr(&server);
+    let pid = std::process::id().to_string();
+    let report = bench(&[
+        "payloads",
+        "--url",
+        &url,
+        "--server-pid",
+        &pid,
+        "--sockets",
+        "200",
+        "--payloads",
+        "50",
+        "--workers",
+        "2",
+        "--hold-secs",
+        "16",
+        "--samples",
+        "5",
+    ])
+    .await;
+    assert_eq!(report["payloads"], 50, "{report}");
+    assert_eq!(report["subscribed"], 200, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    // One countdown per socket 15 s after its greeting.
+    assert_eq!(report["countdowns"], 200, "{report}");
+    assert_eq!(report["dropped_while_held"], 0, "{report}");
+    assert_eq!(report["samples"], 5, "{report}");
+    assert_eq!(report["sample_errors"], 0, "{report}");
+    let p50 = report["change_to_message_p50_ms"].as_f64().unwrap();
+    let p99 = report["change_to_message_p99_ms"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= p99, "{report}");
+    assert!(
+        report["create_to_socket_p50_ms"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(report["rss_per_socket_bytes"].is_number(), "{report}");
+    assert!(report["idle_cpu_percent"].is_number(), "{report}");
+    // The bench closed its sockets (the node may take a moment to see the last ones go).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.core.connection_count() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.core.connection_count(), 0);
+}

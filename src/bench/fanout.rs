@@ -49,6 +49,11 @@ pub struct FanoutArgs {
 
 pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
     let target = args.target.target()?;
+    if target.protocol == super::target::Protocol::Payload {
+        anyhow::bail!(
+            "payload sockets get only their payload's messages; use `bench payloads` for them"
+        );
+    }
     let channel = args
         .channel
         .clone()

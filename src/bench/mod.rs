@@ -14,6 +14,7 @@ mod fanout;
 pub mod fleet;
 pub mod latency;
 pub mod payload;
+mod payloads;
 mod publish;
 pub mod report;
 mod stalled;
@@ -52,6 +53,10 @@ pub enum Scenario {
     /// S sockets stop reading while R events/s are published for T s; report the
     /// server's RSS over time and what healthy sockets on the same channel received.
     Stalled(stalled::StalledArgs),
+    /// Payment request sockets (payrelay only): N sockets with their countdowns held
+    /// idle (memory per socket, idle CPU), then create → socket and change → socket
+    /// message latencies.
+    Payloads(payloads::PayloadsArgs),
     /// Callbacks: deliveries/s, publish → callback latency, what an endpoint adds to
     /// /v1/events, failing endpoints beside a healthy one (starts its own node).
     Webhooks(webhooks::WebhooksArgs),
@@ -208,6 +213,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
             Scenario::Fanout(args) => fanout::run(args).await,
             Scenario::Publish(args) => publish::run(args).await,
             Scenario::Stalled(args) => stalled::run(args).await,
+            Scenario::Payloads(args) => payloads::run(args).await,
             Scenario::Ceiling(args) => ceiling::run(args).await.map(|()| None),
             Scenario::Webhooks(args) => webhooks::run(args).await,
             Scenario::WebhookCrash(args) => webhooks::crash(args).await,
@@ -345,6 +351,13 @@ mod parsing_tests {
             panic!("not connections");
         };
         assert_eq!(c.junk_channels, 100);
+        let Scenario::Payloads(p) = parse("payloads --server-pid 7").unwrap() else {
+            panic!("not payloads");
+        };
+        assert_eq!(
+            (p.sockets, p.payloads, p.hold_secs, p.samples),
+            (10_000, None, 45, 200)
+        );
     }
 
     #[test]
@@ -363,6 +376,9 @@ mod parsing_tests {
             "stalled --secs 100000",
             "stalled --healthy 0",
             "stalled --bytes 10",
+            "payloads --sockets 0",
+            "payloads --samples 0",
+            "payloads --hold-secs 100000",
         ] {
             assert!(parse(bad).is_err(), "{bad} was accepted");
         }

@@ -33,6 +33,9 @@ pub enum Protocol {
     /// Socket.IO v4 on `/socket.io/` with a merchant API key per "channel" (merchant);
     /// events go to `private-merchant.{merchant}` (payrelay's gateway only).
     Socketio,
+    /// Payment request sockets on `/sign/{uuid}`; each "channel" is a payload the bench
+    /// creates (`POST /api/v1/platform/payload`, payrelay only).
+    Payload,
 }
 
 impl Target {
@@ -69,14 +72,20 @@ impl Target {
 
     /// The channels the bench sockets join, from `names`: the names themselves for
     /// Pusher; for Socket.IO each name is a merchant that gets a fresh API key (through
-    /// the key admin API), and its channel is `private-merchant.{name}`. Returns the
+    /// the key admin API), and its channel is `private-merchant.{name}`. For payload sockets each name
+    /// stands for a payload created for the run, and the channel is its uuid. Returns the
     /// channels and, for Socket.IO, the key for each.
     pub async fn prepare_channels(
         &self,
         names: Vec<String>,
     ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-        if self.protocol == Protocol::Pusher {
-            return Ok((names, Vec::new()));
+        match self.protocol {
+            Protocol::Pusher => return Ok((names, Vec::new())),
+            Protocol::Payload => {
+                let (uuids, _) = self.create_payloads(names.len(), 3600.0, 32).await?;
+                return Ok((uuids, Vec::new()));
+            }
+            Protocol::Socketio => {}
         }
         let http = crate::http_client::builder()
             .timeout(Duration::from_secs(10))
@@ -102,6 +111,76 @@ impl Target {
             channels.push(format!("private-merchant.{merchant}"));
         }
         Ok((channels, keys))
+    }
+
+    /// Creates `count` SignIn payloads expiring in `expire_secs`, `concurrency` requests
+    /// in flight; returns their uuids and how long it took.
+    pub async fn create_payloads(
+        &self,
+        count: usize,
+        expire_secs: f64,
+        concurrency: usize,
+    ) -> anyhow::Result<(Vec<String>, Duration)> {
+        let http = crate::http_client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(concurrency)
+            .build()?;
+        let started = std::time::Instant::now();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let created = parking_lot::Mutex::new(Vec::with_capacity(count));
+        let creator = || async {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                let uuid = self.create_payload(&http, expire_secs).await?;
+                created.lock().push(uuid);
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        let creators = (0..concurrency.clamp(1, count.max(1))).map(|_| creator());
+        futures_util::future::try_join_all(creators).await?;
+        Ok((created.into_inner(), started.elapsed()))
+    }
+
+    /// Creates one SignIn payload; returns its uuid.
+    pub async fn create_payload(
+        &self,
+        http: &reqwest::Client,
+        expire_secs: f64,
+    ) -> anyhow::Result<String> {
+        let body = serde_json::json!({
+            "txjson": {"TransactionType": "SignIn"},
+            "options": {"expire": expire_secs / 60.0},
+        });
+        let response = http
+            .post(format!("http://{}/api/v1/platform/payload", self.addr))
+            .basic_auth(&self.key, Some(&self.secret))
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await.unwrap_or_default();
+        match answer["uuid"].as_str() {
+            Some(uuid) => Ok(uuid.to_string()),
+            None => anyhow::bail!("cannot create a payload: {status} {answer}"),
+        }
+    }
+
+    /// `POST /v1/payloads/{uuid}/opened`, as the signing side reports it.
+    pub async fn open_payload(&self, http: &reqwest::Client, uuid: &str) -> anyhow::Result<()> {
+        let response = http
+            .post(format!("http://{}/v1/payloads/{uuid}/opened", self.addr))
+            .basic_auth(&self.key, Some(&self.secret))
+            .json(&serde_json::json!({}))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            anyhow::bail!("cannot open payload {uuid}: {}", response.status());
+        }
+        Ok(())
+    }
+
+    /// The socket URL of payload `uuid`.
+    pub fn payload_url(&self, uuid: &str) -> String {
+        format!("ws://{}/sign/{uuid}", self.addr)
     }
 
     pub fn socket_url(&self) -> String {

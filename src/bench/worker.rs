@@ -332,6 +332,7 @@ async fn open(plan: &Plan, i: usize) -> Result<Socket, String> {
     let index = (plan.first_socket + i) % plan.channels.len();
     let url = match plan.target.protocol {
         Protocol::Pusher => plan.target.socket_url(),
+        Protocol::Payload => plan.target.payload_url(&plan.channels[index]),
         Protocol::Socketio => {
             let api_key = plan
                 .api_keys
@@ -345,6 +346,18 @@ async fn open(plan: &Plan, i: usize) -> Result<Socket, String> {
         .map_err(|e| format!("handshake: {}", short(&e.to_string())))?;
     if plan.target.protocol == Protocol::Socketio {
         socketio_connect(&mut ws).await?;
+        return Ok(ws);
+    }
+    if plan.target.protocol == Protocol::Payload {
+        // `{"message":"Welcome <uuid>"}`, then the first countdown.
+        let welcome = next_text(&mut ws).await?;
+        if !welcome.contains("Welcome") {
+            return Err(format!("refused: {}", short(&welcome)));
+        }
+        let countdown = next_text(&mut ws).await?;
+        if !countdown.contains("expires_in_seconds") {
+            return Err(format!("no countdown: {}", short(&countdown)));
+        }
         return Ok(ws);
     }
     let first = next_text(&mut ws).await?;
@@ -506,6 +519,11 @@ async fn receive(mut ws: Socket, shared: &Shared) {
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => continue,
         };
+        if text.starts_with(r#"{"expires_in_seconds":"#) {
+            // A payload socket's countdown: counted, no latency.
+            shared.delivered.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         if let Some((sent_us, seq)) = payload::read_stamp(&text) {
             let now = payload::now_micros();
             shared.latency.lock().record(now.saturating_sub(sent_us));
