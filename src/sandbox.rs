@@ -8,9 +8,12 @@
 //! the latest rates at once. Production nodes never run this (off by default).
 //!
 //! Both go through [`Core::publish`] like any backend's event, so they exercise the same
-//! path, limits and metrics. With several nodes each node runs its own generator.
+//! path, limits and metrics. In a cluster one node runs them, the holder of a lease in
+//! Redis (renewed every second, taken over within 5 s when its holder dies, handed
+//! back at once when it stops).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::RngExt;
@@ -54,8 +57,14 @@ impl Sandbox {
         })
     }
 
-    /// Runs both generators until the returned task is aborted.
-    pub fn spawn(self, core: Arc<Core>) -> JoinHandle<()> {
+    /// Runs both generators until the returned task is aborted. With `lease` (a cluster
+    /// member), they publish only while it is set: one node of the cluster generates.
+    pub fn spawn(self, core: Arc<Core>, lease: Option<Arc<AtomicBool>>) -> JoinHandle<()> {
+        let leading = move || {
+            lease
+                .as_ref()
+                .is_none_or(|lease| lease.load(Ordering::Acquire))
+        };
         tokio::spawn(async move {
             let mut test_tick = tokio::time::interval(self.test_interval);
             let mut rates_tick = tokio::time::interval(RATES_INTERVAL);
@@ -64,6 +73,9 @@ impl Sandbox {
             loop {
                 tokio::select! {
                     _ = test_tick.tick() => {
+                        if !leading() {
+                            continue;
+                        }
                         sequence += 1;
                         let data = json!({
                             "message": "Test event from the payrelay sandbox",
@@ -74,6 +86,9 @@ impl Sandbox {
                     }
                     _ = rates_tick.tick() => {
                         let data = rates.step();
+                        if !leading() {
+                            continue;
+                        }
                         publish_to_every_app(&core, &self.rates_channel, RATES_EVENT, &data).await;
                     }
                 }

@@ -227,7 +227,8 @@ impl Server {
             })
         };
 
-        let sandbox = sandbox.map(|sandbox| sandbox.spawn(core.clone()));
+        let lease = cluster.as_ref().and_then(|c| c.sandbox_lease());
+        let sandbox = sandbox.map(|sandbox| sandbox.spawn(core.clone(), lease));
         let stop_background = move || {
             sweeper.abort();
             payloads.shutdown();

@@ -704,3 +704,152 @@ async fn shared_state_is_rebuilt_after_redis_loses_it() {
         "{info}"
     );
 }
+
+/// A plain-protocol access token minted through `node` (Redis holds it: every node
+/// verifies it).
+async fn mint_plain(node: &TestServer, user: &str) -> String {
+    let (status, body) = node
+        .basic_request(
+            "POST",
+            "/api/v1/tokens",
+            Some(&json!({"user_id": user, "ttl_secs": 600})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["data"]["token"].as_str().unwrap().to_string()
+}
+
+async fn plain_socket(node: &TestServer, token: &str) -> Client {
+    let mut client = Client::connect(&node.ws_url(&format!("/api/v1/ws?token={token}"))).await;
+    assert_eq!(client.json_bare().await["event"], "subscribed");
+    client
+}
+
+#[tokio::test]
+async fn one_socket_per_user_logout_and_revocation_reach_every_node() {
+    let redis = TestRedis::get().await;
+    let cluster = Cluster::start(redis.url(), 3, "").await;
+    // A newer socket of the same user on another node replaces the older one.
+    let token = mint_plain(cluster.node(0), "u1").await;
+    let mut old = plain_socket(cluster.node(0), &token).await;
+    let mut new = plain_socket(cluster.node(1), &token).await;
+    assert_eq!(
+        old.closed().await,
+        (4409, "Replaced by a newer connection".to_string())
+    );
+    new.send_json(json!({"event": "ping"})).await;
+    assert_eq!(new.json_bare().await, json!({"event": "pong"}));
+
+    // A forced logout through node C closes the socket on node B.
+    new.send_json(json!({"event": "subscribe", "channel": "mobile.force.logout"}))
+        .await;
+    new.json_bare().await;
+    let (status, body) = cluster
+        .node(2)
+        .basic_request("POST", "/api/v1/users/u1/force-logout", Some(&json!({})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        new.event("MOBILE_USER_FORCE_LOGOUT_EVENT").await["channel"],
+        "mobile.force.logout"
+    );
+    assert_eq!(new.closed().await.0, 4403);
+
+    // A token revoked through node A closes its socket on node C at once.
+    let doomed = mint_plain(cluster.node(0), "u2").await;
+    let mut on_c = plain_socket(cluster.node(2), &doomed).await;
+    let (status, _) = cluster
+        .node(0)
+        .basic_request(
+            "POST",
+            "/api/v1/tokens/revoke",
+            Some(&json!({"token": doomed})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let started = std::time::Instant::now();
+    assert_eq!(on_c.closed().await.0, 4401);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// An app's `max_connections` counts the whole cluster: each node adds the others'
+/// counts as they last shared them (every second), so the limit holds within what the
+/// other nodes admitted in the last second.
+#[tokio::test]
+async fn an_apps_connection_limit_counts_every_node() {
+    let redis = TestRedis::get().await;
+    let cluster = Cluster::with_app(redis.url(), 2, "", "max_connections = 2").await;
+    let (_a, _) = cluster.node(0).connect_established().await;
+    let (_b, _) = cluster.node(1).connect_established().await;
+    // After the counts are shared, a third socket on either node is over the quota.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for node in 0..2 {
+        let mut third = cluster.node(node).connect().await;
+        let frame = third.json().await;
+        assert_eq!(frame["event"], "pusher:error", "{frame}");
+        assert_eq!(frame["data"]["code"], 4004, "{frame}");
+    }
+}
+
+/// With `sandbox = true` the cluster runs one generator, not one per node, and another
+/// node takes over when its node stops.
+#[tokio::test]
+async fn the_sandbox_stream_has_one_generator_per_cluster() {
+    let redis = TestRedis::get().await;
+    let mut cluster = Cluster::start(
+        redis.url(),
+        3,
+        "sandbox = true\nsandbox_test_interval_secs = 1",
+    )
+    .await;
+    let mut watcher = subscribed_client(cluster.node(0), "test-channel").await;
+    // Let a lease be taken, then count for a while: about one event per second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let counted = std::time::Instant::now();
+    let mut seen = 0;
+    while counted.elapsed() < Duration::from_secs(4) {
+        if let Some(Received::Json(frame)) = watcher.next_within(Duration::from_millis(200)).await
+            && frame["event"] == "test-event"
+        {
+            seen += 1;
+        }
+    }
+    assert!(
+        (3..=5).contains(&seen),
+        "{seen} test events in 4 s from 3 nodes"
+    );
+
+    // The holder stops: another node takes over.
+    let holder: String = {
+        let mut connection = redis.connection().await;
+        ::redis::cmd("GET")
+            .arg(format!("{}sandbox-lease", cluster.prefix))
+            .query_async(&mut connection)
+            .await
+            .unwrap()
+    };
+    let n: usize = holder.strip_prefix("node-").unwrap().parse().unwrap();
+    let mut watcher = if n == 0 {
+        subscribed_client(cluster.node(1), "test-channel").await
+    } else {
+        watcher
+    };
+    cluster.nodes[n].shutdown().await;
+    let mut after = 0;
+    let started = std::time::Instant::now();
+    while after < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "no generator took over"
+        );
+        if let Some(Received::Json(frame)) = watcher.next_within(Duration::from_millis(200)).await
+            && frame["event"] == "test-event"
+        {
+            after += 1;
+        }
+    }
+}

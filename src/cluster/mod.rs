@@ -131,12 +131,40 @@ end
 return redis.call('SMEMBERS', KEYS[2])
 ";
 
+/// Takes or renews the sandbox lease for ARGV[1] for ARGV[2] ms; 1 if held.
+/// KEYS: the lease.
+const LEASE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Gives the lease up if ARGV[1] holds it. KEYS: the lease.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// How long the sandbox lease lasts unless renewed (every sweep, each second).
+const SANDBOX_LEASE: Duration = Duration::from_secs(5);
+
 struct Scripts {
     occupancy: redis::Script,
     join: redis::Script,
     leave: redis::Script,
     beat: redis::Script,
     claim_dead: redis::Script,
+    lease: redis::Script,
+    release: redis::Script,
 }
 
 /// What the presence worker does, in the order the hub asked.
@@ -180,6 +208,9 @@ pub struct RedisCluster {
     /// Set when a write failed: the next successful heartbeat reconciles.
     lost_writes: std::sync::atomic::AtomicBool,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// With `sandbox = true`: whether this node holds the lease to run the generators
+    /// (one node of the cluster does).
+    sandbox_lease: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Drop for RedisCluster {
@@ -259,7 +290,12 @@ impl RedisCluster {
                 leave: redis::Script::new(LEAVE),
                 beat: redis::Script::new(BEAT),
                 claim_dead: redis::Script::new(CLAIM_DEAD),
+                lease: redis::Script::new(LEASE),
+                release: redis::Script::new(RELEASE),
             },
+            sandbox_lease: config
+                .sandbox
+                .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false))),
             core: Arc::downgrade(core),
             ops,
             dirty: Mutex::new(HashMap::new()),
@@ -282,6 +318,63 @@ impl RedisCluster {
 
     pub fn node_id(&self) -> &Arc<str> {
         &self.node
+    }
+
+    /// With `sandbox = true`: set while this node holds the cluster's sandbox lease.
+    pub fn sandbox_lease(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        self.sandbox_lease.clone()
+    }
+
+    /// Writes this node's connection count of every app and reads the others'.
+    async fn share_connections(&self) -> Result<(), String> {
+        let Some(core) = self.core.upgrade() else {
+            return Ok(());
+        };
+        let apps: Vec<_> = core.apps.iter().cloned().collect();
+        let mut pipe = redis::pipe();
+        for app in &apps {
+            let key = self.names.connections(&app.id);
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg(&*self.node)
+                .arg(app.connection_count())
+                .ignore()
+                .cmd("HGETALL")
+                .arg(&key);
+        }
+        let mut connection = self.connection();
+        let counts: Vec<HashMap<String, usize>> = self
+            .bounded("connection counts", pipe.query_async(&mut connection))
+            .await?;
+        for (app, counts) in apps.iter().zip(counts) {
+            let elsewhere = counts
+                .iter()
+                .filter(|(node, _)| **node != *self.node)
+                .map(|(_, n)| *n)
+                .sum();
+            app.set_connections_elsewhere(elsewhere);
+        }
+        Ok(())
+    }
+
+    /// Takes or renews the sandbox lease.
+    async fn renew_sandbox_lease(&self, lease: &std::sync::atomic::AtomicBool) {
+        let mut connection = self.connection();
+        let held: Result<i64, String> = self
+            .bounded(
+                "sandbox lease",
+                self.scripts
+                    .lease
+                    .key(self.names.sandbox_lease())
+                    .arg(&*self.node)
+                    .arg(u64::try_from(SANDBOX_LEASE.as_millis()).unwrap_or(5000))
+                    .invoke_async(&mut connection),
+            )
+            .await;
+        let held = held == Ok(1);
+        if lease.swap(held, std::sync::atomic::Ordering::AcqRel) != held {
+            tracing::info!(node = %self.node, held, "sandbox lease");
+        }
     }
 
     fn connection(&self) -> ConnectionManager {
@@ -580,14 +673,18 @@ impl RedisCluster {
             }
         }
         let mut connection = self.connection();
-        let _: () = self
-            .bounded(
-                "sweep",
-                redis::cmd("SREM")
-                    .arg(self.names.dead())
+        let mut pipe = redis::pipe();
+        if let Some(core) = self.core.upgrade() {
+            for app in core.apps.iter() {
+                pipe.cmd("HDEL")
+                    .arg(self.names.connections(&app.id))
                     .arg(node)
-                    .query_async(&mut connection),
-            )
+                    .ignore();
+            }
+        }
+        pipe.cmd("SREM").arg(self.names.dead()).arg(node).ignore();
+        let _: () = self
+            .bounded("sweep", pipe.query_async(&mut connection))
             .await?;
         if removed > 0 || node != &*self.node {
             tracing::info!(node = %self.node, dead = node, removed, "swept a dead node's subscriptions and members");
@@ -602,6 +699,17 @@ impl RedisCluster {
             task.abort();
         }
         let leaving = async {
+            if self.sandbox_lease.is_some() {
+                let mut connection = self.connection();
+                let _: i64 = self
+                    .scripts
+                    .release
+                    .key(self.names.sandbox_lease())
+                    .arg(&*self.node)
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(|e| redis_error(&e))?;
+            }
             let mut connection = self.connection();
             let _: () = redis::pipe()
                 .atomic()
@@ -759,6 +867,12 @@ async fn liveness(cluster: Weak<RedisCluster>) {
                 }
                 Err(e) => tracing::debug!(node = %this.node, "heartbeat failed: {e}"),
             }
+        }
+        if let Err(e) = this.share_connections().await {
+            tracing::debug!(node = %this.node, "connection counts not shared: {e}");
+        }
+        if let Some(lease) = &this.sandbox_lease {
+            this.renew_sandbox_lease(lease).await;
         }
         let mut connection = this.connection();
         let dead_ms = u64::try_from(this.dead_after.as_millis()).unwrap_or(u64::MAX);

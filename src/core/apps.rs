@@ -26,6 +26,9 @@ pub struct App {
     pub history: crate::config::HistoryConfig,
     /// Connections of this app currently open on this node.
     connections: AtomicUsize,
+    /// Connections of this app on the cluster's other nodes, as they last reported them
+    /// (0 on a node of its own); counted against `max_connections`.
+    elsewhere: AtomicUsize,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +83,7 @@ impl App {
             socketio: config.socketio.clone(),
             history: config.history.clone(),
             connections: AtomicUsize::new(0),
+            elsewhere: AtomicUsize::new(0),
         }
     }
 
@@ -97,14 +101,21 @@ impl App {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Reserves one connection slot, or says the app's quota is used up.
+    /// Reserves one connection slot, or says the app's quota is used up (counting the
+    /// cluster's other nodes as they last reported).
     pub(crate) fn try_acquire_connection(&self) -> bool {
         let limit = self.limits.max_connections;
+        let elsewhere = self.elsewhere.load(Ordering::Relaxed);
         self.connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (limit == 0 || n < limit).then_some(n + 1)
+                (limit == 0 || n.saturating_add(elsewhere) < limit).then_some(n + 1)
             })
             .is_ok()
+    }
+
+    /// Records how many connections of this app the cluster's other nodes hold.
+    pub fn set_connections_elsewhere(&self, count: usize) {
+        self.elsewhere.store(count, Ordering::Relaxed);
     }
 
     pub(crate) fn release_connection(&self) {

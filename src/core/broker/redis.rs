@@ -135,6 +135,16 @@ impl Names {
         format!("{}nodes", self.prefix)
     }
 
+    /// Hash: node → its connections of the app (connection limits across nodes).
+    pub fn connections(&self, app: &str) -> String {
+        format!("{}{app}:connections", self.prefix)
+    }
+
+    /// String: the node that runs the sandbox generators, expiring unless renewed.
+    pub fn sandbox_lease(&self) -> String {
+        format!("{}sandbox-lease", self.prefix)
+    }
+
     /// Set: nodes taken for dead whose contributions are being removed.
     pub fn dead(&self) -> String {
         format!("{}dead", self.prefix)
