@@ -44,6 +44,11 @@ pub struct WebhooksArgs {
     /// Publishes in flight at once.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub concurrency: u64,
+    /// Merchants the throughput publishes go to in turn, each with an endpoint at the
+    /// same receiver. One endpoint is bounded by `max_in_flight_per_endpoint` (16)
+    /// attempts at once; several show what the node sends in total.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub endpoints: u64,
     /// Events published one at a time for the latency figures.
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub latency_events: u64,
@@ -292,22 +297,23 @@ async fn publish(
     Ok((body["id"].as_str().unwrap_or_default().to_string(), took))
 }
 
-/// Publishes `count` events to `merchant`, `concurrency` at a time; returns the publish
-/// latencies.
+/// Publishes `count` events to `merchants` in turn, `concurrency` at a time; returns the
+/// publish latencies.
 async fn publish_many(
     http: &reqwest::Client,
     base: &str,
-    merchant: &str,
+    merchants: &[String],
     count: u64,
     concurrency: u64,
 ) -> anyhow::Result<Latency> {
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let merchants: Arc<[String]> = merchants.into();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (http, base, merchant, next) = (
+        let (http, base, merchants, next) = (
             http.clone(),
             base.to_string(),
-            merchant.to_string(),
+            merchants.clone(),
             next.clone(),
         );
         tasks.push(tokio::spawn(async move {
@@ -317,7 +323,8 @@ async fn publish_many(
                 if seq >= count {
                     return Ok::<_, anyhow::Error>(latency);
                 }
-                let (_, took) = publish(&http, &base, &merchant, seq).await?;
+                let merchant = &merchants[(seq % merchants.len() as u64) as usize];
+                let (_, took) = publish(&http, &base, merchant, seq).await?;
                 latency.record(took.as_micros() as u64);
             }
         }));
@@ -349,18 +356,19 @@ fn ms(us: u64) -> f64 {
 pub async fn run(args: WebhooksArgs) -> anyhow::Result<Option<Report>> {
     let http = client();
     let receiver = Receiver::start().await?;
-    let mut node = Node::new(
-        &args.node,
-        "retry_schedule_secs = [1, 5, 30]\nmax_endpoints_per_owner = 1000",
-    )?;
+    let mut node = Node::new(&args.node, "retry_schedule_secs = [1, 5, 30]")?;
     node.start(&http).await?;
     let mut report = Report::new("webhooks");
 
     // 1. What a webhook-enabled merchant adds to /v1/events: the same publishes with
     //    and without an endpoint, one at a time.
-    let without = publish_many(&http, &node.base, "plain", args.latency_events, 1).await?;
-    create_endpoint(&http, &node, "hooked", &receiver.url("/ok")).await?;
-    let with = publish_many(&http, &node.base, "hooked", args.latency_events, 1).await?;
+    let plain = ["plain".to_string()];
+    let hooked: Vec<String> = (0..args.endpoints).map(|i| format!("hooked{i}")).collect();
+    let without = publish_many(&http, &node.base, &plain, args.latency_events, 1).await?;
+    for merchant in &hooked {
+        create_endpoint(&http, &node, merchant, &receiver.url("/ok")).await?;
+    }
+    let with = publish_many(&http, &node.base, &hooked[..1], args.latency_events, 1).await?;
     wait_delivered(
         &receiver,
         args.latency_events as usize,
@@ -404,17 +412,23 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<Option<Report>> {
     // 2. Throughput: many publishes at once; deliveries per second from the first
     //    publish to the last callback.
     *receiver.seen.lock() = Received::default();
+    let cpu = |pid: Option<u32>| pid.and_then(super::cpu_secs).unwrap_or(0.0);
+    let (server_cpu, own_cpu) = (cpu(node.pid()), cpu(Some(std::process::id())));
     let started = Instant::now();
     let concurrent =
-        publish_many(&http, &node.base, "hooked", args.events, args.concurrency).await?;
+        publish_many(&http, &node.base, &hooked, args.events, args.concurrency).await?;
     let published = started.elapsed();
     let all = wait_delivered(&receiver, args.events as usize, Duration::from_secs(300)).await;
     let last = receiver.seen.lock().last.unwrap_or_else(Instant::now);
     let delivered = receiver.unique();
     let took = last.duration_since(started).max(published);
+    let wall = started.elapsed().as_secs_f64();
+    let server_cpu = (cpu(node.pid()) - server_cpu) / wall;
+    let own_cpu = (cpu(Some(std::process::id())) - own_cpu) / wall;
     let busy = receiver.seen.lock().latency.summary();
     report
         .add("events", "events published concurrently", args.events)
+        .add("endpoints", "endpoints they go to", args.endpoints)
         .add("delivered", "delivered", delivered as u64)
         .add("all_delivered", "all delivered", all)
         .add(
@@ -431,6 +445,16 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<Option<Report>> {
             "callback_p99_ms_busy",
             "publish → callback p99 under that load (ms)",
             ms(busy.p99_us),
+        )
+        .add(
+            "server_cpu",
+            "server CPU during it (cores)",
+            (server_cpu * 100.0).round() / 100.0,
+        )
+        .add(
+            "bench_cpu",
+            "publisher + receiver CPU during it (cores)",
+            (own_cpu * 100.0).round() / 100.0,
         );
 
     // 3. Failing endpoints beside the healthy one: each failing merchant publishes too.
@@ -449,7 +473,7 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<Option<Report>> {
         };
         noise.await?;
         *receiver.seen.lock() = Received::default();
-        publish_many(&http, &node.base, "hooked", args.latency_events, 1).await?;
+        publish_many(&http, &node.base, &hooked[..1], args.latency_events, 1).await?;
         wait_delivered(
             &receiver,
             args.latency_events as usize,

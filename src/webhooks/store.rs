@@ -435,54 +435,6 @@ impl OutboxStore {
 
     // ---------------------------------------------------------------- the outbox
 
-    /// Records events and their deliveries in one transaction.
-    pub async fn insert_events(&self, events: &[NewEvent], owner: &str) -> Result<(), sqlx::Error> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        on_pool!(self.db.writer(), pool => {
-            let mut tx = pool.begin().await?;
-            for chunk in events.chunks(ROWS_PER_STATEMENT) {
-                let mut insert = QueryBuilder::new(
-                    "INSERT INTO webhook_events (id, app_id, merchant_id, event_type, channel, payload, created_at) ",
-                );
-                insert.push_values(chunk, |mut row, e| {
-                    row.push_bind(&e.id)
-                        .push_bind(&e.app_id)
-                        .push_bind(&e.merchant_id)
-                        .push_bind(&e.event_type)
-                        .push_bind(&e.channel)
-                        .push_bind(&e.payload)
-                        .push_bind(e.created_at);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
-            let deliveries: Vec<(&NewEvent, &NewDelivery)> = events
-                .iter()
-                .flat_map(|e| e.deliveries.iter().map(move |d| (e, d)))
-                .collect();
-            for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
-                let mut insert = QueryBuilder::new(
-                    "INSERT INTO webhook_deliveries (endpoint_id, event_id, status, attempts,
-                       next_attempt_at, lease_until, lease_owner, created_at, updated_at) ",
-                );
-                insert.push_values(chunk, |mut row, (e, d)| {
-                    row.push_bind(&d.endpoint_id)
-                        .push_bind(&e.id)
-                        .push_bind(PENDING)
-                        .push_bind(0_i64)
-                        .push_bind(e.created_at)
-                        .push_bind(d.lease_until)
-                        .push_bind((d.lease_until > 0).then_some(owner))
-                        .push_bind(e.created_at)
-                        .push_bind(e.created_at);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
-            tx.commit().await
-        })
-    }
-
     /// Leases up to `limit` due messages until `lease_until`: at most `per_endpoint` per
     /// endpoint counting those already leased, the oldest of each endpoint first, one of
     /// every endpoint before a second of any.
@@ -573,16 +525,18 @@ impl OutboxStore {
         Ok(found)
     }
 
-    /// Records attempts and their consequences in one transaction. Only rows this node
-    /// still holds the lease on change state (a lease that ran out belongs to someone
-    /// else now); the attempt itself is always logged.
-    pub async fn record_outcomes(
+    /// Records events (with their deliveries) and attempt outcomes in one transaction:
+    /// one commit, one fsync on SQLite, for everything the writer gathered. Outcomes
+    /// change only rows this node still holds the lease on (a lease that ran out belongs
+    /// to someone else now); the attempt itself is always logged.
+    pub async fn write_batch(
         &self,
+        events: &[NewEvent],
         outcomes: &[Outcome],
         owner: &str,
         now: i64,
     ) -> Result<(), sqlx::Error> {
-        if outcomes.is_empty() {
+        if events.is_empty() && outcomes.is_empty() {
             return Ok(());
         }
         // Endpoint health: a success clears `failing_since`, a failure starts it.
@@ -592,8 +546,45 @@ impl OutboxStore {
             let entry = health.entry(&o.endpoint_id).or_insert(ok);
             *entry |= ok;
         }
+        let deliveries: Vec<(&NewEvent, &NewDelivery)> = events
+            .iter()
+            .flat_map(|e| e.deliveries.iter().map(move |d| (e, d)))
+            .collect();
         on_pool!(self.db.writer(), pool => {
             let mut tx = pool.begin().await?;
+            for chunk in events.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO webhook_events (id, app_id, merchant_id, event_type, channel, payload, created_at) ",
+                );
+                insert.push_values(chunk, |mut row, e| {
+                    row.push_bind(&e.id)
+                        .push_bind(&e.app_id)
+                        .push_bind(&e.merchant_id)
+                        .push_bind(&e.event_type)
+                        .push_bind(&e.channel)
+                        .push_bind(&e.payload)
+                        .push_bind(e.created_at);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO webhook_deliveries (endpoint_id, event_id, status, attempts,
+                       next_attempt_at, lease_until, lease_owner, created_at, updated_at) ",
+                );
+                insert.push_values(chunk, |mut row, (e, d)| {
+                    row.push_bind(&d.endpoint_id)
+                        .push_bind(&e.id)
+                        .push_bind(PENDING)
+                        .push_bind(0_i64)
+                        .push_bind(e.created_at)
+                        .push_bind(d.lease_until)
+                        .push_bind((d.lease_until > 0).then_some(owner))
+                        .push_bind(e.created_at)
+                        .push_bind(e.created_at);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
             for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
                 let mut update = QueryBuilder::new(
                     "UPDATE webhook_deliveries SET status = v.column3, attempts = v.column4,

@@ -4,7 +4,7 @@
 //! transaction is being committed, the next callers queue, and the task takes all of them
 //! into the next transaction. So a burst of N concurrent events costs a few commits (one
 //! fsync each on SQLite), not N, and a lone event waits for exactly one. Attempt outcomes
-//! take the same road without anyone waiting on them.
+//! take the same road, in the same transactions, without anyone waiting on them.
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -95,16 +95,32 @@ async fn run(store: OutboxStore, owner: String, mut jobs: mpsc::Receiver<Job>, s
                 next = jobs.try_recv().ok();
             }
         }
+        let now = crate::db::now_ms();
+        let started = std::time::Instant::now();
+        // One transaction for both; if it fails with both kinds in it, each is tried
+        // alone, so a bad outcome never refuses publishes (nor the reverse).
+        let (recorded, logged) = match store.write_batch(&events, &outcomes, &owner, now).await {
+            Ok(()) => (Ok(()), Ok(())),
+            Err(e) if events.is_empty() || outcomes.is_empty() => {
+                (Err(e.to_string()), Err(e.to_string()))
+            }
+            Err(_) => (
+                store
+                    .write_batch(&events, &[], &owner, now)
+                    .await
+                    .map_err(|e| e.to_string()),
+                store
+                    .write_batch(&[], &outcomes, &owner, now)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+        };
+        metrics
+            .commit_seconds
+            .record(started.elapsed().as_secs_f64());
         if !events.is_empty() {
-            let started = std::time::Instant::now();
-            let result = store
-                .insert_events(&events, &owner)
-                .await
-                .map_err(|e| format!("the outbox cannot record the event: {e}"));
-            metrics
-                .commit_seconds
-                .record(started.elapsed().as_secs_f64());
             metrics.batch_events.record(events.len() as f64);
+            let result = recorded.map_err(|e| format!("the outbox cannot record the event: {e}"));
             if let Err(e) = &result {
                 metrics.failures.increment(1);
                 tracing::error!("{e}");
@@ -115,8 +131,7 @@ async fn run(store: OutboxStore, owner: String, mut jobs: mpsc::Receiver<Job>, s
             events.clear();
         }
         if !outcomes.is_empty() {
-            let now = crate::db::now_ms();
-            if let Err(e) = store.record_outcomes(&outcomes, &owner, now).await {
+            if let Err(e) = logged {
                 metrics.failures.increment(1);
                 tracing::error!(
                     count = outcomes.len(),
