@@ -130,6 +130,41 @@ async fn frames_on_the_wire_match_the_protocol() {
     );
 }
 
+/// Without a bound, anyone who opened the transport could make the node read and hold
+/// a message of up to 64 MiB, before presenting any credential. Messages over
+/// `MAX_CLIENT_MESSAGE` now close the transport; smaller ones change nothing.
+#[tokio::test]
+async fn a_message_over_the_limit_closes_the_transport() {
+    let server = TestServer::start().await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", MERCHANT)
+        .await
+        .unwrap();
+    let query = format!("&apiKey={}", key.api_key);
+    let limit = payrelay::protocols::socketio::MAX_CLIENT_MESSAGE;
+    let event = |size: usize| format!(r#"42["note","{}"]"#, "x".repeat(size));
+
+    let mut raw = RawSocketIo::connected(&server, &query).await;
+    raw.client.send_text(&event(limit / 2)).await;
+    publish(&server, MERCHANT, "merchant", "trade", json!({"n": 1})).await;
+    assert_eq!(raw.packet().await, r#"42["trade",{"n":1}]"#);
+
+    let mut raw = RawSocketIo::connected(&server, &query).await;
+    raw.client.send_text(&event(4 * limit)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match raw.client.next_within(WAIT).await {
+            Some(Received::Close(_) | Received::Gone) => break,
+            // Engine.IO pings may come first.
+            Some(Received::Json(_)) => {}
+            other => panic!("the transport stayed open: {:?}", other.is_some()),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never closed");
+    }
+}
+
 #[tokio::test]
 async fn refusals_are_connect_error_packets_with_a_message() {
     let server = TestServer::start().await;

@@ -55,6 +55,11 @@ pub const PROTOCOL: &str = "socketio";
 
 /// The path socket.io-client uses unless told otherwise.
 const PATH: &str = "/socket.io/";
+/// The largest message a Socket.IO client may send (in one frame or several). Clients
+/// send a CONNECT with their credential, and pongs; without this bound engineioxide reads
+/// messages of up to 64 MiB (in frames of 16 MiB) from anyone who opens the transport,
+/// before any credential, and holds an unfinished one for as long as the client likes.
+pub const MAX_CLIENT_MESSAGE: usize = 16 * 1024;
 
 /// The node's Socket.IO server, kept so shutdown can close every Engine.IO transport.
 #[derive(Clone, Default)]
@@ -81,6 +86,9 @@ pub(crate) fn routes(state: &HttpState) -> Router<HttpState> {
         // The read buffer lives as long as the socket; clients send little (CONNECT,
         // pongs), so 1 KiB instead of 4 saves 3 KiB per idle socket (BENCHMARKS.md).
         .ws_read_buffer_size(1024)
+        .ws_max_message_size(MAX_CLIENT_MESSAGE)
+        .ws_max_frame_size(MAX_CLIENT_MESSAGE)
+        .max_payload(MAX_CLIENT_MESSAGE as u64)
         .with_state(state.clone())
         .build_svc();
     io.ns("/", on_connect.with(authenticate));
