@@ -257,6 +257,9 @@ pub struct Config {
     /// nothing missed; after that, such a client is told history is gone.
     #[serde(default = "defaults::history_meta_ttl")]
     pub history_meta_ttl_secs: u64,
+    /// Seconds a publishing route remembers an idempotency key and its first answer.
+    #[serde(default = "defaults::idempotency_window")]
+    pub idempotency_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -510,6 +513,9 @@ mod defaults {
 
     pub fn bind() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 6001))
+    }
+    pub fn idempotency_window() -> u64 {
+        86_400
     }
     pub fn history_size() -> usize {
         100
@@ -836,6 +842,12 @@ impl Config {
             ));
         }
         positive("history_meta_ttl_secs", self.history_meta_ttl_secs)?;
+        positive("idempotency_window_secs", self.idempotency_window_secs)?;
+        at_most(
+            "idempotency_window_secs",
+            self.idempotency_window_secs,
+            7 * 86_400,
+        )?;
         if self.outbound_queue_size < 16 {
             return Err(invalid("outbound_queue_size", "must be at least 16"));
         }

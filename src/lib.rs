@@ -14,6 +14,7 @@ pub mod db;
 pub mod fuzzing;
 pub mod http;
 pub mod http_client;
+pub mod idempotency;
 pub mod listener;
 pub mod merchants;
 pub mod payloads;

@@ -132,6 +132,9 @@ impl Server {
             .map_err(|e| anyhow::anyhow!("cannot start the webhook outbox: {}", scrubbed(e)))?;
         crate::webhooks::pusher::start(&webhooks, &core);
         let payloads = crate::payloads::Payloads::start(&config, &db, &core);
+        let idempotency = crate::idempotency::Idempotency::from_config(&config)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the idempotency store: {e}"))?;
         let state = HttpState {
             core: core.clone(),
             tracker: TaskTracker::new(),
@@ -142,6 +145,7 @@ impl Server {
             socketio: Default::default(),
             webhooks,
             payloads,
+            idempotency: Arc::new(idempotency),
         };
         if config.sandbox {
             tracing::warn!("sandbox mode: serving test-channel and simulated exchange rates");

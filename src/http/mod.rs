@@ -39,6 +39,8 @@ pub struct HttpState {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Payment requests: their store, timers and URLs.
     pub payloads: Arc<crate::payloads::Payloads>,
+    /// Idempotency keys of the publishing routes (memory, or Redis with `redis_url`).
+    pub idempotency: Arc<crate::idempotency::Idempotency>,
 }
 
 pub fn router(state: HttpState) -> Router {

@@ -18,6 +18,7 @@ use super::{FORCE_LOGOUT_CHANNEL, FORCE_LOGOUT_EVENT, PROTOCOL};
 use crate::core::{Disconnect, NewPublication, WhichConnections};
 use crate::http::HttpState;
 use crate::http::app_auth::Call;
+use crate::idempotency;
 use crate::tokens::{self, TokenStore};
 
 /// Longest token lifetime the API mints (30 days).
@@ -57,16 +58,20 @@ struct EventRequest {
     event: String,
     #[serde(default)]
     data: Value,
+    /// Publish at most once within the idempotency window (or the `Idempotency-Key`
+    /// header).
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
-/// `POST /api/v1/events` `{user_id?, channel, event, data}`.
+/// `POST /api/v1/events` `{user_id?, channel, event, data, idempotency_key?}`.
 pub(super) async fn publish(
     State(state): State<HttpState>,
     call: Call,
 ) -> Result<Response, Refusal> {
     let app = call.app(&state, None)?;
     let body = &call.body;
-    let request: EventRequest = parse(body, "{user_id?, channel, event, data}")?;
+    let request: EventRequest = parse(body, "{user_id?, channel, event, data, idempotency_key?}")?;
     let user_id = match &request.user_id {
         None | Some(Value::Null) => None,
         Some(value) => Some(
@@ -115,11 +120,57 @@ pub(super) async fn publish(
         data,
         ..Default::default()
     };
-    state.core.publish(&app, publication).await.map_err(|e| {
-        let api = crate::protocols::pusher::publish_error(e);
-        Refusal::new(api.status, api.message)
-    })?;
-    Ok(ok(StatusCode::OK, json!({"channel": request.channel})))
+    let bad_key = |e: String| Refusal::new(StatusCode::BAD_REQUEST, e);
+    let key = match idempotency::header_key(&call.headers).map_err(bad_key)? {
+        Some(key) => Some(key),
+        None => request
+            .idempotency_key
+            .as_deref()
+            .map(idempotency::parse_key)
+            .transpose()
+            .map_err(bad_key)?,
+    }
+    .map(|key| idempotency::scoped(&app.id, "api-v1-events", &key));
+    let fingerprint = idempotency::fingerprint(&[body]);
+    let envelope = |status: StatusCode, message: &str, trace_id: &str, data: Value| {
+        idempotency::StoredAnswer {
+            status: status.as_u16(),
+            body: json!({
+                "status_code": status.as_u16(),
+                "message": message,
+                "trace_id": trace_id,
+                "data": data,
+            })
+            .to_string(),
+        }
+    };
+    Ok(
+        idempotency::run(&state.idempotency, key, &fingerprint, || async {
+            match state.core.publish(&app, publication).await {
+                Ok(id) => (
+                    envelope(
+                        StatusCode::OK,
+                        "OK",
+                        &super::envelope::trace_id(),
+                        json!({"channel": request.channel, "id": id}),
+                    ),
+                    true,
+                ),
+                Err(e) => {
+                    let api = crate::protocols::pusher::publish_error(e);
+                    let refusal = Refusal::new(api.status, api.message);
+                    let answer = envelope(
+                        refusal.status,
+                        &refusal.message,
+                        &refusal.trace_id,
+                        Value::Null,
+                    );
+                    (answer, false)
+                }
+            }
+        })
+        .await,
+    )
 }
 
 #[derive(Deserialize)]

@@ -12,7 +12,8 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::Method;
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -23,6 +24,7 @@ use crate::core::{
 };
 use crate::http::app_auth;
 use crate::http::{ApiError, HttpState};
+use crate::idempotency;
 
 pub(super) fn routes() -> Router<HttpState> {
     Router::new()
@@ -93,6 +95,9 @@ struct EventRequest {
     socket_id: Option<String>,
     #[serde(default)]
     info: Option<String>,
+    /// Publish this event at most once within the idempotency window.
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 /// An event that passed validation, ready to publish.
@@ -102,6 +107,7 @@ pub(crate) struct ValidEvent {
     pub(crate) channels: Vec<String>,
     pub(crate) exclude: Option<SocketId>,
     pub(crate) info: Vec<InfoAttribute>,
+    pub(crate) idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,12 +206,19 @@ fn validate_event(app: &App, request: EventRequest) -> Result<ValidEvent, ApiErr
         })?,
     };
     let info = parse_info(request.info.as_deref(), false)?;
+    let idempotency_key = request
+        .idempotency_key
+        .as_deref()
+        .map(idempotency::parse_key)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
     Ok(ValidEvent {
         name: request.name,
         data,
         channels,
         exclude,
         info,
+        idempotency_key,
     })
 }
 
@@ -219,7 +232,19 @@ pub(crate) fn publish_error(e: PublishError) -> ApiError {
     }
 }
 
-async fn publish(state: &HttpState, app: &App, event: &ValidEvent) -> Result<(), ApiError> {
+/// A publish that failed, and whether it reached some channels first.
+struct Failed {
+    error: ApiError,
+    published: bool,
+}
+
+/// Publishes `event` on each of its channels; the ids by channel.
+async fn publish(
+    state: &HttpState,
+    app: &App,
+    event: &ValidEvent,
+) -> Result<Map<String, Value>, Failed> {
+    let mut ids = Map::new();
     for channel in &event.channels {
         let publication = NewPublication {
             channel: channel.clone(),
@@ -228,13 +253,78 @@ async fn publish(state: &HttpState, app: &App, event: &ValidEvent) -> Result<(),
             exclude: event.exclude,
             ..Default::default()
         };
-        state
-            .core
-            .publish(app, publication)
-            .await
-            .map_err(publish_error)?;
+        match state.core.publish(app, publication).await {
+            Ok(id) => {
+                ids.insert(channel.clone(), json!(id));
+            }
+            Err(e) => {
+                return Err(Failed {
+                    error: publish_error(e),
+                    published: !ids.is_empty(),
+                });
+            }
+        }
     }
-    Ok(())
+    Ok(ids)
+}
+
+/// Publishes `event` at most once per its `idempotency_key` (if any): a repeated key
+/// publishes nothing and gives the ids of the first time.
+async fn publish_once(
+    state: &HttpState,
+    app: &App,
+    event: &ValidEvent,
+) -> Result<Map<String, Value>, Failed> {
+    let Some(key) = &event.idempotency_key else {
+        return publish(state, app, event).await;
+    };
+    let key = idempotency::scoped(&app.id, "pusher-event", key);
+    let fingerprint = idempotency::fingerprint(&[
+        event.name.as_bytes(),
+        event.data.as_bytes(),
+        event.channels.join("\n").as_bytes(),
+    ]);
+    let refused = |refused: idempotency::Refused| {
+        let (status, message) = refused.status_and_message();
+        Failed {
+            error: ApiError::new(status, message),
+            published: false,
+        }
+    };
+    match state.idempotency.begin(&key, &fingerprint).await {
+        Ok(idempotency::Begun::Replay(answer)) => {
+            Ok(serde_json::from_str(&answer.body).unwrap_or_default())
+        }
+        Ok(idempotency::Begun::First) => {
+            let outcome = publish(state, app, event).await;
+            let (answer, published) = match &outcome {
+                Ok(ids) => (Value::Object(ids.clone()).to_string(), true),
+                Err(failed) => (String::new(), failed.published),
+            };
+            let answer = idempotency::StoredAnswer {
+                status: 200,
+                body: answer,
+            };
+            state
+                .idempotency
+                .finish(&key, &fingerprint, &answer, published)
+                .await;
+            outcome
+        }
+        Err(e) => Err(refused(e)),
+    }
+}
+
+/// An answer to keep for a request-level idempotency key.
+fn stored(status: axum::http::StatusCode, body: &Value) -> idempotency::StoredAnswer {
+    idempotency::StoredAnswer {
+        status: status.as_u16(),
+        body: body.to_string(),
+    }
+}
+
+fn error_answer(error: &ApiError) -> idempotency::StoredAnswer {
+    stored(error.status, &json!({ "error": error.message }))
 }
 
 /// The `info` part of a trigger response: per channel, the requested counts (the
@@ -269,21 +359,48 @@ async fn channels_info(
     Ok(out)
 }
 
+/// The request's `Idempotency-Key` header, scoped to the app and route.
+fn request_key(headers: &HeaderMap, app: &App, route: &str) -> Result<Option<String>, ApiError> {
+    Ok(idempotency::header_key(headers)
+        .map_err(ApiError::bad_request)?
+        .map(|key| idempotency::scoped(&app.id, route, &key)))
+}
+
 async fn trigger(
     State(state): State<HttpState>,
     Path(app_id): Path<String>,
     method: Method,
     OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let app = authorize(&state, &app_id, &method, &uri, &body)?;
     let event = parse_trigger(&app, &body)?;
-    publish(&state, &app, &event).await?;
-    if event.info.is_empty() {
-        return Ok(Json(json!({})));
-    }
-    let channels = channels_info(&state, &app, &event.channels, &event.info).await?;
-    Ok(Json(json!({ "channels": channels })))
+    let key = request_key(&headers, &app, "pusher-events")?;
+    let fingerprint = idempotency::fingerprint(&[&body]);
+    Ok(
+        idempotency::run(&state.idempotency, key, &fingerprint, || async {
+            match publish_once(&state, &app, &event).await {
+                Ok(ids) => {
+                    // Pusher's answer, plus the event's id on each channel.
+                    let mut answer = json!({ "event_ids": ids });
+                    if !event.info.is_empty() {
+                        // Published already: an answer without the counts beats an error
+                        // that would make the backend publish again.
+                        match channels_info(&state, &app, &event.channels, &event.info).await {
+                            Ok(channels) => answer["channels"] = Value::Object(channels),
+                            Err(e) => {
+                                tracing::warn!("trigger answered without info: {}", e.message)
+                            }
+                        }
+                    }
+                    (stored(axum::http::StatusCode::OK, &answer), true)
+                }
+                Err(failed) => (error_answer(&failed.error), failed.published),
+            }
+        })
+        .await,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,23 +444,47 @@ async fn trigger_batch(
     Path(app_id): Path<String>,
     method: Method,
     OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let app = authorize(&state, &app_id, &method, &uri, &body)?;
     let events = parse_batch(&app, &body)?;
-    for event in &events {
-        publish(&state, &app, event).await?;
-    }
-    if events.iter().all(|e| e.info.is_empty()) {
-        return Ok(Json(json!({})));
-    }
-    let mut batch: Vec<Value> = Vec::with_capacity(events.len());
-    for event in &events {
-        let mut info = channels_info(&state, &app, &event.channels, &event.info).await?;
-        // One channel per batch item: its attributes are the item's entry.
-        batch.push(info.remove(&event.channels[0]).unwrap_or_else(|| json!({})));
-    }
-    Ok(Json(json!({ "batch": batch })))
+    let key = request_key(&headers, &app, "pusher-batch")?;
+    let fingerprint = idempotency::fingerprint(&[&body]);
+    Ok(
+        idempotency::run(&state.idempotency, key, &fingerprint, || async {
+            let mut ids = Vec::with_capacity(events.len());
+            for event in &events {
+                match publish_once(&state, &app, event).await {
+                    Ok(item) => ids.push(item.into_iter().next().map_or(Value::Null, |(_, id)| id)),
+                    Err(failed) => {
+                        let published = failed.published || !ids.is_empty();
+                        return (error_answer(&failed.error), published);
+                    }
+                }
+            }
+            // Pusher's answer, plus each item's event id.
+            let mut answer = json!({ "event_ids": ids });
+            if events.iter().any(|e| !e.info.is_empty()) {
+                let mut batch: Vec<Value> = Vec::with_capacity(events.len());
+                for event in &events {
+                    match channels_info(&state, &app, &event.channels, &event.info).await {
+                        // One channel per batch item: its attributes are the item's entry.
+                        Ok(mut info) => {
+                            batch.push(info.remove(&event.channels[0]).unwrap_or_else(|| json!({})))
+                        }
+                        Err(e) => {
+                            tracing::warn!("batch answered without info: {}", e.message);
+                            batch.push(json!({}));
+                        }
+                    }
+                }
+                answer["batch"] = Value::Array(batch);
+            }
+            (stored(axum::http::StatusCode::OK, &answer), true)
+        })
+        .await,
+    )
 }
 
 async fn list_channels(

@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use crate::core::{App, Audience, Disconnect, NewPublication, WhichConnections};
 use crate::http::app_auth::Call;
 use crate::http::{ApiError, HttpState};
+use crate::idempotency;
 use crate::merchants::{StoreError, channels};
 
 pub(super) fn routes() -> Router<HttpState> {
@@ -152,6 +153,10 @@ struct MerchantEvent {
     /// token scoped to that user receives it (`client_token_scope = "user"`).
     #[serde(default)]
     user_id: Option<Value>,
+    /// Publish at most once within the idempotency window (or the `Idempotency-Key`
+    /// header).
+    #[serde(default)]
+    idempotency_key: Option<String>,
     /// The event is for every client of the merchant, user-scoped client tokens included.
     #[serde(default)]
     merchant_wide: bool,
@@ -184,10 +189,7 @@ impl MerchantEvent {
     }
 }
 
-async fn publish_event(
-    State(state): State<HttpState>,
-    call: Call,
-) -> Result<Json<Value>, ApiError> {
+async fn publish_event(State(state): State<HttpState>, call: Call) -> Result<Response, ApiError> {
     let app = call.app(&state, None)?;
     let request: MerchantEvent = serde_json::from_slice(&call.body).map_err(|e| {
         ApiError::bad_request(format!(
@@ -218,11 +220,40 @@ async fn publish_event(
         audience,
         ..Default::default()
     };
-    let id = state
-        .core
-        .publish(&app, publication)
-        .await
-        .map_err(super::http_api::publish_error)?;
-    // The id is the callback's `webhook-id`: a backend can match the two.
-    Ok(Json(json!({ "channel": channel, "id": id })))
+    let key = match idempotency::header_key(&call.headers).map_err(ApiError::bad_request)? {
+        Some(key) => Some(key),
+        None => request
+            .idempotency_key
+            .as_deref()
+            .map(idempotency::parse_key)
+            .transpose()
+            .map_err(ApiError::bad_request)?,
+    }
+    .map(|key| idempotency::scoped(&app.id, "v1-events", &key));
+    let fingerprint = idempotency::fingerprint(&[&call.body]);
+    Ok(
+        idempotency::run(&state.idempotency, key, &fingerprint, || async {
+            match state.core.publish(&app, publication).await {
+                // The id is the callback's `webhook-id`: a backend can match the two.
+                Ok(id) => (
+                    idempotency::StoredAnswer {
+                        status: 200,
+                        body: json!({ "channel": channel, "id": id }).to_string(),
+                    },
+                    true,
+                ),
+                Err(e) => {
+                    let e = super::http_api::publish_error(e);
+                    (
+                        idempotency::StoredAnswer {
+                            status: e.status.as_u16(),
+                            body: json!({ "error": e.message }).to_string(),
+                        },
+                        false,
+                    )
+                }
+            }
+        })
+        .await,
+    )
 }
