@@ -230,6 +230,10 @@ async fn trigger_reports_requested_channel_info() {
     let body = json!({"name": "e", "channels": ["counted", "empty"], "data": "{}", "info": "subscription_count"});
     let (status, reply) = server.api("POST", "/apps/1/events", &[], Some(&body)).await;
     assert_eq!(status, 200);
+    // Pusher's answer, plus payrelay's `event_ids` (one per channel).
+    let mut reply = reply;
+    let ids = reply.as_object_mut().unwrap().remove("event_ids").unwrap();
+    assert_eq!(ids.as_object().unwrap().len(), 2);
     assert_eq!(
         reply,
         json!({"channels": {"counted": {"subscription_count": 1}, "empty": {"subscription_count": 0}}})
@@ -242,6 +246,9 @@ async fn trigger_reports_requested_channel_info() {
         .api("POST", "/apps/1/batch_events", &[], Some(&batch))
         .await;
     assert_eq!(status, 200);
+    let mut reply = reply;
+    let ids = reply.as_object_mut().unwrap().remove("event_ids").unwrap();
+    assert_eq!(ids.as_array().unwrap().len(), 2);
     assert_eq!(reply, json!({"batch": [{"subscription_count": 1}, {}]}));
 }
 
