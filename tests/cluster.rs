@@ -853,3 +853,53 @@ async fn the_sandbox_stream_has_one_generator_per_cluster() {
         }
     }
 }
+
+/// Issue 15's real clients across nodes (tests/peers/cluster.mjs): pusher-js, npm
+/// `pusher`, npm `ws` and socket.io-client on three nodes sharing Redis and PostgreSQL.
+#[tokio::test]
+async fn real_clients_across_nodes() {
+    let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers");
+    assert!(
+        peers.join("node_modules/pusher-js/package.json").exists(),
+        "tests/peers/node_modules is missing: run scripts/setup-test-deps"
+    );
+    let Some(pg) = PgDatabase::create().await else {
+        return;
+    };
+    let redis = TestRedis::get().await;
+    let cluster = Cluster::start(redis.url(), 3, &format!("database_url = \"{}\"", pg.url)).await;
+    let key = cluster
+        .node(0)
+        .merchants()
+        .store
+        .create_key("1", "merchant_001")
+        .await
+        .unwrap();
+    let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.addr.to_string()).collect();
+    let output = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new("node")
+            .arg(peers.join("cluster.mjs"))
+            .current_dir(&peers)
+            .env("PAYRELAY_NODES", nodes.join(","))
+            .env("PAYRELAY_APP_ID", APP_ID)
+            .env("PAYRELAY_KEY", KEY)
+            .env("PAYRELAY_SECRET", SECRET)
+            .env("PAYRELAY_MERCHANT", "merchant_001")
+            .env("PAYRELAY_API_KEY", &key.api_key)
+            .env("PAYRELAY_API_KEY_ID", &key.key_id)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("cluster.mjs finishes within 90 s")
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "cluster.mjs failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(stdout.matches("ok ").count(), 4, "{stdout}");
+}
