@@ -350,6 +350,13 @@ async fn sighup_reloads_the_pair_at_once() {
     tls::install(&dir, &second);
     node.signal("HUP");
     served(node.addr, &ca, &second.der, Duration::from_secs(10)).await;
+    // The log line is written beside the swap and read from the node's output by another
+    // thread: it may trail the first handshake with the new pair by a moment.
+    let deadline = Instant::now() + common::WAIT;
+    while node.log_lines_containing("TLS certificate replaced") == 0 {
+        assert!(Instant::now() < deadline, "the reload was never logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(node.log_lines_containing("TLS certificate replaced"), 1);
     // The node is still up: SIGHUP reloads, it does not stop the process.
     served(node.addr, &ca, &second.der, common::WAIT).await;
