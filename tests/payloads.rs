@@ -854,3 +854,28 @@ async fn payloads_on_postgresql() {
     greeted(&mut client, &expiring).await;
     assert_eq!(client.json().await, json!({"expired": true}));
 }
+
+/// Issue 16: a per-payment socket recovers by state. One whose TCP connection died
+/// before the resolve gets the resolution when it comes back, as a first-time socket does.
+#[tokio::test]
+async fn a_socket_away_during_the_resolve_gets_it_when_it_reconnects() {
+    let server = node("").await;
+    let uuid = sign_in(&server, 60.0).await;
+    let mut client = socket(&server, &uuid).await;
+    greeted(&mut client, &uuid).await;
+    let (status, reply) = report(&server, &uuid, "opened", json!({})).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(client.json().await, json!({"opened": true}));
+    // The connection goes away without a close; the payload is resolved meanwhile.
+    drop(client);
+    let (status, reply) = report(&server, &uuid, "resolve", resolve_body()).await;
+    assert_eq!(status, 200, "{reply}");
+
+    let mut back = socket(&server, &uuid).await;
+    greeted(&mut back, &uuid).await;
+    assert_eq!(back.json().await, json!({"opened": true}));
+    let resolved = back.json().await;
+    assert_eq!(resolved["payload_uuidv4"], uuid.as_str());
+    assert_eq!(resolved["signed"], true);
+    assert_eq!(resolved["txid"], resolve_body()["txid"]);
+}

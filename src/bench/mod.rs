@@ -12,6 +12,7 @@ pub mod ceiling;
 mod connections;
 mod fanout;
 pub mod fleet;
+mod history;
 pub mod latency;
 pub mod payload;
 mod payloads;
@@ -50,6 +51,9 @@ pub enum Scenario {
     Fanout(fanout::FanoutArgs),
     /// Signed HTTP API publishes per second.
     Publish(publish::PublishArgs),
+    /// Channel history in process: the publish path with history off and on, memory
+    /// per retained event, time to resume a subscriber that missed events.
+    History(history::HistoryArgs),
     /// S sockets stop reading while R events/s are published for T s; report the
     /// server's RSS over time and what healthy sockets on the same channel received.
     Stalled(stalled::StalledArgs),
@@ -212,6 +216,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
             Scenario::Connections(args) => connections::run(args).await,
             Scenario::Fanout(args) => fanout::run(args).await,
             Scenario::Publish(args) => publish::run(args).await,
+            Scenario::History(args) => history::run(args).await,
             Scenario::Stalled(args) => stalled::run(args).await,
             Scenario::Payloads(args) => payloads::run(args).await,
             Scenario::Ceiling(args) => ceiling::run(args).await.map(|()| None),
