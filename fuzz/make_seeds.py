@@ -131,6 +131,11 @@ def main():
     msgpack = {name: pack(frame) for name, frame in frames.items()}
     # Found by the first long run: `data` a float JSON cannot hold (NaN).
     msgpack["nan-data"] = pack({"event": "pusher:ping", "data": float("nan")})
+    # Found by the second: data nested deeper than JSON allows (127 arrays in `data`).
+    deep = 1
+    for _ in range(127):
+        deep = [deep]
+    msgpack["deep-data"] = pack({"event": "client-x", "data": deep})
     write("pusher_frame_msgpack", msgpack)
 
     write(
@@ -245,6 +250,8 @@ def main():
             "create-minimal": compact({"url": "https://[2001:db8::1]:8443/cb?x=1"}),
             "patch-events-null": compact({"events": None, "enabled": True}),
             "patch-all": compact({"url": "https://hooks.example.com/v2", "events": ["trade"], "enabled": False, "description": None}),
+            # Found by the first long run: serde read a struct from an array of its fields.
+            "array-body": compact(["https://merchant.example.com/payrelay", "merchant_001"]),
         },
     )
 

@@ -136,15 +136,27 @@ where
 
 /// Parses an endpoint-creation body (a fuzz target: it takes any bytes).
 pub fn parse_new_endpoint(body: &[u8]) -> Result<NewEndpoint, String> {
-    serde_json::from_slice(body)
+    object_body(body)
         .map_err(|e| format!("Expected JSON {{url, merchant_id?, events?, description?}}: {e}"))
 }
 
 /// Parses an endpoint-edit body (a fuzz target: it takes any bytes).
 pub fn parse_patch(body: &[u8]) -> Result<EndpointPatch, String> {
-    serde_json::from_slice(body).map_err(|e| {
+    object_body(body).map_err(|e| {
         format!("Expected JSON with any of {{url, events, enabled, description}}: {e}")
     })
+}
+
+/// A body that must be a JSON object. serde also reads a struct from a JSON array of its
+/// fields in order (`["https://…", "m1"]`), a form no client is told about and one that
+/// `deny_unknown_fields` cannot check (found by fuzz/webhook_bodies).
+fn object_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if !value.is_object() {
+        return Err("the body is not a JSON object".into());
+    }
+    // Parsed again from the bytes, not from the value, which would hide a repeated key.
+    serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
 /// Checks a URL as a client gives it: syntax, and the address when it is a literal one.
@@ -508,4 +520,26 @@ pub async fn sync_pusher_endpoints(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzz/webhook_bodies: serde reads a struct from a JSON array of its fields,
+    /// so `["https://…"]` was a valid PATCH. Bodies are JSON objects only.
+    #[test]
+    fn bodies_are_json_objects_not_arrays_of_fields() {
+        assert!(parse_new_endpoint(br#"["https://example.com/hooks", "m1"]"#).is_err());
+        assert!(parse_patch(br#"["https://example.com/hooks"]"#).is_err());
+        let created = parse_new_endpoint(br#"{"url": "https://example.com/hooks"}"#).unwrap();
+        assert_eq!(created.url, "https://example.com/hooks");
+        assert_eq!(
+            parse_patch(br#"{"enabled": false}"#).unwrap().enabled,
+            Some(false)
+        );
+        // A repeated key is still refused.
+        let repeated = br#"{"url": "https://a.example", "url": "https://b.example"}"#;
+        assert!(parse_patch(repeated).is_err());
+    }
 }

@@ -21,6 +21,7 @@ use axum::body::Bytes;
 use axum::extract::ws::{Message, Utf8Bytes};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::frames::{self, ClientFrame};
@@ -96,7 +97,11 @@ impl WireFormat {
     /// MessagePack on a MessagePack connection.
     pub fn decode(self, message_is_binary: bool, bytes: &[u8]) -> Result<ClientFrame, String> {
         if message_is_binary && self == WireFormat::MsgPack {
-            rmp_serde::from_slice(bytes).map_err(|e| {
+            // The same nesting as JSON may have: a frame means the same in both formats,
+            // and one relayed from a MessagePack client parses for JSON subscribers.
+            let mut decoder = rmp_serde::Deserializer::from_read_ref(bytes);
+            decoder.set_max_depth(MAX_NESTING);
+            ClientFrame::deserialize(&mut decoder).map_err(|e| {
                 format!("Malformed message: expected a MessagePack map with an `event` ({e})")
             })
         } else {
@@ -106,6 +111,11 @@ impl WireFormat {
         }
     }
 }
+
+/// rmp_serde's nesting limit for client frames: with 128 it refuses exactly the frames
+/// serde_json refuses (arrays and maps 128 deep, the frame itself included; the two
+/// count their limits one apart), so MessagePack frames nest no deeper than JSON ones.
+const MAX_NESTING: usize = 128;
 
 /// The JSON text frame of a publication, shared by every text subscriber.
 pub fn json_frame(publication: &Publication, fields: bool) -> Utf8Bytes {
@@ -243,6 +253,35 @@ mod tests {
             .decode(false, br#"{"event":"e","data":{"a":null}}"#)
             .unwrap();
         assert_eq!(object.data, Some(serde_json::json!({"a": null})));
+    }
+
+    /// Found by fuzz/pusher_frame_msgpack: MessagePack frames could nest 1 024 levels
+    /// deep, JSON ones 127, so a frame accepted from a MessagePack client was one that no
+    /// JSON client could send (and serde_json could not read back). Both stop at 127.
+    #[test]
+    fn msgpack_frames_nest_as_deep_as_json_ones() {
+        let nested = |levels: usize| {
+            let mut data = serde_json::json!(1);
+            for _ in 0..levels {
+                data = serde_json::json!([data]);
+            }
+            serde_json::json!({"event": "client-x", "data": data})
+        };
+        for (levels, accepted) in [(126, true), (127, false), (500, false)] {
+            let frame = nested(levels);
+            let json = serde_json::to_vec(&frame).unwrap();
+            let packed = rmp_serde::to_vec_named(&frame).unwrap();
+            assert_eq!(
+                WireFormat::JsonText.decode(false, &json).is_ok(),
+                accepted,
+                "JSON, {levels} levels in data"
+            );
+            assert_eq!(
+                WireFormat::MsgPack.decode(true, &packed).is_ok(),
+                accepted,
+                "MessagePack, {levels} levels in data"
+            );
+        }
     }
 
     #[test]
