@@ -179,23 +179,30 @@ async fn serve(mut ws: WebSocket, admission: Admission, countdown: Duration) {
         said: Said::default(),
         batch: Vec::new(),
     };
-    let end = socket.run(&payload, countdown).await;
+    let end = socket.run(payload, countdown).await;
     tracing::debug!(payload = %socket.uuid, ?end, "payload socket closed");
 }
 
 impl PayloadSocket {
-    async fn run(&mut self, payload: &Payload, countdown: Duration) -> End {
-        if let Err(end) = self.greet(payload).await {
+    async fn run(&mut self, payload: Box<Payload>, countdown: Duration) -> End {
+        if let Err(end) = self.greet(&payload).await {
             return end;
         }
+        // The snapshot is said; an idle socket keeps only what it needs from here on.
+        drop(payload);
         let conn = self.session.connection().clone();
-        let settings = self.session.core().settings.clone();
+        let settings = &self.session.core().settings;
+        let (ping_every, pong_wait) = (
+            settings.activity_timeout,
+            settings.pong_timeout.min(settings.activity_timeout),
+        );
+        // One timer for both the countdown and the ping check (each idle socket holds
+        // thousands of siblings: one timer entry each is what they cost).
         let start = tokio::time::Instant::now();
-        let mut countdown_tick = tokio::time::interval_at(start + countdown, countdown);
-        countdown_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let ping_every = settings.activity_timeout;
-        let mut ping_tick = tokio::time::interval_at(start + ping_every, ping_every);
-        ping_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_countdown = start + countdown;
+        let mut next_ping_check = start + ping_every;
+        let timer = tokio::time::sleep_until(next_countdown.min(next_ping_check));
+        tokio::pin!(timer);
         let mut last_seen = Instant::now();
         let mut ping_sent: Option<Instant> = None;
         loop {
@@ -206,22 +213,42 @@ impl PayloadSocket {
                             return end;
                         }
                     }
-                    Drain::Close(reason) => {
-                        if reason == Disconnect::SlowConsumer {
-                            self.session.core().record_slow_consumer();
-                        }
-                        let code = match reason {
-                            Disconnect::Shutdown => codes::RESTARTING,
-                            _ => codes::TRY_AGAIN_LATER,
-                        };
-                        websocket::close(&mut self.ws, code, "Reconnect").await;
-                        return End::Kicked(reason);
-                    }
+                    Drain::Close(reason) => return Box::pin(self.kicked(reason)).await,
                 },
-                _ = countdown_tick.tick(), if self.counting() => {
-                    if let Err(end) = self.send_countdown().await {
-                        return end;
+                () = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if now >= next_countdown {
+                        if self.counting()
+                            && let Err(end) = self.send_countdown().await
+                        {
+                            return end;
+                        }
+                        while next_countdown <= now {
+                            next_countdown += countdown;
+                        }
                     }
+                    if now >= next_ping_check {
+                        next_ping_check = now + ping_every;
+                        if let Some(sent) = ping_sent
+                            && last_seen < sent
+                            && sent.elapsed() >= pong_wait
+                        {
+                            websocket::close(&mut self.ws, codes::PING_TIMEOUT, "No pong received").await;
+                            return End::PingTimeout;
+                        }
+                        if ping_sent.is_none() && last_seen.elapsed() >= ping_every {
+                            if self.send(Message::Ping(Default::default())).await.is_err() {
+                                return End::SocketError;
+                            }
+                            ping_sent = Some(Instant::now());
+                        }
+                    }
+                    let next = if self.counting() {
+                        next_countdown.min(next_ping_check)
+                    } else {
+                        next_ping_check
+                    };
+                    timer.as_mut().reset(next);
                 }
                 incoming = self.ws.next() => {
                     let message = match incoming {
@@ -241,23 +268,22 @@ impl PayloadSocket {
                         return end;
                     }
                 }
-                _ = ping_tick.tick() => {
-                    if let Some(sent) = ping_sent
-                        && last_seen < sent
-                        && sent.elapsed() >= settings.pong_timeout.min(ping_every)
-                    {
-                        websocket::close(&mut self.ws, codes::PING_TIMEOUT, "No pong received").await;
-                        return End::PingTimeout;
-                    }
-                    if ping_sent.is_none() && last_seen.elapsed() >= ping_every {
-                        if self.send(Message::Ping(Default::default())).await.is_err() {
-                            return End::SocketError;
-                        }
-                        ping_sent = Some(Instant::now());
-                    }
-                }
             }
         }
+    }
+
+    /// The node closes this socket (shutdown, a slow consumer): a code that says
+    /// "reconnect".
+    async fn kicked(&mut self, reason: Disconnect) -> End {
+        if reason == Disconnect::SlowConsumer {
+            self.session.core().record_slow_consumer();
+        }
+        let code = match reason {
+            Disconnect::Shutdown => codes::RESTARTING,
+            _ => codes::TRY_AGAIN_LATER,
+        };
+        websocket::close(&mut self.ws, code, "Reconnect").await;
+        End::Kicked(reason)
     }
 
     /// The countdown runs until the payload is resolved or expired.
