@@ -377,3 +377,100 @@ async fn payload_sockets_are_held_counted_down_and_timed() {
     }
     assert_eq!(server.core.connection_count(), 0);
 }
+
+/// Cluster runs: sockets spread over `--nodes`, publishes through `--publish-to`, every
+/// node's RSS and Redis's reported.
+#[tokio::test]
+async fn fanout_and_connections_spread_over_cluster_nodes() {
+    let redis = common::TestRedis::get().await;
+    let prefix = format!("test:{:016x}:", common::rand_u64());
+    let mut nodes = Vec::new();
+    for n in 0..2 {
+        nodes.push(
+            TestServer::with_settings(
+                &format!(
+                    "redis_url = \"{}\"\nredis_prefix = \"{prefix}\"\nnode_id = \"bench-{n}\"",
+                    redis.url()
+                ),
+                "",
+            )
+            .await,
+        );
+    }
+    let (a, b) = (addr(&nodes[0]), addr(&nodes[1]));
+    let both = format!("{a},{b}");
+    let pid = std::process::id().to_string();
+    let pids = format!("{pid},{pid}");
+    let report = bench(&[
+        "fanout",
+        "--url",
+        &a,
+        "--nodes",
+        &both,
+        "--publish-to",
+        &b,
+        "--node-pids",
+        &pids,
+        "--subscribers",
+        "10",
+        "--workers",
+        "2",
+        "--messages",
+        "30",
+        "--rate",
+        "100",
+        "--drain-ms",
+        "2000",
+    ])
+    .await;
+    assert_eq!(report["nodes"], 2, "{report}");
+    assert_eq!(report["publish_nodes"], 1, "{report}");
+    assert_eq!(report["delivered"], 300, "{report}");
+    assert_eq!(
+        report["nodes_rss_kib"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
+    // Held sockets are spread: half on each node while the run holds them.
+    let url_a = a.clone();
+    let both_nodes = both.clone();
+    let pids_held = pids.clone();
+    let held = tokio::spawn(async move {
+        bench(&[
+            "connections",
+            "--url",
+            &url_a,
+            "--nodes",
+            &both_nodes,
+            "--node-pids",
+            &pids_held,
+            "--sockets",
+            "40",
+            "--channels",
+            "4",
+            "--hold-secs",
+            "3",
+        ])
+        .await
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while nodes[0].core.connection_count() + nodes[1].core.connection_count() < 40 {
+        assert!(tokio::time::Instant::now() < deadline, "sockets not opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (
+            nodes[0].core.connection_count(),
+            nodes[1].core.connection_count()
+        ),
+        (20, 20)
+    );
+    let report = held.await.unwrap();
+    assert_eq!(report["subscribed"], 40, "{report}");
+    assert_eq!(report["nodes"], 2, "{report}");
+    assert_eq!(
+        report["nodes_rss_kib"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
+}

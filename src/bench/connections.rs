@@ -8,7 +8,7 @@ use clap::Args;
 use super::fleet::Fleet;
 use super::report::Report;
 use super::worker::{Command, JunkAnswers};
-use super::{MAX_SOCKETS, SpreadArgs, TargetArgs, plans, rss_kib};
+use super::{ClusterArgs, MAX_SOCKETS, SpreadArgs, TargetArgs, cluster_plans, rss_kib};
 
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionsArgs {
@@ -16,6 +16,8 @@ pub struct ConnectionsArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub spread: SpreadArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Sockets to open.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=MAX_SOCKETS))]
     pub sockets: u64,
@@ -39,8 +41,9 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<Option<Report>> {
     let names: Vec<String> = (0..args.channels).map(|c| format!("bench-{c}")).collect();
     let (channels, api_keys) = target.prepare_channels(names).await?;
     let deadline = 300 + args.hold_secs;
-    let mut plans = plans(
-        &target,
+    let targets = args.cluster.targets(&target)?;
+    let mut plans = cluster_plans(
+        &targets,
         sockets,
         &channels,
         &api_keys,
@@ -53,6 +56,7 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<Option<Report>> {
     let workers = plans.len();
     let pid = args.target.server_pid;
     let rss_before = pid.and_then(rss_kib);
+    let nodes_before = args.cluster.rss_kib();
 
     let mut fleet = Fleet::start(plans).await?;
     let ready = fleet.ready(Duration::from_secs(deadline)).await?;
@@ -70,6 +74,8 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<Option<Report>> {
 
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
     let rss_after = pid.and_then(rss_kib);
+    let nodes_after = args.cluster.rss_kib();
+    let redis_rss = args.cluster.redis_pid.and_then(rss_kib);
     let held = fleet
         .collect(Command::Report, Duration::from_secs(60))
         .await?;
@@ -81,6 +87,14 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<Option<Report>> {
         }
         _ => None,
     };
+    let nodes_added: Option<u64> = nodes_before
+        .iter()
+        .zip(&nodes_after)
+        .map(|(b, a)| Some(a.as_ref()?.saturating_sub(*b.as_ref()?)))
+        .sum();
+    let nodes_per_connection = nodes_added
+        .filter(|_| subscribed > 0 && !nodes_after.is_empty())
+        .map(|added| added as f64 * 1024.0 / subscribed as f64);
     let mut report = Report::new("connections");
     report
         .add("sockets", "sockets requested", sockets)
@@ -124,6 +138,18 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<Option<Report>> {
             "rss_per_connection_bytes",
             "server RSS per connection (B)",
             per_connection,
-        );
+        )
+        .add("nodes", "nodes", targets.len())
+        .add(
+            "nodes_rss_kib",
+            "nodes' RSS held (KiB)",
+            serde_json::to_value(&nodes_after)?,
+        )
+        .add(
+            "nodes_rss_per_connection_bytes",
+            "nodes' RSS per connection (B)",
+            nodes_per_connection,
+        )
+        .add("redis_rss_kib", "Redis RSS held (KiB)", redis_rss);
     Ok(Some(report))
 }

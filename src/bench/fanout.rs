@@ -14,9 +14,12 @@ use tokio::sync::Semaphore;
 
 use super::fleet::Fleet;
 use super::report::Report;
+use super::target::Target;
 use super::target::{Outcomes, Publisher};
 use super::worker::Command;
-use super::{MAX_SOCKETS, SpreadArgs, TargetArgs, cpu_secs, payload, plans, rss_kib};
+use super::{
+    ClusterArgs, MAX_SOCKETS, SpreadArgs, TargetArgs, cluster_plans, cpu_secs, payload, rss_kib,
+};
 
 /// Publish requests in flight at once; enough for thousands of messages per second.
 const PUBLISH_CONCURRENCY: usize = 64;
@@ -27,6 +30,11 @@ pub struct FanoutArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub spread: SpreadArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Nodes to publish through, in turn (comma-separated `host:port`); default: `--url`.
+    #[arg(long, value_delimiter = ',')]
+    pub publish_to: Vec<String>,
     /// Subscribers on the channel.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=MAX_SOCKETS))]
     pub subscribers: u64,
@@ -63,8 +71,18 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
     let deadline = 300 + publish_secs_planned + args.drain_ms / 1000;
     let (channels, api_keys) = target.prepare_channels(vec![channel]).await?;
     let channel = channels[0].clone();
-    let plans = plans(
-        &target,
+    let targets = args.cluster.targets(&target)?;
+    let publish_to: Vec<Target> = if args.publish_to.is_empty() {
+        vec![target.clone()]
+    } else {
+        ClusterArgs {
+            nodes: args.publish_to.clone(),
+            ..Default::default()
+        }
+        .targets(&target)?
+    };
+    let plans = cluster_plans(
+        &targets,
         subscribers,
         &channels,
         &api_keys,
@@ -80,9 +98,10 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
     let failed: u64 = ready.iter().map(|r| r.failed).sum();
 
     let server_cpu_before = pid.and_then(cpu_secs);
+    let nodes_cpu_before = args.cluster.cpu_secs();
     let own_cpu_before = cpu_secs(std::process::id());
     let measured_from = Instant::now();
-    let published = publish(&target, &channel, args.messages, args.rate, args.bytes).await?;
+    let published = publish(&publish_to, &channel, args.messages, args.rate, args.bytes).await?;
     let finish = Command::Finish {
         per_socket: published.outcomes.ok,
         drain_ms: args.drain_ms,
@@ -96,6 +115,9 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
         _ => None,
     };
     let server_cpu = utilisation(server_cpu_before, pid.and_then(cpu_secs));
+    let nodes_cpu = utilisation(nodes_cpu_before, args.cluster.cpu_secs());
+    let nodes_rss = args.cluster.rss_kib();
+    let redis_rss = args.cluster.redis_pid.and_then(rss_kib);
     let generator_cpu = utilisation(own_cpu_before, cpu_secs(std::process::id()))
         .map(|publisher| publisher + merged.cpu_secs / measured_secs);
     let rss = pid.and_then(rss_kib);
@@ -148,7 +170,16 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
         .add("max_ms", "latency max (ms)", ms(latency.max_us))
         .add("server_cpu", "server CPU (cores busy)", server_cpu)
         .add("generator_cpu", "generator CPU (cores busy)", generator_cpu)
-        .add("server_rss_kib", "server RSS at end (KiB)", rss);
+        .add("server_rss_kib", "server RSS at end (KiB)", rss)
+        .add("nodes", "nodes subscribed on", targets.len())
+        .add("publish_nodes", "nodes published through", publish_to.len())
+        .add("nodes_cpu", "nodes' CPU (cores busy)", nodes_cpu)
+        .add(
+            "nodes_rss_kib",
+            "nodes' RSS at end (KiB)",
+            serde_json::to_value(&nodes_rss)?,
+        )
+        .add("redis_rss_kib", "Redis RSS at end (KiB)", redis_rss);
     Ok(Some(report))
 }
 
@@ -158,16 +189,20 @@ pub(super) struct PublishOutcome {
     pub secs: f64,
 }
 
-/// Publishes `messages` at `rate`, each stamped with its send time. A request that fails
-/// is counted, not retried: the expected count is what the server accepted.
+/// Publishes `messages` at `rate` through `targets` in turn, each stamped with its send
+/// time. A request that fails is counted, not retried: the expected count is what the
+/// servers accepted.
 pub(super) async fn publish(
-    target: &super::target::Target,
+    targets: &[Target],
     channel: &str,
     messages: u64,
     rate: u64,
     bytes: u64,
 ) -> anyhow::Result<PublishOutcome> {
-    let publisher = Publisher::new(target)?;
+    let publishers = targets
+        .iter()
+        .map(Publisher::new)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let gate = Arc::new(Semaphore::new(PUBLISH_CONCURRENCY));
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
@@ -178,8 +213,8 @@ pub(super) async fn publish(
         tokio::time::sleep_until((started + interval.mul_f64(seq as f64)).into()).await;
         let permit = gate.clone().acquire_owned().await?;
         let data = payload::stamp(payload::now_micros(), seq, bytes as usize);
-        let (publisher, outcomes, channel) =
-            (publisher.clone(), outcomes.clone(), channel.to_string());
+        let publisher = publishers[(seq % publishers.len() as u64) as usize].clone();
+        let (outcomes, channel) = (outcomes.clone(), channel.to_string());
         tokio::spawn(async move {
             let result = publisher.trigger(&channel, payload::EVENT, &data).await;
             outcomes.lock().record(result);

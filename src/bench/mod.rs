@@ -102,6 +102,81 @@ impl TargetArgs {
     }
 }
 
+/// Several payrelay nodes of one cluster (`redis_url`): where the sockets connect, and
+/// the processes whose memory and CPU the report shows.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClusterArgs {
+    /// Nodes to spread the sockets over, evenly (comma-separated `host:port`); default:
+    /// `--url` alone.
+    #[arg(long, value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// The nodes' process ids, for their RSS and CPU (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub node_pids: Vec<u32>,
+    /// The Redis server's process id, for its RSS.
+    #[arg(long)]
+    pub redis_pid: Option<u32>,
+}
+
+impl ClusterArgs {
+    /// The targets sockets connect to: `--nodes`, or `target` alone.
+    pub fn targets(&self, target: &Target) -> anyhow::Result<Vec<Target>> {
+        if self.nodes.is_empty() {
+            return Ok(vec![target.clone()]);
+        }
+        self.nodes
+            .iter()
+            .map(|url| {
+                let mut node = Target::new(url, &target.app_id, &target.key, &target.secret)?;
+                node.protocol = target.protocol;
+                Ok(node)
+            })
+            .collect()
+    }
+
+    /// RSS of each node (KiB), in `--node-pids` order.
+    pub fn rss_kib(&self) -> Vec<Option<u64>> {
+        self.node_pids.iter().map(|pid| rss_kib(*pid)).collect()
+    }
+
+    /// CPU seconds the nodes have used, together.
+    pub fn cpu_secs(&self) -> Option<f64> {
+        if self.node_pids.is_empty() {
+            return None;
+        }
+        self.node_pids.iter().map(|pid| cpu_secs(*pid)).sum()
+    }
+}
+
+/// Splits `sockets` evenly over `targets`, then each share over worker plans; socket
+/// numbers stay consecutive across nodes, so channels stay evenly used.
+pub fn cluster_plans(
+    targets: &[Target],
+    sockets: usize,
+    channels: &[String],
+    api_keys: &[String],
+    spread: &SpreadArgs,
+    deadline_secs: u64,
+) -> anyhow::Result<Vec<Plan>> {
+    let n = targets.len().max(1);
+    let mut per_node = spread.clone();
+    per_node.workers = spread.workers.map(|w| w.div_ceil(n as u64).max(1));
+    let mut all = Vec::new();
+    let mut offset = 0;
+    for (i, target) in targets.iter().enumerate() {
+        let share = sockets / n + usize::from(i < sockets % n);
+        if share == 0 {
+            continue;
+        }
+        for mut plan in plans(target, share, channels, api_keys, &per_node, deadline_secs)? {
+            plan.first_socket += offset;
+            all.push(plan);
+        }
+        offset += share;
+    }
+    Ok(all)
+}
+
 /// How sockets are spread over processes and source addresses.
 #[derive(Debug, Clone, Args)]
 pub struct SpreadArgs {

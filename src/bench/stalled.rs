@@ -105,7 +105,14 @@ pub async fn run(args: StalledArgs) -> anyhow::Result<Option<Report>> {
     tokio::spawn(sample_memory(pid, samples.clone(), sampling.clone()));
     let server_cpu_before = pid.and_then(cpu_secs);
     let measured_from = Instant::now();
-    let published = publish(&target, &channel, messages, args.rate, args.bytes).await?;
+    let published = publish(
+        std::slice::from_ref(&target),
+        &channel,
+        messages,
+        args.rate,
+        args.bytes,
+    )
+    .await?;
     let finish = Command::Finish {
         per_socket: published.outcomes.ok,
         drain_ms: args.drain_ms,
