@@ -71,12 +71,24 @@ async fn build_core(config: &Config) -> anyhow::Result<(Arc<Core>, Option<Arc<Re
     let connected = RedisBroker::connect(settings)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect the Redis broker: {e}"))?;
+    // Channel streams live in Redis too, appended and published by one script.
+    let history = Arc::new(crate::cluster::history::RedisHistory::new(
+        crate::core::broker::redis::Names::new(&config.redis_prefix),
+        connected.connection(),
+        Duration::from_millis(config.token_store_timeout_ms),
+        Duration::from_secs(config.cache_ttl_secs),
+    ));
     let mut started = None;
-    let core = Core::with_broker(config, node, |sink| {
-        let broker = connected.start(sink);
-        started = Some(broker.clone());
-        broker
-    });
+    let core = Core::with_broker_and_history(
+        config,
+        node,
+        |sink| {
+            let broker = connected.start(sink, true);
+            started = Some(broker.clone());
+            broker
+        },
+        history,
+    );
     let Some(broker) = started else {
         anyhow::bail!("the Redis broker was not built");
     };

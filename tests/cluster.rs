@@ -903,3 +903,163 @@ async fn real_clients_across_nodes() {
     );
     assert_eq!(stdout.matches("ok ").count(), 4, "{stdout}");
 }
+
+fn position_of(frame: &Value) -> (u64, String) {
+    let text = frame["position"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no position: {frame}"));
+    let (offset, epoch) = text.split_once('.').unwrap();
+    (offset.parse().unwrap(), epoch.to_string())
+}
+
+/// Channel history lives in Redis: a channel's publications through any node get
+/// consecutive positions of one stream, delivered in position order on every node, and a
+/// client that went away resumes on another node with exactly what it missed.
+#[tokio::test]
+async fn history_is_the_clusters_and_a_client_resumes_on_any_node() {
+    let redis = TestRedis::get().await;
+    let cluster = Cluster::start(redis.url(), 3, "").await;
+    let (mut on_a, _) = cluster.node(0).connect_established().await;
+    let start = position_of(&on_a.subscribed("feed").await);
+    let (mut on_c, _) = cluster.node(2).connect_established().await;
+    on_c.subscribed("feed").await;
+
+    // Published at once through B and C.
+    let mut publishers = Vec::new();
+    for n in [1, 2] {
+        let url = cluster.node(n).url("");
+        publishers.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let body = json!({"name": "tick", "channel": "feed", "data": format!("{n}-{i}")});
+                let query = payrelay::protocols::pusher::request_auth::sign_query(
+                    KEY,
+                    SECRET,
+                    "POST",
+                    "/apps/1/events",
+                    &[],
+                    body.to_string().as_bytes(),
+                    now(),
+                );
+                let status = http()
+                    .post(format!("{url}/apps/1/events?{query}"))
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(status, 200);
+            }
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    let mut seen_a = Vec::new();
+    let mut seen_c = Vec::new();
+    for _ in 0..40 {
+        let frame = on_a.event("tick").await;
+        seen_a.push((
+            position_of(&frame),
+            frame["data"].as_str().unwrap().to_string(),
+        ));
+        let frame = on_c.event("tick").await;
+        seen_c.push((
+            position_of(&frame),
+            frame["data"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert_eq!(
+        seen_a, seen_c,
+        "the same events at the same positions, in the same order"
+    );
+    for (i, ((offset, epoch), _)) in seen_a.iter().enumerate() {
+        assert_eq!(
+            *offset,
+            start.0 + 1 + i as u64,
+            "consecutive offsets in delivery order"
+        );
+        assert_eq!(*epoch, start.1);
+    }
+
+    // A leaves after the 25th; ten more go out through B; it comes back on C.
+    let (last_offset, epoch) = seen_a[24].0.clone();
+    drop(on_a);
+    for i in 0..10 {
+        cluster
+            .node(1)
+            .trigger("feed", "later", &i.to_string())
+            .await;
+    }
+    let (mut back, _) = cluster.node(2).connect_established().await;
+    back.send_json(json!({"event": "pusher:subscribe", "data": {"channel": "feed", "resume_from": format!("{last_offset}.{epoch}")}}))
+        .await;
+    assert_eq!(
+        back.json().await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let mut replayed = Vec::new();
+    for _ in 0..25 {
+        let frame = back.json().await;
+        replayed.push((
+            position_of(&frame).0,
+            frame["data"].as_str().unwrap().to_string(),
+        ));
+    }
+    let expected: Vec<(u64, String)> = seen_a[25..]
+        .iter()
+        .map(|((o, _), d)| (*o, d.clone()))
+        .chain((0..10).map(|i| (start.0 + 41 + i, i.to_string())))
+        .collect();
+    assert_eq!(replayed, expected, "exactly what it missed, in order");
+    cluster.node(0).trigger("feed", "live", "now").await;
+    let live = back.json().await;
+    assert_eq!(
+        (live["event"].as_str(), position_of(&live).0),
+        (Some("live"), start.0 + 51)
+    );
+}
+
+/// Redis loses the streams (a restart): a position from before cannot be vouched for,
+/// and the client is told so, never given a silent gap.
+#[tokio::test]
+async fn a_stream_lost_with_redis_is_an_explicit_resume_failure() {
+    let mut redis = PrivateRedis::start().await;
+    let cluster = Cluster::start(&redis.url(), 2, "").await;
+    let (mut client, _) = cluster.node(0).connect_established().await;
+    client.subscribed("feed").await;
+    cluster.node(1).trigger("feed", "tick", "1").await;
+    let before = client.event("tick").await["position"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(client);
+    redis.restart().await;
+    for node in &cluster.nodes {
+        readyz_becomes(node, 200, Duration::from_secs(10)).await;
+    }
+    cluster.node(1).trigger("feed", "tick", "2").await;
+    let (mut back, _) = cluster.node(1).connect_established().await;
+    back.send_json(
+        json!({"event": "pusher:subscribe", "data": {"channel": "feed", "resume_from": before}}),
+    )
+    .await;
+    assert_eq!(
+        back.json().await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let failed = back.json().await;
+    assert_eq!(failed["event"], "pusher:resume_failed", "{failed}");
+    let data: Value = serde_json::from_str(failed["data"].as_str().unwrap()).unwrap();
+    let now = data["position"].as_str().unwrap();
+    assert_eq!(
+        now.split_once('.').unwrap().0,
+        "1",
+        "the new stream's position: {now}"
+    );
+    assert_ne!(
+        now.split_once('.').unwrap().1,
+        before.split_once('.').unwrap().1,
+        "a new epoch"
+    );
+}

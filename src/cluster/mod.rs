@@ -29,6 +29,8 @@
 //!   started (a node id may come back after a crash) reconciles: what Redis holds for it
 //!   but its hub no longer has is removed, what its hub has is written again.
 
+pub mod history;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;

@@ -282,6 +282,8 @@ pub struct RedisBroker {
     timeout: Duration,
     cache_ttl_ms: u64,
     listener: tokio::task::AbortHandle,
+    /// Publications with a position went out with the history script.
+    history_publishes: bool,
     published: metrics::Counter,
     failed: metrics::Counter,
 }
@@ -344,9 +346,16 @@ impl RedisBroker {
 }
 
 impl Connected {
+    /// The publishing connection (cheap to clone), for what shares it (Redis history).
+    pub fn connection(&self) -> ConnectionManager {
+        self.publisher.clone()
+    }
+
     /// Starts listening, delivering to `sink`. The broker is ready once the control
-    /// channel is subscribed ([`RedisBroker::wait_ready`]).
-    pub fn start(self, sink: Arc<dyn BrokerSink>) -> Arc<RedisBroker> {
+    /// channel is subscribed ([`RedisBroker::wait_ready`]). With `history_publishes`,
+    /// a publication that has a stream position was published by the Redis history's
+    /// script (in offset order) and is not published again.
+    pub fn start(self, sink: Arc<dyn BrokerSink>, history_publishes: bool) -> Arc<RedisBroker> {
         let Connected {
             settings,
             client,
@@ -389,6 +398,7 @@ impl Connected {
             timeout: settings.timeout,
             cache_ttl_ms: u64::try_from(settings.cache_ttl.as_millis()).unwrap_or(u64::MAX),
             listener,
+            history_publishes,
             published: metrics::counter!("payrelay_broker_published_total"),
             failed: metrics::counter!("payrelay_broker_publish_failures_total"),
         })
@@ -471,6 +481,13 @@ impl RedisBroker {
 #[async_trait]
 impl Broker for RedisBroker {
     async fn publish(&self, message: BrokerMessage) -> Result<(), BrokerError> {
+        if let BrokerMessage::Publication(p) = &message
+            && self.history_publishes
+            && p.position().is_some()
+        {
+            self.published.increment(1);
+            return Ok(());
+        }
         if !self.link.is_ready() {
             self.failed.increment(1);
             return Err(BrokerError::Unavailable(

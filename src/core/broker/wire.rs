@@ -20,6 +20,12 @@ use crate::core::{Audience, Disconnect, EventId, Principal, Publication, SocketI
 
 /// The first byte of every message; a node ignores (and counts) versions it cannot read.
 const VERSION: u8 = 1;
+/// A publication whose stream position Redis gave it (the history script): this byte,
+/// `"<offset>.<epoch>"`, a newline, then a version-1 message. The script that assigns the
+/// offset writes the header, so the position travels without re-encoding the body.
+pub const POSITIONED: u8 = 2;
+/// The longest position header read (an offset's 20 digits, a dot, an epoch).
+const MAX_HEADER: usize = 64;
 
 #[derive(Serialize, Deserialize)]
 enum Wire<'a> {
@@ -153,27 +159,43 @@ fn micros_since_epoch(at: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// A publication as a version-1 message.
+pub fn encode_publication(p: &Publication) -> Vec<u8> {
+    write(&Wire::Publication(wire_publication(p)))
+}
+
+fn wire_publication(p: &Publication) -> WirePublication<'_> {
+    WirePublication {
+        id: Cow::Owned(p.id.to_string()),
+        app: Cow::Borrowed(&p.app_id),
+        channel: Cow::Borrowed(&p.channel),
+        event: Cow::Borrowed(&p.event),
+        data: Cow::Borrowed(&p.data),
+        exclude: p.exclude.map(SocketId::to_u64),
+        user_id: p.user_id.as_deref().map(Cow::Borrowed),
+        relay_only: p.relay_only,
+        from_client: p.from_client,
+        app_event: p.app_event,
+        audience: match &p.audience {
+            Audience::Unmarked => WireAudience::Unmarked,
+            Audience::User(user) => WireAudience::User(Cow::Borrowed(user)),
+            Audience::Everyone => WireAudience::Everyone,
+        },
+        published_us: micros_since_epoch(p.published_at),
+        position: p.position().map(|at| Cow::Owned(at.to_string())),
+    }
+}
+
+fn write(wire: &Wire<'_>) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    // Serialising these plain structs into a Vec cannot fail.
+    let _ = rmp_serde::encode::write(&mut out, wire);
+    out
+}
+
 pub fn encode(message: &BrokerMessage) -> Vec<u8> {
     let wire = match message {
-        BrokerMessage::Publication(p) => Wire::Publication(WirePublication {
-            id: Cow::Owned(p.id.to_string()),
-            app: Cow::Borrowed(&p.app_id),
-            channel: Cow::Borrowed(&p.channel),
-            event: Cow::Borrowed(&p.event),
-            data: Cow::Borrowed(&p.data),
-            exclude: p.exclude.map(SocketId::to_u64),
-            user_id: p.user_id.as_deref().map(Cow::Borrowed),
-            relay_only: p.relay_only,
-            from_client: p.from_client,
-            app_event: p.app_event,
-            audience: match &p.audience {
-                Audience::Unmarked => WireAudience::Unmarked,
-                Audience::User(user) => WireAudience::User(Cow::Borrowed(user)),
-                Audience::Everyone => WireAudience::Everyone,
-            },
-            published_us: micros_since_epoch(p.published_at),
-            position: p.position().map(|at| Cow::Owned(at.to_string())),
-        }),
+        BrokerMessage::Publication(p) => Wire::Publication(wire_publication(p)),
         BrokerMessage::MemberAdded {
             app_id,
             channel,
@@ -225,10 +247,7 @@ pub fn encode(message: &BrokerMessage) -> Vec<u8> {
             reason: reason_code(*reason),
         },
     };
-    let mut out = vec![VERSION];
-    // Serialising these plain structs into a Vec cannot fail.
-    let _ = rmp_serde::encode::write(&mut out, &wire);
-    out
+    write(&wire)
 }
 
 /// Why a message from another node was not read.
@@ -244,6 +263,29 @@ pub enum DecodeError {
 
 pub fn decode(bytes: &[u8]) -> Result<BrokerMessage, DecodeError> {
     let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if version == POSITIONED {
+        let end = body
+            .iter()
+            .take(MAX_HEADER)
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| DecodeError::Malformed("position header".into()))?;
+        let position = std::str::from_utf8(&body[..end])
+            .ok()
+            .and_then(StreamPosition::parse)
+            .ok_or_else(|| DecodeError::Malformed("position".into()))?;
+        let inner = &body[end + 1..];
+        if inner.first() != Some(&VERSION) {
+            return Err(DecodeError::Malformed(
+                "a position before no message".into(),
+            ));
+        }
+        let message = decode(inner)?;
+        let BrokerMessage::Publication(publication) = &message else {
+            return Err(DecodeError::Malformed("a position on a command".into()));
+        };
+        publication.set_position(position);
+        return Ok(message);
+    }
     if version != VERSION {
         return Err(DecodeError::Version(version));
     }
@@ -457,6 +499,42 @@ mod tests {
             decode(&encode(&removed)).unwrap(),
             BrokerMessage::MemberRemoved { user_id, .. } if &*user_id == "u1"
         ));
+    }
+
+    #[test]
+    fn a_position_header_from_the_history_script_is_read() {
+        let p = Arc::new(Publication::new(
+            "1".into(),
+            "c".into(),
+            "e".into(),
+            "d".into(),
+        ));
+        let mut bytes = vec![POSITIONED];
+        bytes.extend_from_slice(b"42.AbC9\n");
+        bytes.extend(encode(&BrokerMessage::Publication(p.clone())));
+        let BrokerMessage::Publication(back) = decode(&bytes).unwrap() else {
+            panic!("not a publication")
+        };
+        assert_eq!(
+            back.position(),
+            Some(&StreamPosition::new(42, "AbC9".into()))
+        );
+        assert_eq!(back.id, p.id);
+        for bad in [
+            &b"\x02"[..],
+            b"\x02no newline",
+            b"\x02x.y\n\x01",
+            b"\x0242.ab\n",
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
+        let command = encode(&BrokerMessage::TerminateUser {
+            app_id: "1".into(),
+            user_id: "u".into(),
+        });
+        let mut bytes = b"\x021.a\n".to_vec();
+        bytes.extend(command);
+        assert!(decode(&bytes).is_err());
     }
 
     #[test]
