@@ -219,6 +219,13 @@ pub struct Config {
     /// at once; 0: no limit.
     #[serde(default = "defaults::max_tcp_connections_per_ip")]
     pub max_tcp_connections_per_ip: usize,
+    /// KiB of kernel send buffer per accepted connection (`SO_SNDBUF`; Linux doubles it
+    /// for its bookkeeping): what a client that stops reading can park in the kernel
+    /// before the node's own queue bounds it (BENCHMARKS.md, "Stalled readers"). 0 leaves
+    /// it to the kernel's autotuning, which grows a stalled socket's buffer to
+    /// `net.ipv4.tcp_wmem` (4 MiB by default).
+    #[serde(default = "defaults::tcp_send_buffer_kib")]
+    pub tcp_send_buffer_kib: usize,
     /// Seconds a client has to complete the TLS handshake.
     #[serde(default = "defaults::handshake_timeout")]
     pub handshake_timeout_secs: u64,
@@ -578,6 +585,9 @@ mod defaults {
     pub fn max_tcp_connections_per_ip() -> usize {
         256
     }
+    pub fn tcp_send_buffer_kib() -> usize {
+        64
+    }
     pub fn handshake_timeout() -> u64 {
         10
     }
@@ -928,6 +938,19 @@ impl Config {
         ] {
             positive(key, value)?;
             at_most(key, value, 3600)?;
+        }
+        if self.tcp_send_buffer_kib != 0 {
+            if self.tcp_send_buffer_kib < 4 {
+                return Err(invalid(
+                    "tcp_send_buffer_kib",
+                    "must be 0 (the kernel's) or at least 4",
+                ));
+            }
+            at_most(
+                "tcp_send_buffer_kib",
+                self.tcp_send_buffer_kib as u64,
+                65536,
+            )?;
         }
         positive("tls_reload_interval_secs", self.tls_reload_interval_secs)?;
         at_most(
@@ -1310,6 +1333,19 @@ mod tests {
         let config = Config::parse("").unwrap();
         assert_eq!(config.max_tcp_connections, None, "follows the file limit");
         assert_eq!(config.max_tcp_connections_per_ip, 256);
+        assert_eq!(config.tcp_send_buffer_kib, 64);
+        for bad in ["1", "65537"] {
+            let err = Config::parse(&format!("tcp_send_buffer_kib = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("tcp_send_buffer_kib"), "{err}");
+        }
+        assert_eq!(
+            Config::parse("tcp_send_buffer_kib = 0")
+                .unwrap()
+                .tcp_send_buffer_kib,
+            0
+        );
     }
 
     #[test]

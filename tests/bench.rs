@@ -179,9 +179,10 @@ async fn junk_subscriptions_are_held_to_the_channel_cap_and_the_subscribe_rate()
 
 #[tokio::test]
 async fn stalled_sockets_are_closed_and_healthy_ones_get_everything() {
-    // Large events, so that the stalled sockets' kernel buffers (up to 4 MiB on the
-    // server's side with Linux defaults) fill within the run: 400 events of 20 KB are
-    // 8 MB per socket. A write blocked for `pong_timeout_secs` closes the socket.
+    // Large events, so that the stalled sockets' kernel buffers fill within the run
+    // whatever their size (the node's 128 KiB, or up to 4 MiB with `tcp_send_buffer_kib
+    // = 0`): 400 events of 20 KB are 8 MB per socket. A write blocked for
+    // `pong_timeout_secs` closes the socket.
     let server = TestServer::with_settings(
         "outbound_queue_size = 64\npong_timeout_secs = 2",
         "max_message_size = 32768",

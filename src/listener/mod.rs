@@ -47,6 +47,8 @@ pub struct ListenerSettings {
     /// `None`: no limit.
     pub max_tcp_connections_per_ip: Option<usize>,
     pub timeouts: Timeouts,
+    /// `SO_SNDBUF` of accepted connections, in bytes; `None`: the kernel's autotuning.
+    pub send_buffer: Option<usize>,
     /// How long connections may take to finish once shutdown begins.
     pub shutdown_grace: Duration,
 }
@@ -66,6 +68,8 @@ impl ListenerSettings {
                 keep_alive: Duration::from_secs(config.keep_alive_timeout_secs),
                 request: Duration::from_secs(config.request_timeout_secs),
             },
+            send_buffer: (config.tcp_send_buffer_kib > 0)
+                .then(|| config.tcp_send_buffer_kib * 1024),
             shutdown_grace: Duration::from_secs(config.shutdown_timeout_secs),
         }
     }
@@ -112,6 +116,10 @@ pub async fn serve(
                 backoff.succeeded();
                 // Frames are small and latency matters more than packet count.
                 let _ = accepted.0.set_nodelay(true);
+                // What a client that stops reading can park in the kernel.
+                if let Some(bytes) = settings.send_buffer {
+                    let _ = socket2::SockRef::from(&accepted.0).set_send_buffer_size(bytes);
+                }
                 accepted
             }
             Err(e) => {
