@@ -252,6 +252,8 @@ def main():
             "patch-all": compact({"url": "https://hooks.example.com/v2", "events": ["trade"], "enabled": False, "description": None}),
             # Found by the first long run: serde read a struct from an array of its fields.
             "array-body": compact(["https://merchant.example.com/payrelay", "merchant_001"]),
+            # Found by the second: within the length limit as sent, over it once encoded.
+            "encoded-too-long": compact({"url": "https://example.com/" + "é" * 1000}),
         },
     )
 

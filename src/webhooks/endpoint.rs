@@ -157,6 +157,13 @@ pub fn check_url_syntax(raw: &str) -> Result<reqwest::Url, String> {
         return Err(format!("the URL is longer than {MAX_URL_LEN} characters"));
     }
     let url = reqwest::Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
+    // Parsing may lengthen it (percent-encoding, punycode): the URL stored, shown and
+    // sent back in a PATCH must pass this check too (found by fuzz/webhook_bodies).
+    if url.as_str().len() > MAX_URL_LEN {
+        return Err(format!(
+            "the URL is longer than {MAX_URL_LEN} characters once encoded"
+        ));
+    }
     if !matches!(url.scheme(), "http" | "https") {
         return Err("only http and https URLs are accepted".into());
     }
@@ -184,6 +191,21 @@ pub fn literal_ip(url: &reqwest::Url) -> Option<std::net::IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzz/webhook_bodies: a URL within the limit as sent could be stored
+    /// percent-encoded (or in punycode) over it, and was then refused when sent back
+    /// unchanged in a PATCH.
+    #[test]
+    fn the_limit_holds_for_the_url_as_stored() {
+        let raw = format!("https://example.com/{}", "é".repeat(1000));
+        assert!(raw.len() <= MAX_URL_LEN);
+        let err = check_url_syntax(&raw).unwrap_err();
+        assert!(err.contains("once encoded"), "{err}");
+        let fits = format!("https://example.com/{}", "é".repeat(300));
+        let stored = check_url_syntax(&fits).unwrap().to_string();
+        assert!(stored.len() <= MAX_URL_LEN);
+        assert_eq!(check_url_syntax(&stored).unwrap().as_str(), stored);
+    }
 
     #[test]
     fn filters_match_names_and_prefixes() {
