@@ -1063,3 +1063,58 @@ async fn a_stream_lost_with_redis_is_an_explicit_resume_failure() {
         "a new epoch"
     );
 }
+
+/// Runs one of the real-client recovery peers (tests/peers/*_recovery.mjs) across two
+/// nodes of a cluster whose app keeps 50 events per channel: the client starts on the
+/// first node, loses its TCP connection and resumes on the second.
+async fn recovery_peer_across_nodes(script: &str) {
+    let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers");
+    assert!(
+        peers.join("node_modules/pusher-js/package.json").exists(),
+        "tests/peers/node_modules is missing: run scripts/setup-test-deps"
+    );
+    let redis = TestRedis::get().await;
+    let cluster = Cluster::with_app(redis.url(), 2, "", "[apps.history]\nsize = 50").await;
+    let (a, b) = (cluster.node(0).addr, cluster.node(1).addr);
+    let output = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new("node")
+            .arg(peers.join(script))
+            .current_dir(&peers)
+            .env("PAYRELAY_HOST", a.ip().to_string())
+            .env("PAYRELAY_PORT", a.port().to_string())
+            .env("PAYRELAY_PORT_2", b.port().to_string())
+            .env("PAYRELAY_APP_ID", APP_ID)
+            .env("PAYRELAY_KEY", KEY)
+            .env("PAYRELAY_SECRET", SECRET)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{script} finishes within 90 s"))
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(stdout.matches("ok ").count(), 2, "{stdout}");
+}
+
+/// npm `ws` on the plain protocol: its TCP connection to node A is killed while the
+/// backend publishes through A and B; it subscribes on B with `since` and gets exactly
+/// what it missed, in order, once; past the window, `resume_failed`.
+#[tokio::test]
+async fn plain_protocol_recovery_on_another_node_with_the_npm_ws_client() {
+    recovery_peer_across_nodes("plain_ws_recovery.mjs").await;
+}
+
+/// pusher-js with clients/pusher-resume.js: the proxy kills its TCP connection to node A
+/// and sends the reconnect to node B, where the helper's `resume_from` replays exactly
+/// what it missed, in order, once; past the window, `pusher:resume_failed`.
+#[tokio::test]
+async fn pusher_js_recovery_on_another_node_with_the_resume_helper() {
+    recovery_peer_across_nodes("pusher_js_recovery.mjs").await;
+}

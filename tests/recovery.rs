@@ -1,7 +1,8 @@
 //! Nothing missed, nothing twice (issue 16): idempotent publishing on every publishing
 //! route, on one node and across nodes sharing Redis. (Recovery after a reconnect is
 //! tested per protocol: tests/plain_protocol.rs, tests/pusher_protocol.rs and, with
-//! real clients, tests/peers/*_recovery.mjs.)
+//! real clients, tests/peers/*_recovery.mjs on one node (tests/real_peers.rs) and across
+//! two nodes on Redis (tests/cluster.rs).)
 
 mod common;
 

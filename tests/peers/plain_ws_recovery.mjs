@@ -7,6 +7,10 @@
 //
 // Env (set by tests/real_peers.rs): PAYRELAY_HOST, PAYRELAY_PORT, PAYRELAY_KEY,
 // PAYRELAY_SECRET; the app keeps [apps.history] size = 50.
+//
+// Across nodes (tests/cluster.rs): PAYRELAY_PORT_2 is a second node sharing Redis. The
+// client starts on the first node and reconnects to the second, and the backend publishes
+// through both in turn, so what the client recovers is the cluster's history in Redis.
 
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
@@ -14,13 +18,19 @@ import { deadline, env, runScenarios, sleep } from './harness.mjs';
 
 const HOST = env('PAYRELAY_HOST');
 const PORT = env('PAYRELAY_PORT');
+// The node a client reconnects to (the same one when there is a single node).
+const RESUME_PORT = process.env.PAYRELAY_PORT_2 || PORT;
+const PORTS = [...new Set([PORT, RESUME_PORT])];
 const BASIC = 'Basic ' + Buffer.from(`${env('PAYRELAY_KEY')}:${env('PAYRELAY_SECRET')}`).toString('base64');
 const HISTORY_SIZE = 50;
 
 deadline(60);
 
+let published = 0;
+/** Posts to the HTTP API, through each node in turn. */
 async function backend(path, body) {
-  const res = await fetch(`http://${HOST}:${PORT}${path}`, {
+  const port = PORTS[published++ % PORTS.length];
+  const res = await fetch(`http://${HOST}:${port}${path}`, {
     method: 'POST',
     headers: { authorization: BASIC, 'content-type': 'application/json' },
     body: JSON.stringify(body),
@@ -35,8 +45,8 @@ const publish = (user, n) =>
   backend('/api/v1/events', { user_id: user, channel: 'notification.events', event: 'N', data: { n } });
 
 /** A socket whose frames queue up; `next()` waits for one. */
-function open(token) {
-  const ws = new WebSocket(`ws://${HOST}:${PORT}/api/v1/ws?token=${encodeURIComponent(token)}`);
+function open(token, port) {
+  const ws = new WebSocket(`ws://${HOST}:${port}/api/v1/ws?token=${encodeURIComponent(token)}`);
   const queue = [];
   const waiters = [];
   ws.on('message', (data) => {
@@ -65,9 +75,12 @@ function open(token) {
   });
 }
 
-/** Opens a socket for `token` and subscribes to notification.events (resuming from `since`). */
+/**
+ * Opens a socket for `token` and subscribes to notification.events (resuming from
+ * `since`): on the first node, or on the second when resuming.
+ */
 async function subscribe(token, since) {
-  const client = await open(token);
+  const client = await open(token, since ? RESUME_PORT : PORT);
   assert.equal((await client.next('settings')).event, 'subscribed');
   client.send({ event: 'subscribe', channel: 'notification.events', ...(since ? { since } : {}) });
   const subscribed = await client.next('subscribed');

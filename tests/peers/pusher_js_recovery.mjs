@@ -9,6 +9,11 @@
 //
 // Env (set by tests/real_peers.rs): PAYRELAY_HOST, PAYRELAY_PORT, PAYRELAY_APP_ID,
 // PAYRELAY_KEY, PAYRELAY_SECRET; the app keeps [apps.history] size = 50.
+//
+// Across nodes (tests/cluster.rs): PAYRELAY_PORT_2 is a second node sharing Redis. The
+// proxy sends pusher-js to the first node until the kill and to the second after it, and
+// the backend triggers through both in turn, so what pusher-js recovers is the cluster's
+// history in Redis.
 
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -23,28 +28,40 @@ const { enableResume } = require('../../clients/pusher-resume.js');
 
 const HOST = env('PAYRELAY_HOST');
 const PORT = Number(env('PAYRELAY_PORT'));
+// The node pusher-js reconnects to (the same one when there is a single node).
+const RESUME_PORT = Number(process.env.PAYRELAY_PORT_2 || PORT);
 const HISTORY_SIZE = 50;
 
 deadline(90);
 
-const backend = new PusherServer({
-  appId: env('PAYRELAY_APP_ID'),
-  key: env('PAYRELAY_KEY'),
-  secret: env('PAYRELAY_SECRET'),
-  host: HOST,
-  port: PORT,
-  useTLS: false,
-});
+const backends = [...new Set([PORT, RESUME_PORT])].map(
+  (port) =>
+    new PusherServer({
+      appId: env('PAYRELAY_APP_ID'),
+      key: env('PAYRELAY_KEY'),
+      secret: env('PAYRELAY_SECRET'),
+      host: HOST,
+      port,
+      useTLS: false,
+    }),
+);
+let triggered = 0;
+/** npm `pusher`, through each node in turn. */
+const backend = {
+  trigger: (...args) => backends[triggered++ % backends.length].trigger(...args),
+};
 
 /**
  * A TCP proxy to the node. `kill()` destroys every proxied connection (both sides, no
- * closing handshake); while `hold` is set, new connections wait unconnected.
+ * closing handshake) and sends later connections to the second node (RESUME_PORT); while
+ * `hold` is set, new connections wait unconnected.
  */
 async function proxy() {
   const live = new Set();
   const waiting = [];
   const forward = (client) => {
-    const upstream = net.connect(PORT, HOST);
+    const upstream = net.connect(state.upstream, HOST);
+    state.opened.push(state.upstream);
     live.add(client);
     live.add(upstream);
     client.pipe(upstream);
@@ -65,7 +82,10 @@ async function proxy() {
   });
   const state = {
     hold: false,
+    upstream: PORT,
+    opened: [],
     kill() {
+      this.upstream = RESUME_PORT;
       for (const socket of live) socket.destroy();
       live.clear();
     },
@@ -131,6 +151,7 @@ const scenarios = {
     for (let i = 0; i < 200 && seen.length < TOTAL; i++) await sleep(25);
     await sleep(300); // nothing more may come
     assert.ok(reconnected.includes('connected'), `pusher-js reconnected: ${reconnected}`);
+    assert.equal(tcp.opened.at(-1), RESUME_PORT, `connections went to ${tcp.opened}`);
     assert.deepEqual(seen, Array.from({ length: TOTAL }, (_, i) => i + 1), 'every event once, in order');
     assert.equal(resume.position(name).split('.')[0], String(TOTAL));
     pusher.disconnect();
