@@ -170,3 +170,208 @@ async fn a_retry_sent_to_another_node_is_recognised_through_redis() {
     );
     assert_eq!(count(&mut client, "paid").await, 1);
 }
+
+/// The publishing routes issue 16 names.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    /// Pusher `POST /apps/{id}/events` (signed).
+    PusherEvents,
+    /// Pusher `POST /apps/{id}/batch_events` (signed), a batch of one.
+    PusherBatch,
+    /// Seed 002's `POST /api/v1/events` (Basic).
+    PlainEvents,
+    /// Seed 000's `POST /v1/events` (Basic).
+    MerchantEvents,
+}
+
+const ROUTES: [Route; 4] = [
+    Route::PusherEvents,
+    Route::PusherBatch,
+    Route::PlainEvents,
+    Route::MerchantEvents,
+];
+
+/// Where the key travels: the `Idempotency-Key` header, or `idempotency_key` in the event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KeyIn {
+    Header,
+    Field,
+}
+
+/// One publish of `event` through `route` with `key`: (status, `Idempotent-Replayed`,
+/// the event id the answer gives).
+async fn publish_keyed(
+    node: &TestServer,
+    route: Route,
+    key_in: KeyIn,
+    key: &str,
+    event: &str,
+) -> (u16, bool, Value) {
+    let field = (key_in == KeyIn::Field).then_some(key);
+    let pusher_event =
+        json!({"name": event, "channel": "orders", "data": "{\"n\":1}", "idempotency_key": field});
+    let (path, body) = match route {
+        Route::PusherEvents => ("/apps/1/events", pusher_event),
+        Route::PusherBatch => ("/apps/1/batch_events", json!({"batch": [pusher_event]})),
+        Route::PlainEvents => (
+            "/api/v1/events",
+            json!({"channel": "settings", "event": event, "data": {"n": 1}, "idempotency_key": field}),
+        ),
+        Route::MerchantEvents => (
+            "/v1/events",
+            json!({"merchant_id": "m1", "kind": "merchant", "event": event, "data": {"n": 1}, "idempotency_key": field}),
+        ),
+    };
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let mut request = match route {
+        Route::PusherEvents | Route::PusherBatch => {
+            let query = payrelay::protocols::pusher::request_auth::sign_query(
+                KEY,
+                SECRET,
+                "POST",
+                path,
+                &[],
+                &bytes,
+                now(),
+            );
+            http().post(node.url(&format!("{path}?{query}")))
+        }
+        Route::PlainEvents | Route::MerchantEvents => {
+            http().post(node.url(path)).basic_auth(KEY, Some(SECRET))
+        }
+    };
+    if key_in == KeyIn::Header {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request
+        .header("content-type", "application/json")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let replayed = response.headers().contains_key("idempotent-replayed");
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    let id = match route {
+        Route::PusherEvents => answer["event_ids"]["orders"].clone(),
+        Route::PusherBatch => answer["event_ids"][0].clone(),
+        Route::PlainEvents => answer["data"]["id"].clone(),
+        Route::MerchantEvents => answer["id"].clone(),
+    };
+    (status, replayed, id)
+}
+
+/// A socket on `node` subscribed to every channel the routes above publish on.
+async fn listener(node: &TestServer) -> Client {
+    let (mut client, socket_id) = node.connect_established().await;
+    client.subscribed("orders").await;
+    for channel in ["private-all.settings", "private-merchant.m1"] {
+        client
+            .subscribe_with(channel, &private_auth(&socket_id, channel), None)
+            .await;
+        client.event("pusher_internal:subscription_succeeded").await;
+    }
+    client
+}
+
+/// Every route, with the key in the header and in the event, sends the same publish three
+/// times in each `way` through `nodes` (one after the other, or all at once; the n-th
+/// send goes to `nodes[n % len]`): every answer is a success carrying the same event id,
+/// and `client` receives the event once.
+async fn three_times_everywhere(nodes: &[&TestServer], client: &mut Client, label: &str) {
+    let mut cases = Vec::new();
+    for route in ROUTES {
+        for key_in in [KeyIn::Header, KeyIn::Field] {
+            for concurrent in [false, true] {
+                let name = format!("{label}-{route:?}-{key_in:?}-{concurrent}");
+                let sends = (0..3)
+                    .map(|n| publish_keyed(nodes[n % nodes.len()], route, key_in, &name, &name));
+                let replies = if concurrent {
+                    futures_util::future::join_all(sends).await
+                } else {
+                    let mut replies = Vec::new();
+                    for send in sends {
+                        replies.push(send.await);
+                    }
+                    replies
+                };
+                assert!(
+                    replies.iter().all(|(status, _, id)| *status == 200
+                        && id.as_str().is_some_and(|id| id.starts_with("evt_"))),
+                    "{name}: {replies:?}"
+                );
+                assert!(
+                    replies.iter().all(|(_, _, id)| *id == replies[0].2),
+                    "{name}: one id for the three: {replies:?}"
+                );
+                if key_in == KeyIn::Header {
+                    // A replayed request says so; a key inside an event replays that
+                    // event's id in an answer of its own.
+                    assert_eq!(
+                        replies.iter().filter(|(_, replayed, _)| *replayed).count(),
+                        2,
+                        "{name}: {replies:?}"
+                    );
+                }
+                cases.push(name);
+            }
+        }
+    }
+    let mut delivered = std::collections::HashMap::<String, usize>::new();
+    while let Some(frame) = client.next_within(Duration::from_millis(500)).await {
+        if let Received::Json(frame) = frame
+            && let Some(name) = frame["event"].as_str()
+            && name.starts_with(label)
+        {
+            *delivered.entry(name.to_string()).or_default() += 1;
+        }
+    }
+    for name in &cases {
+        assert_eq!(
+            delivered.get(name),
+            Some(&1),
+            "{name} delivered once: {delivered:?}"
+        );
+    }
+    assert_eq!(delivered.len(), cases.len(), "{delivered:?}");
+}
+
+/// Issue 16's idempotency check on one node (the in-memory store): every publishing
+/// route, key in the header or in the event, three times in a row and three times at once.
+#[tokio::test]
+async fn every_route_publishes_a_repeated_publish_once_on_one_node() {
+    let server = TestServer::start().await;
+    let mut client = listener(&server).await;
+    three_times_everywhere(&[&server], &mut client, "one").await;
+}
+
+/// The same across two nodes sharing Redis: the three sends alternate between the nodes,
+/// in a row and at once, and the event is delivered once, on a socket of either node.
+#[tokio::test]
+async fn every_route_publishes_a_repeated_publish_once_across_nodes() {
+    let redis = TestRedis::get().await;
+    let prefix = format!("test:{:016x}:", rand_u64());
+    let node = |n: usize| {
+        let settings = format!(
+            "redis_url = \"{}\"\nredis_prefix = \"{prefix}\"\nnode_id = \"idem-{n}\"",
+            redis.url()
+        );
+        async move { TestServer::with_settings(&settings, "").await }
+    };
+    let (a, b) = (node(0).await, node(1).await);
+    let mut on_a = listener(&a).await;
+    let mut on_b = listener(&b).await;
+    three_times_everywhere(&[&a, &b], &mut on_a, "two").await;
+    // Node B's socket got each once too (nothing delivered twice by the other node).
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    while let Some(frame) = on_b.next_within(Duration::from_millis(500)).await {
+        if let Received::Json(frame) = frame
+            && let Some(name) = frame["event"].as_str()
+            && name.starts_with("two")
+        {
+            *seen.entry(name.to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 16, "{seen:?}");
+    assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+}
