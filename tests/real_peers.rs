@@ -267,17 +267,13 @@ async fn official_verifier_accepts_callbacks(program: &Path, script: &str) {
          [[apps]]\nid = \"1\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n",
     )
     .await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}/webhooks");
+    // The endpoint is made first (its secret is the receiver's), then pointed at the port
+    // the receiver got from the system: no port is picked and bound later.
     let (status, endpoint) = server
         .basic_request(
             "POST",
             "/v1/webhooks/endpoints",
-            Some(&json!({"url": url, "merchant_id": "m1"})),
+            Some(&json!({"url": "http://127.0.0.1:9/webhooks", "merchant_id": "m1"})),
         )
         .await;
     assert_eq!(status, 201, "{endpoint}");
@@ -286,7 +282,7 @@ async fn official_verifier_accepts_callbacks(program: &Path, script: &str) {
         .arg(repo().join("tests/peers").join(script))
         .current_dir(repo().join("tests/peers"))
         .env("WEBHOOK_SECRET", &secret)
-        .env("PORT", port.to_string())
+        .env("PORT", "0")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -300,7 +296,20 @@ async fn official_verifier_accepts_callbacks(program: &Path, script: &str) {
             .unwrap_or_else(|| panic!("{script} ended"));
         serde_json::from_str(&line).unwrap_or_else(|_| panic!("{script}: {line}"))
     };
-    assert_eq!(next_line().await, json!({"listening": true}));
+    let listening = next_line().await;
+    assert_eq!(listening["listening"], true, "{listening}");
+    let port = listening["port"].as_u64().expect("the receiver's port");
+    let url = format!("http://127.0.0.1:{port}/webhooks");
+    let id = endpoint["id"].as_str().unwrap();
+    let (status, patched) = server
+        .basic_request(
+            "PATCH",
+            &format!("/v1/webhooks/endpoints/{id}"),
+            Some(&json!({"url": url})),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["url"], url.as_str(), "{patched}");
 
     let mut sent = Vec::new();
     for data in [
@@ -318,7 +327,6 @@ async fn official_verifier_accepts_callbacks(program: &Path, script: &str) {
         assert_eq!(status, 200, "{reply}");
         sent.push((reply["id"].as_str().unwrap().to_string(), data));
     }
-    let id = endpoint["id"].as_str().unwrap();
     let (status, _) = server
         .basic_request(
             "POST",

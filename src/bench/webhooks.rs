@@ -29,7 +29,9 @@ pub struct NodeArgs {
     /// `postgres://` URL must name an empty database the bench may fill.
     #[arg(long)]
     pub database_url: Option<String>,
-    /// Port of the node the bench starts.
+    /// Port of the node the bench starts. 0: the bench picks a free one, and another if
+    /// the node cannot start on it (someone took it in between), so parallel runs and
+    /// tests never collide.
     #[arg(long, default_value_t = 6201)]
     pub port: u16,
 }
@@ -156,8 +158,23 @@ impl Receiver {
 struct Node {
     child: Option<Child>,
     config: std::path::PathBuf,
+    /// The configuration without its `bind` line.
+    settings: String,
+    node_id: String,
     base: String,
+    /// The bench picks the port (`--port 0`), and may pick another until the node first
+    /// started.
+    pick_port: bool,
+    started_once: bool,
     _dir: TempDir,
+}
+
+/// A port free a moment ago. The node binds it a little later: someone else may bind it
+/// in between, which `Node::start` handles by picking again.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A temporary folder removed on drop.
@@ -178,26 +195,66 @@ impl Node {
             .database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
-        let config = dir.join("payrelay.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "bind = \"127.0.0.1:{port}\"\nlog_level = \"warn\"\ndatabase_url = \"{database}\"\n\
-                 max_tcp_connections_per_ip = 0\n[webhooks]\nallow_private_targets = true\n{webhooks}\n\
-                 [[apps]]\nid = \"1\"\nkey = \"{APP_KEY}\"\nsecret = \"{APP_SECRET}\"\nmax_connections = 0\n",
-                port = args.port
-            ),
-        )?;
-        Ok(Node {
+        // The node's id tells it from whatever else may answer on the port.
+        let node_id = format!("bench-{}-{:08x}", std::process::id(), rand::random::<u32>());
+        let settings = format!(
+            "node_id = \"{node_id}\"\nlog_level = \"warn\"\ndatabase_url = \"{database}\"\n\
+             max_tcp_connections_per_ip = 0\n[webhooks]\nallow_private_targets = true\n{webhooks}\n\
+             [[apps]]\nid = \"1\"\nkey = \"{APP_KEY}\"\nsecret = \"{APP_SECRET}\"\nmax_connections = 0\n"
+        );
+        let mut node = Node {
             child: None,
-            config,
-            base: format!("http://127.0.0.1:{}", args.port),
+            config: dir.join("payrelay.toml"),
+            settings,
+            node_id,
+            base: String::new(),
+            pick_port: args.port == 0,
+            started_once: false,
             _dir: TempDir(dir),
-        })
+        };
+        let port = if node.pick_port {
+            free_port()?
+        } else {
+            args.port
+        };
+        node.listen_on(port)?;
+        Ok(node)
     }
 
-    /// Starts the node and waits until it answers.
+    /// Writes the configuration with the node on `port`.
+    fn listen_on(&mut self, port: u16) -> anyhow::Result<()> {
+        std::fs::write(
+            &self.config,
+            format!("bind = \"127.0.0.1:{port}\"\n{}", self.settings),
+        )?;
+        self.base = format!("http://127.0.0.1:{port}");
+        Ok(())
+    }
+
+    /// Starts the node and waits until it answers. With a picked port, a node that exits
+    /// at its first start (the port was taken in between) is started again on another.
     async fn start(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.start_once(http).await {
+                Err(StartError::Exited(status))
+                    if self.pick_port && !self.started_once && tries < 5 =>
+                {
+                    tries += 1;
+                    eprintln!("the node exited at start ({status}); trying another port");
+                    let port = free_port()?;
+                    self.listen_on(port)?;
+                }
+                Err(e) => return Err(e.into()),
+                Ok(()) => {
+                    self.started_once = true;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn start_once(&mut self, http: &reqwest::Client) -> Result<(), StartError> {
         let child = Command::new(std::env::current_exe()?)
             .arg("serve")
             .arg("--config")
@@ -208,19 +265,22 @@ impl Node {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = http.get(format!("{}/healthz", self.base)).send().await
+            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await
                 && r.status().is_success()
+                && let Ok(ready) = r.json::<Value>().await
+                && ready["node_id"] == self.node_id.as_str()
             {
                 return Ok(());
             }
             if let Some(child) = &mut self.child
                 && let Ok(Some(status)) = child.try_wait()
             {
-                anyhow::bail!("the node exited at start: {status}");
+                self.child = None;
+                return Err(StartError::Exited(status));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        anyhow::bail!("the node did not answer within 30 s")
+        Err(StartError::Silent)
     }
 
     /// `kill -9`.
@@ -234,6 +294,16 @@ impl Node {
     fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("the node exited at start: {0}")]
+    Exited(std::process::ExitStatus),
+    #[error("the node did not answer within 30 s")]
+    Silent,
+    #[error("cannot start the node: {0}")]
+    Spawn(#[from] std::io::Error),
 }
 
 impl Drop for Node {

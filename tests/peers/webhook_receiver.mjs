@@ -4,7 +4,7 @@
 //
 //   WEBHOOK_SECRET=whsec_... PORT=8080 node webhook_receiver.mjs
 //
-// For tests/real_peers.rs it prints one JSON line per request: {"verified": id, "type": …}
+// For tests/real_peers.rs it prints {"listening": true, "port": N}, then one JSON line per request: {"verified": id, "type": …}
 // or {"rejected": reason}.
 import http from 'node:http';
 import { Webhook } from 'standardwebhooks';
@@ -12,7 +12,7 @@ import { Webhook } from 'standardwebhooks';
 const webhook = new Webhook(process.env.WEBHOOK_SECRET);
 const seen = new Set(); // use your database in production: ids repeat on retries
 
-http.createServer((req, res) => {
+const server = http.createServer((req, res) => {
   const chunks = [];
   req.on('data', (chunk) => chunks.push(chunk));
   req.on('end', () => {
@@ -33,4 +33,7 @@ http.createServer((req, res) => {
     }
     res.writeHead(204).end();
   });
-}).listen(Number(process.env.PORT ?? 8080), '127.0.0.1', () => console.log(JSON.stringify({ listening: true })));
+});
+// PORT=0: the system picks a free port, printed in the first line.
+server.listen(Number(process.env.PORT ?? 8080), '127.0.0.1', () =>
+  console.log(JSON.stringify({ listening: true, port: server.address().port })));

@@ -40,5 +40,6 @@ class Receiver(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("PORT", "8080"))), Receiver)
-print(json.dumps({"listening": True}), flush=True)
+# PORT=0: the system picks a free port, printed in the first line.
+print(json.dumps({"listening": True, "port": server.server_address[1]}), flush=True)
 server.serve_forever()
