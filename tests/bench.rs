@@ -493,3 +493,92 @@ async fn fanout_and_connections_spread_over_cluster_nodes() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn history_measures_the_publish_path_memory_and_a_resume() {
+    let report = bench(&[
+        "history",
+        "--channels",
+        "30",
+        "--events",
+        "10",
+        "--missed",
+        "7",
+        "--recoveries",
+        "5",
+    ])
+    .await;
+    assert_eq!(report["history_in"], "process", "{report}");
+    assert_eq!(report["retained_events"], 300, "{report}");
+    assert_eq!(report["recoveries"], 5, "{report}");
+    for key in [
+        "publishes_per_sec_without_history",
+        "publishes_per_sec_with_history",
+        "recovery_p50_us",
+    ] {
+        assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
+    }
+    assert!(report["redis_used_memory_growth_mib"].is_null(), "{report}");
+}
+
+/// `--redis-url`: history in Redis, as a node with `redis_url` keeps it; what Redis
+/// gains is measured, and the bench removes its keys (and only its keys) at the end.
+#[tokio::test]
+async fn history_in_redis_measures_redis_memory_and_cleans_up() {
+    let redis = common::TestRedis::get().await;
+    let report = bench(&[
+        "history",
+        "--channels",
+        "30",
+        "--events",
+        "10",
+        "--missed",
+        "7",
+        "--recoveries",
+        "5",
+        "--publishers",
+        "4",
+        "--redis-url",
+        redis.url(),
+    ])
+    .await;
+    assert_eq!(report["history_in"], "redis", "{report}");
+    assert_eq!(report["retained_events"], 300, "{report}");
+    assert!(report["recovery_p50_us"].as_u64().unwrap() > 0, "{report}");
+    // 300 retained events of 100 bytes: Redis holds at least their data.
+    assert!(
+        report["redis_bytes_per_event"].as_f64().unwrap() > 100.0,
+        "{report}"
+    );
+    // Each channel's stream and its position (and the resumed channel's).
+    assert!(
+        report["redis_keys_removed"].as_u64().unwrap() >= 62,
+        "{report}"
+    );
+    let prefix = report["redis_prefix"].as_str().unwrap();
+    let mut connection = redis.connection().await;
+    let left: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn history_refuses_a_remote_redis() {
+    let run = Command::new(BIN)
+        .args(["bench", "history", "--channels", "1", "--events", "1"])
+        .args(["--redis-url", "redis://192.0.2.1:6379/"])
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("loopback"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

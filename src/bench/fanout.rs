@@ -99,6 +99,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
 
     let server_cpu_before = pid.and_then(cpu_secs);
     let nodes_cpu_before = args.cluster.cpu_secs();
+    let redis_cpu_before = args.cluster.redis_pid.and_then(cpu_secs);
     let own_cpu_before = cpu_secs(std::process::id());
     let measured_from = Instant::now();
     let published = publish(&publish_to, &channel, args.messages, args.rate, args.bytes).await?;
@@ -116,6 +117,11 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
     };
     let server_cpu = utilisation(server_cpu_before, pid.and_then(cpu_secs));
     let nodes_cpu = utilisation(nodes_cpu_before, args.cluster.cpu_secs());
+    let redis_cpu = utilisation(redis_cpu_before, args.cluster.redis_pid.and_then(cpu_secs));
+    // CPU time per delivery (µs), over the whole measured span.
+    let per_delivery = |cores: Option<f64>| {
+        cores.map(|c| c * measured_secs * 1e6 / merged.delivered.max(1) as f64)
+    };
     let nodes_rss = args.cluster.rss_kib();
     let redis_rss = args.cluster.redis_pid.and_then(rss_kib);
     let generator_cpu = utilisation(own_cpu_before, cpu_secs(std::process::id()))
@@ -169,6 +175,11 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
         .add("p99_ms", "latency p99 (ms)", ms(latency.p99_us))
         .add("max_ms", "latency max (ms)", ms(latency.max_us))
         .add("server_cpu", "server CPU (cores busy)", server_cpu)
+        .add(
+            "server_cpu_us_per_delivery",
+            "server CPU per delivery (µs)",
+            per_delivery(server_cpu),
+        )
         .add("generator_cpu", "generator CPU (cores busy)", generator_cpu)
         .add("server_rss_kib", "server RSS at end (KiB)", rss)
         .add("nodes", "nodes subscribed on", targets.len())
@@ -179,7 +190,13 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
             "nodes' RSS at end (KiB)",
             serde_json::to_value(&nodes_rss)?,
         )
-        .add("redis_rss_kib", "Redis RSS at end (KiB)", redis_rss);
+        .add("redis_rss_kib", "Redis RSS at end (KiB)", redis_rss)
+        .add("redis_cpu", "Redis CPU (cores busy)", redis_cpu)
+        .add(
+            "redis_cpu_us_per_delivery",
+            "Redis CPU per delivery (µs)",
+            per_delivery(redis_cpu),
+        );
     Ok(Some(report))
 }
 

@@ -113,7 +113,7 @@ pub struct ClusterArgs {
     /// The nodes' process ids, for their RSS and CPU (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub node_pids: Vec<u32>,
-    /// The Redis server's process id, for its RSS.
+    /// The Redis server's process id, for its RSS and CPU.
     #[arg(long)]
     pub redis_pid: Option<u32>,
 }
