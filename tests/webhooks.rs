@@ -1275,3 +1275,84 @@ async fn a_burst_beyond_the_endpoint_slots_drains_without_waiting_for_the_poll()
             .collect::<Vec<_>>()
     );
 }
+
+/// Endpoints that fail and then hang until the attempt timeout cannot take the slots a
+/// healthy endpoint needs. Four such endpoints, each with plenty waiting, on a node of 4
+/// slots (2 per endpoint): without a bound on failing endpoints they hold all 4 until the
+/// timeout (60 s here, and they hang longer), and the healthy endpoint's message waits for
+/// it. An endpoint whose latest attempt failed has 1 slot, and failing endpoints together
+/// half the node's, so the healthy one is sent while they still hang.
+#[tokio::test]
+async fn hanging_failing_endpoints_cannot_starve_a_healthy_one() {
+    let server = TestServer::with_config(
+        &config("max_in_flight = 4\nmax_in_flight_per_endpoint = 2", "")
+            .replace("timeout_secs = 2", "timeout_secs = 60")
+            .replace(
+                "retry_schedule_secs = [1, 1]",
+                "retry_schedule_secs = [0, 0, 0]",
+            ),
+    )
+    .await;
+    let mut hanging = Vec::new();
+    for i in 0..4 {
+        let receiver = Receiver::start().await;
+        // A first answer fails at once (the endpoint is failing from then on); every
+        // later request hangs past the attempt timeout.
+        receiver.script([Answer::status(500)]);
+        receiver.otherwise(Answer::status(200).delay(Duration::from_secs(600)));
+        create_endpoint(
+            &server,
+            json!({"url": receiver.url("/"), "merchant_id": format!("h{i}")}),
+        )
+        .await;
+        hanging.push(receiver);
+    }
+    let healthy = Receiver::start().await;
+    create_endpoint(
+        &server,
+        json!({"url": healthy.url("/"), "merchant_id": "ok"}),
+    )
+    .await;
+    // One message each first, so every hanging endpoint fails once before the rest come.
+    for i in 0..4 {
+        publish(&server, &format!("h{i}"), "e", json!({"n": 0})).await;
+    }
+    for receiver in &hanging {
+        receiver.wait_for(1, WAIT).await;
+    }
+    for n in 1..6 {
+        for i in 0..4 {
+            publish(&server, &format!("h{i}"), "e", json!({"n": n})).await;
+        }
+    }
+    // The hanging endpoints take what they may; wait until nothing more starts there.
+    let hung = || {
+        hanging
+            .iter()
+            .map(|r| r.received().len() - 1)
+            .sum::<usize>()
+    };
+    let deadline = Instant::now() + WAIT;
+    while hung() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        hung() >= 1,
+        "the failing endpoints' later messages are attempted"
+    );
+    let id = publish(&server, "ok", "e", json!({})).await;
+    let got = healthy.wait_for(1, Duration::from_secs(15)).await;
+    assert_eq!(got[0].header("webhook-id"), id);
+    let in_flight = hung();
+    assert!(
+        in_flight <= 2,
+        "failing endpoints hold at most half the node's 4 slots, one each: {in_flight}"
+    );
+    for receiver in &hanging {
+        assert!(
+            receiver.received().len() <= 2,
+            "one attempt at a time to a failing endpoint"
+        );
+    }
+}

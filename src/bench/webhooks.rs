@@ -57,6 +57,13 @@ pub struct WebhooksArgs {
     /// Failing endpoints (each answers 500) beside the healthy one.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub failing_endpoints: u64,
+    /// Hanging endpoints (each holds every request past the attempt timeout) beside the
+    /// healthy one, each sent a message every second while the healthy one is measured.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=5_000))]
+    pub hanging_endpoints: u64,
+    /// The node's `timeout_secs` (the hanging endpoints hold each attempt this long).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -106,6 +113,11 @@ async fn receive(
 ) -> axum::http::StatusCode {
     if uri.path() == "/fail" {
         return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    if uri.path() == "/hang" {
+        // Past any attempt timeout: the node gives up first.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        return axum::http::StatusCode::NO_CONTENT;
     }
     let id = headers
         .get("webhook-id")
@@ -426,7 +438,13 @@ fn ms(us: u64) -> f64 {
 pub async fn run(args: WebhooksArgs) -> anyhow::Result<Option<Report>> {
     let http = client();
     let receiver = Receiver::start().await?;
-    let mut node = Node::new(&args.node, "retry_schedule_secs = [1, 5, 30]")?;
+    let mut node = Node::new(
+        &args.node,
+        &format!(
+            "retry_schedule_secs = [1, 5, 30]\ntimeout_secs = {}",
+            args.timeout_secs
+        ),
+    )?;
     node.start(&http).await?;
     let mut report = Report::new("webhooks");
 
@@ -566,6 +584,71 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<Option<Report>> {
                 "callback_p99_ms_beside_failing",
                 "healthy publish → callback p99 beside them (ms)",
                 ms(beside.p99_us),
+            );
+    }
+    // 4. Hanging endpoints beside the healthy one: each fails once (its first attempt
+    //    times out), then keeps getting messages that hang until the timeout, while the
+    //    healthy merchant publishes one at a time.
+    if args.hanging_endpoints > 0 {
+        let hanging = args.hanging_endpoints;
+        for i in 0..hanging {
+            create_endpoint(&http, &node, &format!("hanging{i}"), &receiver.url("/hang")).await?;
+        }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let noise = {
+            let (http, base, stop) = (http.clone(), node.base.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut round = 0;
+                while !stop.is_cancelled() {
+                    let started = Instant::now();
+                    for i in 0..hanging {
+                        let _ = publish(&http, &base, &format!("hanging{i}"), round).await;
+                    }
+                    round += 1;
+                    tokio::time::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()))
+                        .await;
+                }
+            })
+        };
+        // Every hanging endpoint's first attempt has timed out by now: they are failing.
+        tokio::time::sleep(Duration::from_secs(args.timeout_secs + 2)).await;
+        *receiver.seen.lock() = Received::default();
+        publish_many(&http, &node.base, &hooked[..1], args.latency_events, 1).await?;
+        let all = wait_delivered(
+            &receiver,
+            args.latency_events as usize,
+            Duration::from_secs(120),
+        )
+        .await;
+        stop.cancel();
+        noise.await?;
+        let beside = receiver.seen.lock().latency.summary();
+        report
+            .add(
+                "hanging_endpoints",
+                "hanging endpoints (past the timeout, a message each per second)",
+                hanging,
+            )
+            .add("timeout_secs", "attempt timeout (s)", args.timeout_secs)
+            .add(
+                "healthy_all_delivered_beside_hanging",
+                "healthy messages all delivered beside them",
+                all,
+            )
+            .add(
+                "callback_p50_ms_beside_hanging",
+                "healthy publish → callback p50 beside them (ms)",
+                ms(beside.p50_us),
+            )
+            .add(
+                "callback_p99_ms_beside_hanging",
+                "healthy publish → callback p99 beside them (ms)",
+                ms(beside.p99_us),
+            )
+            .add(
+                "callback_max_ms_beside_hanging",
+                "healthy publish → callback max beside them (ms)",
+                ms(beside.max_us),
             );
     }
     report.add("server_pid", "server pid", node.pid().unwrap_or(0));

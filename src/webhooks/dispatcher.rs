@@ -6,6 +6,16 @@
 //! messages (no head-of-line blocking), and the node never opens more connections than
 //! its total.
 //!
+//! Failing endpoints get less: an endpoint whose latest attempt failed (any answer but a
+//! 2xx, a timeout, a refused connection) has one slot until it succeeds again, and failing
+//! endpoints together hold at most half of the node's (`max_in_flight / 2`). Without that,
+//! endpoints that hang until the attempt timeout fill every slot for the whole timeout and
+//! a healthy endpoint's message waits for one of them to give up; with it, at least half
+//! the slots are always left to endpoints that answer. Whether an endpoint is failing is
+//! known from its attempts on this node and, across nodes and restarts, from its
+//! `failing_since` column, which the claim reads. An endpoint that starts to hang while
+//! healthy holds its normal share until its first attempt times out.
+//!
 //! Work arrives two ways. A message recorded by this node goes out at once: the journal
 //! takes its slot before the commit and records it already leased to this node, so the
 //! common path costs no claim query. A message that finds its endpoint's slots taken is
@@ -17,7 +27,7 @@
 //! wakes on a timer, when a slot frees while claimed work may be waiting, and when the
 //! journal leaves work behind.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -31,7 +41,7 @@ use super::config::WebhooksConfig;
 use super::endpoint::Endpoint;
 use super::index::EndpointIndex;
 use super::sender::{self, Attempted};
-use super::store::{Next, OutboxStore, Outcome};
+use super::store::{Claimed, Next, OutboxStore, Outcome};
 use super::writer::Writer;
 use crate::core::Core;
 use crate::db::now_ms;
@@ -42,8 +52,13 @@ pub struct Slots {
     inner: Mutex<SlotCounts>,
     max_total: usize,
     max_per_endpoint: usize,
+    /// Slots failing endpoints may hold together: half the node's (at least one).
+    max_failing: usize,
     /// Set when work may be waiting for a slot; a freed slot then wakes the claimer.
     backlog: AtomicBool,
+    /// Set when failing endpoints' work may be waiting for their half: a freed slot of a
+    /// failing endpoint then wakes the claimer.
+    failing_backlog: AtomicBool,
     /// Attempts the claim loop started whose outcomes are not recorded yet: their
     /// leases still count against their endpoints, so a claim that finds nothing while
     /// some are out must run again once they are recorded.
@@ -56,6 +71,10 @@ pub struct Slots {
 struct SlotCounts {
     total: usize,
     per_endpoint: HashMap<Arc<str>, usize>,
+    /// Endpoints whose latest attempt failed.
+    failing: HashSet<Arc<str>>,
+    /// Slots held by attempts to endpoints that were failing when they started.
+    failing_total: usize,
     /// Messages recorded leased to this node that found no free slot, per endpoint,
     /// oldest first.
     queued: HashMap<Arc<str>, VecDeque<Queued>>,
@@ -83,6 +102,8 @@ const QUEUE_PER_SLOT: usize = 64;
 pub struct Slot {
     slots: Arc<Slots>,
     endpoint: Arc<str>,
+    /// Counted among the failing endpoints' slots.
+    failing: bool,
 }
 
 impl Slots {
@@ -91,30 +112,82 @@ impl Slots {
             inner: Mutex::new(SlotCounts::default()),
             max_total: config.max_in_flight,
             max_per_endpoint: config.max_in_flight_per_endpoint,
+            max_failing: (config.max_in_flight / 2).max(1),
             backlog: AtomicBool::new(false),
+            failing_backlog: AtomicBool::new(false),
             claimed_out: AtomicUsize::new(0),
             wake: Notify::new(),
             in_flight_gauge: metrics::gauge!("payrelay_webhook_in_flight"),
         })
     }
 
-    /// A slot for `endpoint` if both limits allow one.
+    /// A slot for `endpoint` if the limits allow one.
     pub fn try_acquire(self: &Arc<Self>, endpoint: &Arc<str>) -> Option<Slot> {
         let mut counts = self.inner.lock();
-        if counts.total >= self.max_total {
-            return None;
-        }
-        let used = counts.per_endpoint.get(endpoint).copied().unwrap_or(0);
-        if used >= self.max_per_endpoint {
+        if !self.may_start(&counts, endpoint) {
             return None;
         }
         Some(self.take(&mut counts, endpoint))
     }
 
-    /// Whether this node's queue takes another message for `endpoint`.
+    /// Whether one more attempt to `endpoint` fits: the node's total, the endpoint's
+    /// share (one while it is failing), and the failing endpoints' half.
+    fn may_start(&self, counts: &SlotCounts, endpoint: &str) -> bool {
+        if counts.total >= self.max_total {
+            return false;
+        }
+        let used = counts.per_endpoint.get(endpoint).copied().unwrap_or(0);
+        if counts.failing.contains(endpoint) {
+            used < 1 && counts.failing_total < self.max_failing
+        } else {
+            used < self.max_per_endpoint
+        }
+    }
+
+    /// Records how an attempt to `endpoint` ended: a failure makes it failing (one slot,
+    /// within the failing half), a success makes it healthy again.
+    pub fn set_failing(&self, endpoint: &Arc<str>, failing: bool) {
+        let mut counts = self.inner.lock();
+        if failing {
+            counts.failing.insert(endpoint.clone());
+        } else {
+            counts.failing.remove(endpoint);
+        }
+    }
+
+    pub fn is_failing(&self, endpoint: &str) -> bool {
+        self.inner.lock().failing.contains(endpoint)
+    }
+
+    /// Takes in what the database says (endpoints other nodes, or an earlier run, saw
+    /// failing) and forgets endpoints that are gone. A success here clears an endpoint.
+    pub fn sync_failing<'a>(&self, endpoints: impl IntoIterator<Item = (&'a str, bool)>) {
+        let mut counts = self.inner.lock();
+        let mut known = HashSet::new();
+        for (id, failing) in endpoints {
+            known.insert(id);
+            if failing && !counts.failing.contains(id) {
+                counts.failing.insert(id.into());
+            }
+        }
+        counts.failing.retain(|id| known.contains(&**id));
+    }
+
+    /// Slots failing endpoints may still take on this node.
+    pub fn failing_free(&self) -> usize {
+        let counts = self.inner.lock();
+        self.max_failing
+            .saturating_sub(counts.failing_total)
+            .min(self.max_total.saturating_sub(counts.total))
+    }
+
+    /// Whether this node's queue takes another message for `endpoint`. A failing
+    /// endpoint queues nothing: its messages, one at a time, go through the claim, and a
+    /// lease on a queue that drains one attempt per timeout would only hold them back.
     pub fn queue_has_room(&self, endpoint: &str) -> bool {
         let counts = self.inner.lock();
-        counts.queued_total < self.max_total * QUEUE_PER_SLOT
+        !counts.failing.contains(endpoint)
+            && counts.queued_total < self.max_total * QUEUE_PER_SLOT
             && counts
                 .queued
                 .get(endpoint)
@@ -150,21 +223,19 @@ impl Slots {
                 break;
             };
             let mut queue = counts.queued.remove(&id).unwrap_or_default();
-            let mut used = counts.per_endpoint.get(&id).copied().unwrap_or(0);
             while let Some(front) = queue.front() {
                 if front.lease_until < usable_until {
                     queue.pop_front();
                     expired += 1;
                     continue;
                 }
-                if used >= self.max_per_endpoint || counts.total >= self.max_total {
+                if !self.may_start(&counts, &id) {
                     break;
                 }
                 let Some(message) = queue.pop_front() else {
                     break;
                 };
                 let slot = self.take(&mut counts, &id);
-                used += 1;
                 ready.push((message, slot));
             }
             if !queue.is_empty() {
@@ -186,10 +257,15 @@ impl Slots {
     fn take(self: &Arc<Self>, counts: &mut SlotCounts, endpoint: &Arc<str>) -> Slot {
         counts.total += 1;
         *counts.per_endpoint.entry(endpoint.clone()).or_insert(0) += 1;
+        let failing = counts.failing.contains(endpoint);
+        if failing {
+            counts.failing_total += 1;
+        }
         self.in_flight_gauge.increment(1.0);
         Slot {
             slots: self.clone(),
             endpoint: endpoint.clone(),
+            failing,
         }
     }
 
@@ -239,6 +315,9 @@ impl Drop for Slot {
         {
             let mut counts = self.slots.inner.lock();
             counts.total = counts.total.saturating_sub(1);
+            if self.failing {
+                counts.failing_total = counts.failing_total.saturating_sub(1);
+            }
             if let Some(used) = counts.per_endpoint.get_mut(&self.endpoint) {
                 *used -= 1;
                 if *used == 0 {
@@ -247,7 +326,9 @@ impl Drop for Slot {
             }
         }
         self.slots.in_flight_gauge.decrement(1.0);
-        if self.slots.backlog.load(Ordering::Acquire) {
+        if self.slots.backlog.load(Ordering::Acquire)
+            || (self.failing && self.slots.failing_backlog.load(Ordering::Acquire))
+        {
             self.slots.wake.notify_one();
         }
     }
@@ -355,6 +436,7 @@ impl Dispatcher {
             &body,
         )
         .await;
+        self.slots.set_failing(&endpoint.id, !result.delivered());
         drop(slot);
         metrics::counter!("payrelay_webhook_attempts_total", "outcome" => result.outcome)
             .increment(1);
@@ -453,69 +535,91 @@ impl Dispatcher {
         Ok(self.index.get(id))
     }
 
-    /// Claims and starts due work until there is none or no slot is free.
+    /// Claims and starts due work: healthy endpoints' first, up to every free slot and
+    /// `max_in_flight_per_endpoint` each; then failing endpoints', one each, within what
+    /// is left of their half.
     async fn claim_round(self: &Arc<Self>) -> Result<(), sqlx::Error> {
-        loop {
-            let free = self.slots.free();
-            if free == 0 {
-                // A freed slot must wake us: work may be waiting.
-                self.slots.backlog.store(true, Ordering::Release);
-                return Ok(());
-            }
-            self.slots.backlog.store(false, Ordering::Release);
-            let now = now_ms();
-            let lease_until = now + self.config.lease().as_millis() as i64;
-            let claimed = self
-                .store
-                .claim(
-                    now,
-                    lease_until,
-                    &self.owner,
-                    self.config.max_in_flight_per_endpoint as i64,
-                    free as i64,
-                )
-                .await?;
-            if claimed.is_empty() {
-                // Leases of attempts still being recorded may be what held work back.
-                if self.slots.claimed_out.load(Ordering::Acquire) > 0 {
-                    self.slots.backlog.store(true, Ordering::Release);
-                }
-                return Ok(());
-            }
-            // More may be due behind what an endpoint's slots admitted: a freed slot
-            // claims again (an empty claim clears this).
+        let free = self.slots.free();
+        if free == 0 {
+            // A freed slot must wake us: work may be waiting.
             self.slots.backlog.store(true, Ordering::Release);
-            let ids: Vec<&str> = claimed.iter().map(|c| c.event_id.as_str()).collect();
-            let mut bodies = self.store.payloads(&ids).await?;
-            let full = claimed.len() >= free;
-            for claim in claimed {
-                let Some(endpoint) = self.endpoint(&claim.endpoint_id).await? else {
-                    // Deleted or disabled since the claim read it: whoever may send it
-                    // (nobody, until it is enabled again) need not wait for the lease.
-                    self.store
-                        .release_lease(&claim.endpoint_id, &claim.event_id, &self.owner)
-                        .await?;
-                    continue;
-                };
-                let Some(body) = bodies.remove(&claim.event_id) else {
-                    continue;
-                };
-                let slot = self.slots.acquire_claimed(&endpoint.id);
-                self.slots.claimed_out.fetch_add(1, Ordering::AcqRel);
-                self.spawn(Job {
-                    endpoint,
-                    event_id: claim.event_id,
-                    body: body.into(),
-                    attempts: claim.attempts,
-                    created_at: None,
-                    claimed: true,
-                    slot,
-                });
-            }
-            if !full {
-                return Ok(());
-            }
+            return Ok(());
         }
+        self.slots.backlog.store(false, Ordering::Release);
+        let now = now_ms();
+        let lease_until = now + self.config.lease().as_millis() as i64;
+        let per_endpoint = self.config.max_in_flight_per_endpoint as i64;
+        let healthy = self
+            .store
+            .claim(
+                now,
+                lease_until,
+                &self.owner,
+                per_endpoint,
+                free as i64,
+                false,
+            )
+            .await?;
+        let mut started = !healthy.is_empty();
+        self.start_claimed(healthy).await?;
+        let failing_free = self.slots.failing_free();
+        if failing_free == 0 {
+            self.slots.failing_backlog.store(true, Ordering::Release);
+        } else {
+            self.slots.failing_backlog.store(false, Ordering::Release);
+            let failing = self
+                .store
+                .claim(now, lease_until, &self.owner, 1, failing_free as i64, true)
+                .await?;
+            if failing.len() >= failing_free {
+                self.slots.failing_backlog.store(true, Ordering::Release);
+            }
+            started |= !failing.is_empty();
+            self.start_claimed(failing).await?;
+        }
+        if started {
+            // More may be due behind what the slots admitted: a freed slot claims again
+            // (an empty claim clears this).
+            self.slots.backlog.store(true, Ordering::Release);
+        } else if self.slots.claimed_out.load(Ordering::Acquire) > 0 {
+            // Leases of attempts still being recorded may be what held work back.
+            self.slots.backlog.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Starts claimed messages, each in a slot of its own.
+    async fn start_claimed(self: &Arc<Self>, claimed: Vec<Claimed>) -> Result<(), sqlx::Error> {
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = claimed.iter().map(|c| c.event_id.as_str()).collect();
+        let mut bodies = self.store.payloads(&ids).await?;
+        for claim in claimed {
+            let Some(endpoint) = self.endpoint(&claim.endpoint_id).await? else {
+                // Deleted or disabled since the claim read it: whoever may send it
+                // (nobody, until it is enabled again) need not wait for the lease.
+                self.store
+                    .release_lease(&claim.endpoint_id, &claim.event_id, &self.owner)
+                    .await?;
+                continue;
+            };
+            let Some(body) = bodies.remove(&claim.event_id) else {
+                continue;
+            };
+            let slot = self.slots.acquire_claimed(&endpoint.id);
+            self.slots.claimed_out.fetch_add(1, Ordering::AcqRel);
+            self.spawn(Job {
+                endpoint,
+                event_id: claim.event_id,
+                body: body.into(),
+                attempts: claim.attempts,
+                created_at: None,
+                claimed: true,
+                slot,
+            });
+        }
+        Ok(())
     }
 
     /// The claim loop: runs until `stop`.

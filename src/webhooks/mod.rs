@@ -86,6 +86,12 @@ pub fn merchant_of(channel: &str) -> Option<&str> {
     crate::merchants::channels::owner(channel)
 }
 
+/// Each endpoint with whether the database has it failing.
+fn failing_of(rows: &[store::EndpointRow]) -> impl Iterator<Item = (&str, bool)> {
+    rows.iter()
+        .map(|r| (r.id.as_str(), r.failing_since.is_some()))
+}
+
 impl Webhooks {
     /// Opens the outbox in `db`, recovers what a previous run left, and starts the
     /// dispatcher and housekeeping. The journal is installed in `core`.
@@ -108,15 +114,12 @@ impl Webhooks {
         }
         manage::sync_pusher_endpoints(&store, config).await?;
         let index = Arc::new(EndpointIndex::default());
-        index.replace_all(
-            store
-                .endpoints(None, None)
-                .await?
-                .iter()
-                .map(store::EndpointRow::to_endpoint),
-        );
+        let rows = store.endpoints(None, None).await?;
+        index.replace_all(rows.iter().map(store::EndpointRow::to_endpoint));
         let owner = format!("node_{:016x}", rand::random::<u64>());
         let slots = Slots::new(&settings);
+        // Endpoints that were failing stay on their single slot until they succeed.
+        slots.sync_failing(failing_of(&rows));
         let writer = Writer::spawn(store.clone(), owner.clone(), slots.clone());
         let stop = CancellationToken::new();
         let dispatcher = Arc::new(Dispatcher {
@@ -306,6 +309,7 @@ impl Webhooks {
             Ok(rows) => {
                 self.index
                     .replace_all(rows.iter().map(store::EndpointRow::to_endpoint));
+                self.dispatcher.slots.sync_failing(failing_of(&rows));
                 true
             }
             Err(e) => {

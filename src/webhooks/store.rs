@@ -437,7 +437,8 @@ impl OutboxStore {
 
     /// Leases up to `limit` due messages until `lease_until`: at most `per_endpoint` per
     /// endpoint counting those already leased, the oldest of each endpoint first, one of
-    /// every endpoint before a second of any.
+    /// every endpoint before a second of any. Only endpoints that are failing (an attempt
+    /// failed since their latest success), or only those that are not, as `failing` says.
     pub async fn claim(
         &self,
         now: i64,
@@ -445,6 +446,7 @@ impl OutboxStore {
         owner: &str,
         per_endpoint: i64,
         limit: i64,
+        failing: bool,
     ) -> Result<Vec<Claimed>, sqlx::Error> {
         const CANDIDATES: &str = "
             WITH leased AS (
@@ -458,7 +460,7 @@ impl OutboxStore {
                 FROM webhook_deliveries d
                 JOIN webhook_endpoints e ON e.id = d.endpoint_id
                 WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND d.lease_until <= $1
-                  AND e.enabled
+                  AND e.enabled AND (e.failing_since IS NOT NULL) = $6
             )
             SELECT due.endpoint_id, due.event_id FROM due
             LEFT JOIN leased ON leased.endpoint_id = due.endpoint_id
@@ -493,6 +495,7 @@ impl OutboxStore {
                 .bind(owner)
                 .bind(per_endpoint)
                 .bind(limit)
+                .bind(failing)
                 .fetch_all(pool)
                 .await?;
             Ok(rows
