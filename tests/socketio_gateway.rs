@@ -475,12 +475,14 @@ async fn a_token_that_expires_while_connected_keeps_its_socket_across_rechecks()
         .basic_request(
             "POST",
             "/v1/client-tokens",
-            Some(&json!({"merchant_id": MERCHANT, "ttl_secs": 1})),
+            Some(&json!({"merchant_id": MERCHANT, "ttl_secs": 3})),
         )
         .await;
     let token = minted["token"].as_str().unwrap();
+    // 3 s leaves a loaded machine time to connect before the token expires; the socket
+    // then lives through the expiry and at least one recheck after it.
     let mut raw = RawSocketIo::connected(&server, &format!("&token={token}")).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     publish(&server, MERCHANT, "merchant", "trade", json!({"n": 1})).await;
     assert_eq!(raw.packet().await, r#"42["trade",{"n":1}]"#);
     // A new connection with it is refused: auth happens on connect.

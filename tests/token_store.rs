@@ -485,6 +485,9 @@ async fn readyz_becomes(server: &TestServer, status: u16, within: Duration) -> s
 
 #[tokio::test]
 async fn a_redis_outage_neither_freezes_sockets_nor_stalls_admission() {
+    // Frozen admission waited ~9 s for Redis's back-off; an answer within 4 s is "at
+    // once" even on a loaded 2-core machine.
+    const ADMISSION_BOUND: Duration = Duration::from_secs(4);
     let mut redis = PrivateRedis::start().await;
     let server = TestServer::with_config(&format!(
         r#"
@@ -557,7 +560,7 @@ credential_recheck_secs = 1
     for path in ["/api/v1/events", "/v1/events"] {
         let (status, took) = publish(path, -1).await;
         assert_eq!(status, 503, "{path}");
-        assert!(took < Duration::from_secs(2), "{path}: {took:?}");
+        assert!(took < ADMISSION_BOUND, "{path}: {took:?}");
     }
     for _ in 0..3 {
         let started = std::time::Instant::now();
@@ -574,7 +577,7 @@ credential_recheck_secs = 1
             other => panic!("expected a 503 during the outage, got {other:?}"),
         }
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < ADMISSION_BOUND,
             "{:?}",
             started.elapsed()
         );
@@ -585,7 +588,7 @@ credential_recheck_secs = 1
             "{answer}"
         );
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < ADMISSION_BOUND,
             "{:?}",
             started.elapsed()
         );
@@ -613,7 +616,7 @@ credential_recheck_secs = 1
 
     // Redis comes back (empty: it keeps nothing): the node is ready again and admits.
     redis.restart().await;
-    let body = readyz_becomes(&server, 200, Duration::from_secs(10)).await;
+    let body = readyz_becomes(&server, 200, Duration::from_secs(20)).await;
     assert_eq!(body["status"], "ready", "{body}");
     assert_eq!(body["token_store"]["ready"], true, "{body}");
     assert_eq!(server.metric(ready).await, 1.0);
