@@ -254,8 +254,10 @@ pub struct Config {
     pub tls_reload_interval_secs: u64,
 
     // Channel history (src/core/history/): per-app sizes are `[apps.history]`.
-    /// Bytes of event data and names the embedded history may hold across all apps
-    /// (checked every second; the oldest events go first). Redis history is bounded by
+    /// Memory the embedded history may take across all apps, counted as the allocator
+    /// gives it (each retained event ~500 bytes besides its data and name; checked every
+    /// second, the oldest events go first). The 1 GiB default holds the default window
+    /// (100 events) of ~18 000 channels of 100-byte events. Redis history is bounded by
     /// the per-app sizes alone.
     #[serde(default = "defaults::history_max_bytes")]
     pub history_max_bytes: usize,
@@ -531,7 +533,7 @@ mod defaults {
         120
     }
     pub fn history_max_bytes() -> usize {
-        256 * 1024 * 1024
+        1024 * 1024 * 1024
     }
     pub fn history_meta_ttl() -> u64 {
         86_400

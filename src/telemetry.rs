@@ -93,7 +93,7 @@ fn describe() {
     );
     describe_gauge!(
         "payrelay_history_bytes",
-        "Bytes counted against history_max_bytes by the embedded history"
+        "Memory (bytes, as allocated) the embedded history counts against history_max_bytes"
     );
     describe_gauge!(
         "payrelay_history_streams",

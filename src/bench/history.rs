@@ -5,7 +5,8 @@
 //!   event after the other over `channels` channels, nobody subscribed),
 //! - memory: the resident size this process gains while the embedded history fills
 //!   `channels` channels with `events` events of `bytes` bytes each, per retained event,
-//!   beside what the history itself counts against `history_max_bytes`,
+//!   beside what the history itself counts against `history_max_bytes` (the two should
+//!   agree: the budget bounds real memory),
 //! - recovery: a subscriber that missed `missed` events resumes (`subscribe_resuming`
 //!   with its last position); the time from the request until every missed event is
 //!   queued for it and encoded as a Pusher frame.
@@ -57,8 +58,24 @@ pub struct HistoryArgs {
     pub publishers: u64,
 }
 
+/// A running node (serving on a port of its own, which the bench does not use).
+struct Node {
+    core: Arc<Core>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Node {
+    /// Shuts it down as a node does (on Redis, it leaves the cluster).
+    async fn stop(self) -> anyhow::Result<()> {
+        drop(self.core);
+        let _ = self.stop.send(());
+        self.serving.await?
+    }
+}
+
 /// A node holding `size` events per channel: embedded, or on `redis` under `prefix`.
-async fn node(size: u64, redis: Option<(&str, &str)>) -> anyhow::Result<(Arc<Core>, Server)> {
+async fn node(size: u64, redis: Option<(&str, &str)>) -> anyhow::Result<Node> {
     let cluster = redis.map_or(String::new(), |(url, prefix)| {
         format!("redis_url = \"{url}\"\nredis_prefix = \"{prefix}\"\nnode_id = \"bench-history\"\n")
     });
@@ -68,7 +85,16 @@ async fn node(size: u64, redis: Option<(&str, &str)>) -> anyhow::Result<(Arc<Cor
     );
     let config = Config::parse(&toml).map_err(|e| anyhow::anyhow!("{e}"))?;
     let server = Server::bind(config).await?;
-    Ok((server.core().clone(), server))
+    let core = server.core().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    Ok(Node {
+        core,
+        stop,
+        serving,
+    })
 }
 
 /// Publishes `events` rounds over `channels` channels from `publishers` tasks (task `t`
@@ -184,11 +210,12 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<Option<Report>> {
     let url = args.redis_url.as_deref();
 
     // The publish path without history, then with it (the same work otherwise).
-    let (off, off_server) = node(0, url.map(|url| (url, off_prefix.as_str()))).await?;
-    let without = fill(&off, args.channels, args.events, args.publishers, &data).await?;
-    drop((off, off_server));
+    let off = node(0, url.map(|url| (url, off_prefix.as_str()))).await?;
+    let without = fill(&off.core, args.channels, args.events, args.publishers, &data).await?;
+    off.stop().await?;
 
-    let (core, _server) = node(args.events, url.map(|url| (url, on_prefix.as_str()))).await?;
+    let on = node(args.events, url.map(|url| (url, on_prefix.as_str()))).await?;
+    let core = on.core.clone();
     let rss_before = super::rss_kib(pid).unwrap_or(0);
     let redis_before = match redis.as_mut() {
         Some(redis) => Some(used_memory(redis).await?),
@@ -196,6 +223,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<Option<Report>> {
     };
     let with = fill(&core, args.channels, args.events, args.publishers, &data).await?;
     let rss_after = super::rss_kib(pid).unwrap_or(0);
+    let counted = core.history().counted_bytes();
     let redis_growth = match (redis.as_mut(), redis_before) {
         (Some(redis), Some(before)) => Some(used_memory(redis).await?.saturating_sub(before)),
         _ => None,
@@ -263,6 +291,8 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<Option<Report>> {
         latency.record(began.elapsed().as_micros() as u64)?;
     }
 
+    drop(core);
+    on.stop().await?;
     let removed = match redis.as_mut() {
         Some(redis) => {
             Some(remove_prefix(redis, &off_prefix).await? + remove_prefix(redis, &on_prefix).await?)
@@ -310,6 +340,11 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<Option<Report>> {
             "rss_bytes_per_event",
             "RSS per retained event (B)",
             bytes_per_event,
+        )
+        .add(
+            "counted_bytes_per_event",
+            "counted against history_max_bytes per retained event (B)",
+            counted.map(|b| b as f64 / retained as f64),
         )
         .add(
             "redis_used_memory_growth_mib",

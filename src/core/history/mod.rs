@@ -183,6 +183,12 @@ pub trait History: Send + Sync + 'static {
     /// Housekeeping the node runs every second (expiry, memory budget, gauges).
     fn sweep(&self) {}
 
+    /// Memory counted against `history_max_bytes` (the embedded history's; `None` for
+    /// history kept elsewhere).
+    fn counted_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// Short name for logs (`"embedded"`, `"redis"`).
     fn name(&self) -> &'static str;
 }
