@@ -47,6 +47,10 @@ pub struct FanoutArgs {
     /// Messages per second.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub rate: u64,
+    /// Messages per publish request: above 1, `POST /batch_events` with this many events
+    /// (Pusher allows 10), each stamped when its request is sent.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10))]
+    pub batch: u64,
     /// After the last publish, how long deliveries may stall before the run ends.
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=120_000))]
     pub drain_ms: u64,
@@ -102,7 +106,15 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
     let redis_cpu_before = args.cluster.redis_pid.and_then(cpu_secs);
     let own_cpu_before = cpu_secs(std::process::id());
     let measured_from = Instant::now();
-    let published = publish(&publish_to, &channel, args.messages, args.rate, args.bytes).await?;
+    let published = publish(
+        &publish_to,
+        &channel,
+        args.messages,
+        args.rate,
+        args.bytes,
+        args.batch,
+    )
+    .await?;
     let finish = Command::Finish {
         per_socket: published.outcomes.ok,
         drain_ms: args.drain_ms,
@@ -143,6 +155,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
         .add("messages", "messages", args.messages)
         .add("bytes", "data bytes", args.bytes)
         .add("rate", "publish rate (msg/s)", args.rate)
+        .add("batch", "messages per request", args.batch)
         .add("published", "accepted by the API", published.outcomes.ok)
         .add("publish_errors", "publish errors", publish_errors)
         .add(
@@ -151,6 +164,11 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
             serde_json::to_value(&published.outcomes.errors)?,
         )
         .add("publish_secs", "publishing took (s)", published.secs)
+        .add(
+            "publishes_per_sec",
+            "publishes accepted/s",
+            published.outcomes.ok as f64 / published.secs.max(0.001),
+        )
         .add("expected", "deliveries expected", expected)
         .add("delivered", "delivered", merged.delivered)
         .add(
@@ -186,6 +204,11 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Option<Report>> {
         .add("publish_nodes", "nodes published through", publish_to.len())
         .add("nodes_cpu", "nodes' CPU (cores busy)", nodes_cpu)
         .add(
+            "nodes_cpu_us_per_delivery",
+            "nodes' CPU per delivery (µs)",
+            per_delivery(nodes_cpu),
+        )
+        .add(
             "nodes_rss_kib",
             "nodes' RSS at end (KiB)",
             serde_json::to_value(&nodes_rss)?,
@@ -206,15 +229,17 @@ pub(super) struct PublishOutcome {
     pub secs: f64,
 }
 
-/// Publishes `messages` at `rate` through `targets` in turn, each stamped with its send
-/// time. A request that fails is counted, not retried: the expected count is what the
-/// servers accepted.
+/// Publishes `messages` at `rate` through `targets` in turn, `batch` per request (one
+/// `batch_events` request when above 1), each stamped with its request's send time. A
+/// request that fails is counted, not retried: the expected count is what the servers
+/// accepted.
 pub(super) async fn publish(
     targets: &[Target],
     channel: &str,
     messages: u64,
     rate: u64,
     bytes: u64,
+    batch: u64,
 ) -> anyhow::Result<PublishOutcome> {
     let publishers = targets
         .iter()
@@ -223,18 +248,36 @@ pub(super) async fn publish(
     let gate = Arc::new(Semaphore::new(PUBLISH_CONCURRENCY));
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let batch = batch.max(1);
     let first_us = payload::now_micros();
     let started = Instant::now();
-    for seq in 0..messages {
+    let mut request = 0u64;
+    let mut seq = 0;
+    while seq < messages {
         // Scheduled from the start, not from the previous send, so the rate does not drift.
         tokio::time::sleep_until((started + interval.mul_f64(seq as f64)).into()).await;
         let permit = gate.clone().acquire_owned().await?;
-        let data = payload::stamp(payload::now_micros(), seq, bytes as usize);
-        let publisher = publishers[(seq % publishers.len() as u64) as usize].clone();
+        let now = payload::now_micros();
+        let items = batch.min(messages - seq);
+        let data: Vec<String> = (seq..seq + items)
+            .map(|s| payload::stamp(now, s, bytes as usize))
+            .collect();
+        seq += items;
+        let publisher = publishers[(request % publishers.len() as u64) as usize].clone();
+        request += 1;
         let (outcomes, channel) = (outcomes.clone(), channel.to_string());
         tokio::spawn(async move {
-            let result = publisher.trigger(&channel, payload::EVENT, &data).await;
-            outcomes.lock().record(result);
+            let result = if data.len() == 1 {
+                publisher.trigger(&channel, payload::EVENT, &data[0]).await
+            } else {
+                publisher
+                    .trigger_batch(&channel, payload::EVENT, &data)
+                    .await
+            };
+            let mut outcomes = outcomes.lock();
+            for _ in 0..data.len() {
+                outcomes.record(result);
+            }
             drop(permit);
         });
     }

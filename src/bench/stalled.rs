@@ -111,6 +111,7 @@ pub async fn run(args: StalledArgs) -> anyhow::Result<Option<Report>> {
         messages,
         args.rate,
         args.bytes,
+        1,
     )
     .await?;
     let finish = Command::Finish {

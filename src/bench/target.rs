@@ -203,6 +203,7 @@ pub struct Publisher {
 }
 
 /// What one publish request came to.
+#[derive(Debug, Clone, Copy)]
 pub enum Published {
     Ok,
     Status(u16),
@@ -250,10 +251,24 @@ impl Publisher {
 
     /// `POST /apps/{id}/events` with one event on one channel.
     pub async fn trigger(&self, channel: &str, event: &str, data: &str) -> Published {
-        let path = format!("/apps/{}/events", self.target.app_id);
-        let body = serde_json::json!({"name": event, "channel": channel, "data": data})
-            .to_string()
-            .into_bytes();
+        let body = serde_json::json!({"name": event, "channel": channel, "data": data});
+        self.post("events", body).await
+    }
+
+    /// `POST /apps/{id}/batch_events`: one event per item of `data`, all on `channel`,
+    /// as a server library's `triggerBatch` sends them (Pusher allows 10 per request).
+    pub async fn trigger_batch(&self, channel: &str, event: &str, data: &[String]) -> Published {
+        let batch: Vec<_> = data
+            .iter()
+            .map(|d| serde_json::json!({"name": event, "channel": channel, "data": d}))
+            .collect();
+        self.post("batch_events", serde_json::json!({ "batch": batch }))
+            .await
+    }
+
+    async fn post(&self, route: &str, body: serde_json::Value) -> Published {
+        let path = format!("/apps/{}/{route}", self.target.app_id);
+        let body = body.to_string().into_bytes();
         let now = (super::payload::now_micros() / 1_000_000) as i64;
         let query = sign_query(
             &self.target.key,
