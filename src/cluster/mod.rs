@@ -223,6 +223,15 @@ impl Drop for RedisCluster {
     }
 }
 
+/// A node's contribution sets, which sweeping it empties.
+#[derive(Clone, Copy)]
+enum Contribution {
+    /// `{p}node:{node}:members`: undone with the leave script.
+    Members,
+    /// `{p}node:{node}:channels`: undone by setting the node's count to 0.
+    Channels,
+}
+
 fn redis_error(e: &redis::RedisError) -> String {
     crate::redact::in_text(&e.to_string(), "")
 }
@@ -381,6 +390,16 @@ impl RedisCluster {
 
     fn connection(&self) -> ConnectionManager {
         self.connection.clone()
+    }
+
+    /// Queues for the presence worker the op `make` builds around a new gate, which the
+    /// worker opens when done (at once if the worker is gone).
+    fn queue_gated(&self, make: impl FnOnce(Arc<Gate>) -> Op) -> Arc<Gate> {
+        let gate = Arc::new(Gate::new());
+        if self.ops.send(make(gate.clone())).is_err() {
+            gate.open();
+        }
+        gate
     }
 
     async fn bounded<T>(
@@ -603,77 +622,8 @@ impl RedisCluster {
 
     /// Removes every contribution of dead node `node`, then its dead mark.
     async fn sweep_node(&self, node: &str) -> Result<(), String> {
-        let mut removed = 0usize;
-        loop {
-            let mut connection = self.connection();
-            let entries: Vec<String> = self
-                .bounded(
-                    "sweep",
-                    redis::cmd("SRANDMEMBER")
-                        .arg(self.names.node_members(node))
-                        .arg(SWEEP_BATCH)
-                        .query_async(&mut connection),
-                )
-                .await?;
-            if entries.is_empty() {
-                break;
-            }
-            for entry in entries {
-                match split_member(&entry) {
-                    Some((app, channel, user)) => {
-                        self.leave(node, &app.into(), &channel.into(), &user.into())
-                            .await?;
-                    }
-                    None => {
-                        let _: () = self
-                            .bounded(
-                                "sweep",
-                                redis::cmd("SREM")
-                                    .arg(self.names.node_members(node))
-                                    .arg(&entry)
-                                    .query_async(&mut connection),
-                            )
-                            .await?;
-                    }
-                }
-                removed += 1;
-            }
-        }
-        loop {
-            let mut connection = self.connection();
-            let entries: Vec<String> = self
-                .bounded(
-                    "sweep",
-                    redis::cmd("SRANDMEMBER")
-                        .arg(self.names.node_channels(node))
-                        .arg(SWEEP_BATCH)
-                        .query_async(&mut connection),
-                )
-                .await?;
-            if entries.is_empty() {
-                break;
-            }
-            for entry in entries {
-                match split_channel(&entry) {
-                    Some((app, channel)) => {
-                        self.set_count(node, &app.into(), &channel.into(), 0)
-                            .await?;
-                    }
-                    None => {
-                        let _: () = self
-                            .bounded(
-                                "sweep",
-                                redis::cmd("SREM")
-                                    .arg(self.names.node_channels(node))
-                                    .arg(&entry)
-                                    .query_async(&mut connection),
-                            )
-                            .await?;
-                    }
-                }
-                removed += 1;
-            }
-        }
+        let removed = self.sweep_set(node, Contribution::Members).await?
+            + self.sweep_set(node, Contribution::Channels).await?;
         let mut connection = self.connection();
         let mut pipe = redis::pipe();
         if let Some(core) = self.core.upgrade() {
@@ -692,6 +642,64 @@ impl RedisCluster {
             tracing::info!(node = %self.node, dead = node, removed, "swept a dead node's subscriptions and members");
         }
         Ok(())
+    }
+
+    /// Undoes every entry of one of `node`'s contribution sets, a batch at a time, until
+    /// the set is empty (each undo removes its entry; an unreadable entry is dropped).
+    /// Returns how many entries there were.
+    async fn sweep_set(&self, node: &str, what: Contribution) -> Result<usize, String> {
+        let key = match what {
+            Contribution::Members => self.names.node_members(node),
+            Contribution::Channels => self.names.node_channels(node),
+        };
+        let mut removed = 0usize;
+        loop {
+            let mut connection = self.connection();
+            let entries: Vec<String> = self
+                .bounded(
+                    "sweep",
+                    redis::cmd("SRANDMEMBER")
+                        .arg(&key)
+                        .arg(SWEEP_BATCH)
+                        .query_async(&mut connection),
+                )
+                .await?;
+            if entries.is_empty() {
+                return Ok(removed);
+            }
+            for entry in entries {
+                let undone = match what {
+                    Contribution::Members => match split_member(&entry) {
+                        Some((app, channel, user)) => {
+                            self.leave(node, &app.into(), &channel.into(), &user.into())
+                                .await?;
+                            true
+                        }
+                        None => false,
+                    },
+                    Contribution::Channels => match split_channel(&entry) {
+                        Some((app, channel)) => {
+                            self.set_count(node, &app.into(), &channel.into(), 0)
+                                .await?;
+                            true
+                        }
+                        None => false,
+                    },
+                };
+                if !undone {
+                    let _: () = self
+                        .bounded(
+                            "sweep",
+                            redis::cmd("SREM")
+                                .arg(&key)
+                                .arg(&entry)
+                                .query_async(&mut connection),
+                        )
+                        .await?;
+                }
+                removed += 1;
+            }
+        }
     }
 
     /// Leaves the cluster on shutdown: this node's contributions are removed now rather
@@ -915,32 +923,22 @@ impl SharedState for RedisCluster {
         member: Arc<Member>,
         after: Arc<Gate>,
     ) -> Arc<Gate> {
-        let gate = Arc::new(Gate::new());
-        let op = Op::Join {
+        self.queue_gated(|gate| Op::Join {
             app: app.clone(),
             channel: channel.clone(),
             member,
             after,
-            gate: gate.clone(),
-        };
-        if self.ops.send(op).is_err() {
-            gate.open();
-        }
-        gate
+            gate,
+        })
     }
 
     fn members(&self, app: &Arc<str>, channel: &Arc<str>, after: Arc<Gate>) -> Arc<Gate> {
-        let gate = Arc::new(Gate::new());
-        let op = Op::Members {
+        self.queue_gated(|gate| Op::Members {
             app: app.clone(),
             channel: channel.clone(),
             after,
-            gate: gate.clone(),
-        };
-        if self.ops.send(op).is_err() {
-            gate.open();
-        }
-        gate
+            gate,
+        })
     }
 
     fn member_left(&self, app: &Arc<str>, channel: &Arc<str>, user: &Arc<str>) {

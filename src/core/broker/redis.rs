@@ -729,11 +729,9 @@ async fn connect_and_subscribe(
     all.push(&control);
     all.extend(wanted.channels.iter().map(String::as_str));
     for chunk in all.chunks(CHUNK) {
-        match tokio::time::timeout(this.timeout, sink.subscribe(chunk)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("SUBSCRIBE failed: {}", scrubbed(url, &e))),
-            Err(_) => return Err(format!("no answer to SUBSCRIBE within {:?}", this.timeout)),
-        }
+        bounded("SUBSCRIBE", this.timeout, sink.subscribe(chunk))
+            .await
+            .map_err(|e| crate::redact::in_text(&e, url))?;
     }
     Ok((sink, stream))
 }
@@ -763,22 +761,28 @@ async fn sync(
         }
     }
     for chunk in start.chunks(CHUNK) {
-        match tokio::time::timeout(timeout, sink.subscribe(chunk)).await {
-            Ok(Ok(())) => active.extend(chunk.iter().cloned()),
-            Ok(Err(e)) => return Err(format!("SUBSCRIBE failed: {e}")),
-            Err(_) => return Err(format!("no answer to SUBSCRIBE within {timeout:?}")),
-        }
+        bounded("SUBSCRIBE", timeout, sink.subscribe(chunk)).await?;
+        active.extend(chunk.iter().cloned());
     }
     for chunk in stop.chunks(CHUNK) {
-        match tokio::time::timeout(timeout, sink.unsubscribe(chunk)).await {
-            Ok(Ok(())) => {
-                for channel in chunk {
-                    active.remove(channel);
-                }
-            }
-            Ok(Err(e)) => return Err(format!("UNSUBSCRIBE failed: {e}")),
-            Err(_) => return Err(format!("no answer to UNSUBSCRIBE within {timeout:?}")),
+        bounded("UNSUBSCRIBE", timeout, sink.unsubscribe(chunk)).await?;
+        for channel in chunk {
+            active.remove(channel);
         }
     }
     Ok(())
+}
+
+/// Runs a Pub/Sub command within `timeout`; says what failed (the error may quote the
+/// URL: callers scrub it).
+async fn bounded(
+    command: &str,
+    timeout: Duration,
+    call: impl std::future::Future<Output = redis::RedisResult<()>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("{command} failed: {e}")),
+        Err(_) => Err(format!("no answer to {command} within {timeout:?}")),
+    }
 }
