@@ -879,3 +879,69 @@ async fn a_socket_away_during_the_resolve_gets_it_when_it_reconnects() {
     assert_eq!(resolved["signed"], true);
     assert_eq!(resolved["txid"], resolve_body()["txid"]);
 }
+
+/// Issue 15: payment requests on several nodes sharing PostgreSQL and Redis. A payload
+/// created through one node is served to sockets on every node, and what is reported
+/// through any node (opened, resolved) reaches every socket once, in order.
+#[tokio::test]
+async fn a_payload_changed_through_one_node_reaches_sockets_on_every_node() {
+    let Some(pg) = PgDatabase::create().await else {
+        return;
+    };
+    let redis = TestRedis::get().await;
+    let prefix = format!("test:{:016x}:", rand_u64());
+    let shared = format!(
+        "database_url = \"{}\"\nredis_url = \"{}\"\nredis_prefix = \"{prefix}\"",
+        pg.url,
+        redis.url()
+    );
+    let on_node = |id: &str| config(&format!("{shared}\nnode_id = \"{id}\""));
+    let a = TestServer::with_config(&on_node("pay-a")).await;
+    let b = TestServer::with_config(&on_node("pay-b")).await;
+
+    let uuid = sign_in(&a, 60.0).await;
+    // Created on A, read and watched on B.
+    assert_eq!(get(&b, &uuid).await["meta"]["uuid"], uuid.as_str());
+    let mut on_a = socket(&a, &uuid).await;
+    greeted(&mut on_a, &uuid).await;
+    let mut on_b = socket(&b, &uuid).await;
+    greeted(&mut on_b, &uuid).await;
+
+    // Opened through B, resolved through A: both sockets get both, in that order.
+    let (status, reply) = report(&b, &uuid, "opened", json!({})).await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) = report(&a, &uuid, "resolve", resolve_body()).await;
+    assert_eq!(status, 200, "{reply}");
+    for client in [&mut on_a, &mut on_b] {
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let message = client.json().await;
+            // Countdowns may come in between; they are each socket's own.
+            if message.get("expires_in_seconds").is_none() {
+                seen.push(message);
+            }
+        }
+        assert_eq!(seen[0], json!({"opened": true}));
+        assert_eq!(seen[1]["payload_uuidv4"], uuid.as_str());
+        assert_eq!(seen[1]["signed"], true);
+        assert_eq!(seen[1]["txid"], resolve_body()["txid"]);
+        // Once: nothing but a countdown or the end follows.
+        let quiet_until = Instant::now() + Duration::from_millis(500);
+        while let Some(frame) = client
+            .next_within(quiet_until.saturating_duration_since(Instant::now()))
+            .await
+        {
+            match frame {
+                Received::Json(message) => assert!(
+                    message.get("expires_in_seconds").is_some(),
+                    "delivered twice or more: {message}"
+                ),
+                Received::Close(_) | Received::Gone => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    // The resolution is the cluster's: a second resolve through B is refused.
+    let (status, _) = report(&b, &uuid, "resolve", resolve_body()).await;
+    assert_eq!(status, 409);
+}
