@@ -375,3 +375,149 @@ async fn every_route_publishes_a_repeated_publish_once_across_nodes() {
     assert_eq!(seen.len(), 16, "{seen:?}");
     assert!(seen.values().all(|n| *n == 1), "{seen:?}");
 }
+
+/// A plain-protocol access token for `user` (Basic credentials).
+async fn plain_token(server: &TestServer, user: &str) -> String {
+    let (status, body) = server
+        .basic_request(
+            "POST",
+            "/api/v1/tokens",
+            Some(&json!({"user_id": user, "ttl_secs": 600})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["data"]["token"].as_str().unwrap().to_string()
+}
+
+/// Issue 16's "one event, one id": the id a publishing route answers is the id on the
+/// Pusher frame and the plain frame, the callback's `webhook-id`, the delivery log's, the
+/// history route's, and a cache channel's replayed last event's.
+#[tokio::test]
+async fn one_event_has_one_id_on_every_wire_in_the_callback_and_the_logs() {
+    let server = TestServer::with_config(
+        "bind = \"127.0.0.1:0\"\n[webhooks]\nallow_private_targets = true\npoll_interval_ms = 50\n\
+         [[apps]]\nid = \"1\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n",
+    )
+    .await;
+    let receiver = common::receiver::Receiver::start().await;
+    let (status, endpoint) = server
+        .basic_request(
+            "POST",
+            "/v1/webhooks/endpoints",
+            Some(&json!({"url": receiver.url("/hooks"), "merchant_id": "m1"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+    let endpoint = endpoint["id"].as_str().unwrap().to_string();
+
+    // /v1/events: the Pusher frame, the callback, the delivery log, the history route.
+    let (mut pusher, socket_id) = server.connect_established().await;
+    let channel = "private-payments.m1";
+    pusher
+        .subscribe_with(channel, &private_auth(&socket_id, channel), None)
+        .await;
+    pusher.event("pusher_internal:subscription_succeeded").await;
+    let (status, reply) = server
+        .basic_request(
+            "POST",
+            "/v1/events",
+            Some(&json!({"merchant_id": "m1", "kind": "payments", "event": "paid", "data": {"n": 1}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let id = reply["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("evt_"), "{id}");
+    let frame = pusher.event("paid").await;
+    assert_eq!(frame["id"], id.as_str(), "{frame}");
+    let position = frame["position"].as_str().unwrap().to_string();
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("webhook-id"), id);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, log) = server
+            .basic_request(
+                "GET",
+                &format!("/v1/webhooks/endpoints/{endpoint}/messages"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{log}");
+        if log["messages"][0]["status"] == "delivered" {
+            assert_eq!(log["messages"][0]["id"], id.as_str(), "{log}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, history) = server
+        .api(
+            "GET",
+            &format!("/apps/1/channels/{channel}/events"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["events"][0]["id"], id.as_str(), "{history}");
+    assert_eq!(
+        history["events"][0]["position"],
+        position.as_str(),
+        "{history}"
+    );
+
+    // /api/v1/events: the plain protocol's frame.
+    let token = plain_token(&server, "u1").await;
+    let mut plain = Client::connect(&server.ws_url(&format!("/api/v1/ws?token={token}"))).await;
+    assert_eq!(plain.json_bare().await["event"], "subscribed");
+    let (status, reply) = server
+        .basic_request(
+            "POST",
+            "/api/v1/events",
+            Some(&json!({"channel": "settings", "event": "fee", "data": {"rate": 1}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let id = reply["data"]["id"].as_str().unwrap();
+    let frame = plain.json().await;
+    assert_eq!(
+        (frame["event"].as_str(), frame["id"].as_str()),
+        (Some("fee"), Some(id)),
+        "{frame}"
+    );
+    assert!(frame["position"].is_string(), "{frame}");
+
+    // A cache channel: the live frame, a later subscriber's replayed last event and
+    // `info=cache` carry the trigger's id.
+    let (mut live, _) = server.connect_established().await;
+    live.subscribed("cache-rates").await;
+    let (status, reply) = server
+        .api(
+            "POST",
+            "/apps/1/events",
+            &[],
+            Some(&json!({"name": "rate", "channel": "cache-rates", "data": "{\"usd\":2}"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let id = reply["event_ids"]["cache-rates"].as_str().unwrap();
+    let frame = live.event("rate").await;
+    assert_eq!(frame["id"], id, "{frame}");
+    let (mut late, _) = server.connect_established().await;
+    late.subscribed("cache-rates").await;
+    let replayed = late.event("rate").await;
+    assert_eq!(
+        (&replayed["id"], &replayed["position"]),
+        (&frame["id"], &frame["position"]),
+        "{replayed}"
+    );
+    let (status, info) = server
+        .api(
+            "GET",
+            "/apps/1/channels/cache-rates",
+            &[("info", "cache")],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["cache"]["id"], id, "{info}");
+}

@@ -211,7 +211,14 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<Option<Report>> {
 
     // The publish path without history, then with it (the same work otherwise).
     let off = node(0, url.map(|url| (url, off_prefix.as_str()))).await?;
-    let without = fill(&off.core, args.channels, args.events, args.publishers, &data).await?;
+    let without = fill(
+        &off.core,
+        args.channels,
+        args.events,
+        args.publishers,
+        &data,
+    )
+    .await?;
     off.stop().await?;
 
     let on = node(args.events, url.map(|url| (url, on_prefix.as_str()))).await?;
