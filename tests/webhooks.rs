@@ -1356,3 +1356,106 @@ async fn hanging_failing_endpoints_cannot_starve_a_healthy_one() {
         );
     }
 }
+
+/// Publishes one event through a node process; returns its id.
+async fn publish_to(addr: std::net::SocketAddr, merchant: &str, data: Value) -> String {
+    let response = http()
+        .post(format!("http://{addr}/v1/events"))
+        .basic_auth("app-key", Some("app-secret"))
+        .json(&json!({"merchant_id": merchant, "kind": "payments", "event": "e", "data": data}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_string()
+}
+
+/// Two nodes on one PostgreSQL outbox with 3 s leases. While node A is alive, its lease
+/// on a message whose attempt takes 8 s is renewed, so B never sends it meanwhile; once A
+/// is `kill -9`ed holding the lease on a message whose attempt hangs, B sends it when
+/// the lease runs out (3 s after A's last renewal), not after a long fixed lease.
+#[tokio::test]
+async fn a_killed_nodes_leased_messages_go_out_from_another_node_within_the_lease() {
+    let Some(pg) = PgDatabase::create().await else {
+        return;
+    };
+    let webhooks = "lease_secs = 3";
+    let database = format!("database_url = \"{}\"", pg.url);
+    let toml = config(webhooks, &database).replace("timeout_secs = 2", "timeout_secs = 60");
+    let b = TestServer::with_config(&toml).await;
+    let receiver = Receiver::start().await;
+    receiver.script([
+        Answer::status(200).delay(Duration::from_secs(8)),
+        Answer::status(200).delay(Duration::from_secs(600)),
+    ]);
+    let endpoint =
+        create_endpoint(&b, json!({"url": receiver.url("/"), "merchant_id": "m1"})).await;
+    let endpoint = endpoint["id"].as_str().unwrap().to_string();
+    let a = process::NodeProcess::start(
+        None,
+        &format!(
+            "{database}\n[webhooks]\nallow_private_targets = true\nretry_schedule_secs = [1]\n\
+             retry_jitter = 0.0\ntimeout_secs = 60\npoll_interval_ms = 50\n{webhooks}"
+        ),
+    );
+
+    // A holds the message for 8 s, past its 3 s lease: renewed, so B leaves it alone.
+    let first = publish_to(a.addr, "m1", json!({"n": 1})).await;
+    wait_log(&b, &endpoint, |log| {
+        log["messages"][0]["id"] == first.as_str() && log["messages"][0]["status"] == "delivered"
+    })
+    .await;
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "a renewed lease keeps the other node off the message"
+    );
+
+    // A hangs on the next one and dies holding its lease: B sends it once that runs out.
+    let second = publish_to(a.addr, "m1", json!({"n": 2})).await;
+    receiver.wait_for(2, WAIT_LONG).await;
+    drop(a); // kill -9
+    let got = receiver.wait_for(3, Duration::from_secs(30)).await;
+    assert_eq!(got[1].header("webhook-id"), second);
+    assert_eq!(got[2].header("webhook-id"), second);
+    wait_log(&b, &endpoint, |log| {
+        log["messages"][0]["id"] == second.as_str() && log["messages"][0]["status"] == "delivered"
+    })
+    .await;
+}
+
+/// On SQLite the file is one node's alone: a node restarted after `kill -9` sends at once
+/// what its previous process held, whatever the lease (10 min here).
+#[tokio::test]
+async fn a_restarted_sqlite_node_sends_what_it_held_at_once() {
+    let dir = std::env::temp_dir().join(format!("payrelay-lease-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("outbox.db");
+    let _ = std::fs::remove_file(&file);
+    let settings = format!(
+        "database_url = \"sqlite://{}\"\n[webhooks]\nallow_private_targets = true\n\
+         retry_schedule_secs = [1]\nretry_jitter = 0.0\ntimeout_secs = 60\npoll_interval_ms = 50\n\
+         lease_secs = 600",
+        file.display()
+    );
+    let receiver = Receiver::start().await;
+    receiver.script([Answer::status(200).delay(Duration::from_secs(600))]);
+    let node = process::NodeProcess::start(None, &settings);
+    let response = http()
+        .post(format!("http://{}/v1/webhooks/endpoints", node.addr))
+        .basic_auth("app-key", Some("app-secret"))
+        .json(&json!({"url": receiver.url("/"), "merchant_id": "m1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let id = publish_to(node.addr, "m1", json!({})).await;
+    receiver.wait_for(1, WAIT_LONG).await;
+    drop(node); // kill -9, holding the lease for 10 minutes
+    let node = process::NodeProcess::start(None, &settings);
+    let got = receiver.wait_for(2, WAIT_LONG).await;
+    assert_eq!(got[1].header("webhook-id"), id);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -50,6 +50,13 @@ pub struct WebhooksConfig {
     /// most this many of the node's slots.
     #[serde(default = "defaults::max_in_flight_per_endpoint")]
     pub max_in_flight_per_endpoint: usize,
+    /// How long a node's claim on a message lasts without being renewed. A live node
+    /// renews its claims every third of it (however long its attempts take), so this is
+    /// how long the messages a killed node held wait before another node sends them. An
+    /// attempt whose node could not renew in time is abandoned before its claim ends, so
+    /// two nodes never send the same message at once.
+    #[serde(default = "defaults::lease_secs")]
+    pub lease_secs: u64,
     /// How often the outbox is read for due retries and for work other nodes recorded
     /// (new messages recorded by this node start at once).
     #[serde(default = "defaults::poll_interval_ms")]
@@ -116,6 +123,9 @@ mod defaults {
     pub fn max_in_flight_per_endpoint() -> usize {
         16
     }
+    pub fn lease_secs() -> u64 {
+        10
+    }
     pub fn poll_interval_ms() -> u64 {
         1000
     }
@@ -179,6 +189,7 @@ impl WebhooksConfig {
             1..=self.max_in_flight as u64,
         )?;
         within("poll_interval_ms", self.poll_interval_ms, 10..=60_000)?;
+        within("lease_secs", self.lease_secs, 3..=3600)?;
         within(
             "max_endpoints_per_owner",
             self.max_endpoints_per_owner as u64,
@@ -196,11 +207,15 @@ impl WebhooksConfig {
         Duration::from_secs(self.timeout_secs)
     }
 
-    /// How long a claim on a message lasts: the whole attempt budget plus a margin for
-    /// recording its outcome, so no other worker can take the message while it may
-    /// still be on the wire.
+    /// How long a claim on a message lasts unless renewed (`lease_secs`).
     pub fn lease(&self) -> Duration {
-        self.timeout() * 2 + Duration::from_secs(30)
+        Duration::from_secs(self.lease_secs)
+    }
+
+    /// How often a node renews its claims: a third of the lease, so one missed renewal
+    /// still leaves a third of it.
+    pub fn lease_renewal(&self) -> Duration {
+        self.lease() / 3
     }
 }
 
@@ -245,7 +260,8 @@ mod tests {
         );
         assert_eq!(config.timeout_secs, 15);
         assert_eq!(config.retention_days, 7);
-        assert!(config.lease() > config.timeout());
+        assert_eq!(config.lease_secs, 10);
+        assert!(config.lease_renewal() < config.lease());
         config.validate().unwrap();
     }
 

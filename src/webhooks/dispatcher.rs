@@ -20,16 +20,22 @@
 //! takes its slot before the commit and records it already leased to this node, so the
 //! common path costs no claim query. A message that finds its endpoint's slots taken is
 //! recorded leased to this node too and waits in this node's queue for that endpoint
-//! (bounded); each finished attempt starts the next queued one. A queued message is sent
-//! only while its lease has an attempt's budget left; past that it is left to the lease's
-//! end and the claim. Everything else (retries coming due, messages no queue took, work
+//! (bounded); each finished attempt starts the next queued one.
+//!
+//! Leases are short (`lease_secs`, 10 s) and renewed by the live node every third of
+//! that ([`Dispatcher::renew_loop`]), whatever its attempts take: a killed node's
+//! messages go to another node one lease after its last renewal. [`LeaseClock`] knows
+//! until when every lease of this node is sure to hold; an attempt still running when
+//! that comes within a third of a lease (renewals failed: the database is out of reach)
+//! is abandoned, and queued messages are dropped to the claim, so no attempt runs on a
+//! lease another node may already have taken. Everything else (retries coming due, messages no queue took, work
 //! another node recorded, what a crashed node left) is claimed by the claim loop, which
 //! wakes on a timer, when a slot frees while claimed work may be waiting, and when the
 //! journal leaves work behind.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -90,8 +96,6 @@ pub struct Queued {
     pub event_id: String,
     pub body: Arc<str>,
     pub created_at: i64,
-    /// When this node's lease on it ends (ms).
-    pub lease_until: i64,
 }
 
 /// Messages one endpoint may have queued on a node, per slot it has.
@@ -209,12 +213,19 @@ impl Slots {
     }
 
     /// Takes queued messages that have a slot now, endpoints in turn, with their slots.
-    /// Messages whose lease ends before `usable_until` are dropped from the queue: their
-    /// lease runs out and the claim sends them.
-    fn take_queued(self: &Arc<Self>, usable_until: i64) -> (Vec<(Queued, Slot)>, usize) {
+    /// Without `leases_hold` (renewals failing), every queued message is dropped from the
+    /// queue: its lease runs out and a claim sends it.
+    fn take_queued(self: &Arc<Self>, leases_hold: bool) -> (Vec<(Queued, Slot)>, usize) {
         let mut counts = self.inner.lock();
         let mut ready = Vec::new();
         let mut expired = 0;
+        if !leases_hold {
+            expired = counts.queued_total;
+            counts.queued.clear();
+            counts.waiting.clear();
+            counts.queued_total = 0;
+            return (ready, expired);
+        }
         for _ in 0..counts.waiting.len() {
             if counts.total >= self.max_total {
                 break;
@@ -223,12 +234,7 @@ impl Slots {
                 break;
             };
             let mut queue = counts.queued.remove(&id).unwrap_or_default();
-            while let Some(front) = queue.front() {
-                if front.lease_until < usable_until {
-                    queue.pop_front();
-                    expired += 1;
-                    continue;
-                }
+            while !queue.is_empty() {
                 if !self.may_start(&counts, &id) {
                     break;
                 }
@@ -359,14 +365,52 @@ pub struct Dispatcher {
     pub client: reqwest::Client,
     /// This node's name on the leases it takes.
     pub owner: String,
+    pub leases: LeaseClock,
     pub tasks: TaskTracker,
     /// Cancelled at shutdown: nothing new starts.
     pub stop: CancellationToken,
 }
 
-/// What a queued message's lease must still have beyond an attempt's timeout when it
-/// starts: time to record the outcome.
-const LEASE_MARGIN: Duration = Duration::from_secs(10);
+/// Until when every lease this node holds is sure to last: the start of its latest
+/// successful renewal plus the lease (a message claimed or recorded since has a lease
+/// ending later still).
+#[derive(Debug)]
+pub struct LeaseClock {
+    horizon: AtomicI64,
+    /// What must be left of the horizon for an attempt to go on: a third of the lease.
+    margin: i64,
+}
+
+impl LeaseClock {
+    pub fn new(config: &WebhooksConfig) -> LeaseClock {
+        let lease = config.lease().as_millis() as i64;
+        LeaseClock {
+            horizon: AtomicI64::new(now_ms() + lease),
+            margin: lease / 3,
+        }
+    }
+
+    /// A renewal that started at `at` (ms) succeeded.
+    fn renewed(&self, at: i64, lease: i64) {
+        self.horizon.fetch_max(at + lease, Ordering::AcqRel);
+    }
+
+    /// Whether this node's leases hold for a while yet.
+    pub fn holds(&self) -> bool {
+        now_ms() < self.horizon.load(Ordering::Acquire) - self.margin
+    }
+
+    /// Resolves when this node's leases no longer surely hold.
+    async fn lost(&self) {
+        loop {
+            let left = self.horizon.load(Ordering::Acquire) - self.margin - now_ms();
+            if left <= 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(left as u64)).await;
+        }
+    }
+}
 
 impl Dispatcher {
     /// Starts `job` in a task of its own.
@@ -384,14 +428,13 @@ impl Dispatcher {
         if self.stop.is_cancelled() {
             return;
         }
-        // A queued message goes out only while its lease outlasts a whole attempt and the
-        // recording of its outcome; another node may take it after that.
-        let usable_until = now_ms() + (self.config.timeout() + LEASE_MARGIN).as_millis() as i64;
-        let (ready, expired) = self.slots.take_queued(usable_until);
+        // A queued message goes out only while this node's leases are being renewed;
+        // otherwise another node may take it soon.
+        let (ready, expired) = self.slots.take_queued(self.leases.holds());
         if expired > 0 {
-            tracing::debug!(
+            tracing::warn!(
                 expired,
-                "queued webhook messages waited too long: they go out when their lease ends"
+                "webhook leases are not being renewed: queued messages go out when their lease ends"
             );
         }
         for (message, slot) in ready {
@@ -427,15 +470,27 @@ impl Dispatcher {
             return;
         };
         let attempted_at = now_ms();
-        let result = sender::attempt(
-            &self.client,
-            &self.config,
-            &endpoint,
-            &app,
-            &event_id,
-            &body,
-        )
-        .await;
+        let result = tokio::select! {
+            result = sender::attempt(
+                &self.client,
+                &self.config,
+                &endpoint,
+                &app,
+                &event_id,
+                &body,
+            ) => result,
+            () = self.leases.lost() => {
+                // Renewals failed: another node may claim this message soon, and must
+                // not find this attempt still on the wire. Nothing is recorded; whoever
+                // claims it sends it again.
+                tracing::warn!(endpoint = %endpoint.id, event = %event_id, "webhook attempt abandoned: this node's lease could not be renewed");
+                metrics::counter!("payrelay_webhook_attempts_abandoned_total").increment(1);
+                if claimed {
+                    self.slots.claimed_ended(1);
+                }
+                return;
+            }
+        };
         self.slots.set_failing(&endpoint.id, !result.delivered());
         drop(slot);
         metrics::counter!("payrelay_webhook_attempts_total", "outcome" => result.outcome)
@@ -620,6 +675,35 @@ impl Dispatcher {
             });
         }
         Ok(())
+    }
+
+    /// Renews this node's leases every third of a lease, until the node shuts down and
+    /// its last attempt is over.
+    pub async fn renew_loop(self: Arc<Self>) {
+        let lease = self.config.lease().as_millis() as i64;
+        let mut tick = tokio::time::interval(self.config.lease_renewal());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                // Resolves once shutdown closed the tracker and every attempt ended.
+                () = self.tasks.wait() => return,
+                _ = tick.tick() => {}
+            }
+            let at = now_ms();
+            match self.store.renew_leases(&self.owner, at, at + lease).await {
+                Ok(_) => {
+                    failures = 0;
+                    self.leases.renewed(at, lease);
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::error!(failures, "cannot renew webhook leases: {e}");
+                    }
+                }
+            }
+        }
     }
 
     /// The claim loop: runs until `stop`.

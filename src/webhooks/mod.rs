@@ -49,7 +49,7 @@ pub use config::{PusherWebhookConfig, WebhooksConfig};
 
 use crate::core::{Core, JournalWrite, Publication, PublicationJournal};
 use crate::db::{Backend, Db, now_ms};
-use dispatcher::{Dispatcher, Job, Queued, Slot, Slots};
+use dispatcher::{Dispatcher, Job, LeaseClock, Queued, Slot, Slots};
 use endpoint::Endpoint;
 use index::EndpointIndex;
 use store::{NewEvent, OutboxStore};
@@ -131,10 +131,12 @@ impl Webhooks {
             core: core.clone(),
             client: sender::client(&settings),
             owner,
+            leases: LeaseClock::new(&settings),
             tasks: TaskTracker::new(),
             stop: stop.clone(),
         });
         tokio::spawn(dispatcher.clone().claim_loop(stop.clone()));
+        tokio::spawn(dispatcher.clone().renew_loop());
         let webhooks = Arc::new(Webhooks {
             config: settings,
             store,
@@ -232,7 +234,6 @@ impl Webhooks {
                                 event_id: event_id.clone(),
                                 body: body.clone(),
                                 created_at: *created_at,
-                                lease_until,
                             }
                         })
                         .collect(),

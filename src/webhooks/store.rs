@@ -670,6 +670,28 @@ impl OutboxStore {
         })
     }
 
+    /// Extends every lease `owner` still holds (its in-flight and queued messages) to
+    /// `until`. A lease that already ran out is not renewed: another node may hold it.
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<u64, sqlx::Error> {
+        on_pool!(self.db.writer(), pool => {
+            let done = sqlx::query(
+                "UPDATE webhook_deliveries SET lease_until = $1
+                 WHERE status = 'pending' AND lease_until > $2 AND lease_owner = $3",
+            )
+            .bind(until)
+            .bind(now)
+            .bind(owner)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
     /// Gives back the lease `owner` took on one message, so any node may send it now.
     pub async fn release_lease(
         &self,

@@ -22,10 +22,16 @@ impl NodeProcess {
         let dir = std::env::temp_dir().join(format!("payrelay-node-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("payrelay.toml");
+        // An in-memory SQLite database unless the settings name one.
+        let database = if settings.contains("database_url") {
+            ""
+        } else {
+            "database_url = \"sqlite::memory:\"\n"
+        };
         std::fs::write(
             &config,
             format!(
-                "bind = \"127.0.0.1:0\"\ndatabase_url = \"sqlite::memory:\"\n{settings}\n\
+                "bind = \"127.0.0.1:0\"\n{database}{settings}\n\
                  [[apps]]\nid = \"1\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n"
             ),
         )
