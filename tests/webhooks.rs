@@ -1459,3 +1459,135 @@ async fn a_restarted_sqlite_node_sends_what_it_held_at_once() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The app's backend may manage endpoints with a Pusher request signature instead of HTTP
+/// Basic (issue 13: "authenticated like the existing simple routes"); a bad signature is a
+/// 401, and no listing ever shows a secret.
+#[tokio::test]
+async fn the_app_backend_manages_endpoints_with_a_pusher_request_signature() {
+    let server = node("").await;
+    let receiver = Receiver::start().await;
+    let (status, created) = server
+        .api(
+            "POST",
+            "/v1/webhooks/endpoints",
+            &[],
+            Some(&json!({"url": receiver.url("/"), "merchant_id": "m1", "events": ["trade"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    let path = format!("/v1/webhooks/endpoints/{id}");
+    let (status, listed) = server.api("GET", "/v1/webhooks/endpoints", &[], None).await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(listed.to_string().contains(&id));
+    assert!(!listed.to_string().contains("whsec_"), "{listed}");
+    let (status, edited) = server
+        .api("PATCH", &path, &[], Some(&json!({"description": "signed"})))
+        .await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["description"], "signed");
+    let (status, shown) = server.api("GET", &path, &[], None).await;
+    assert_eq!(status, 200, "{shown}");
+    assert!(!shown.to_string().contains("whsec_"), "{shown}");
+    publish(&server, "m1", "trade", json!({"n": 1})).await;
+    receiver.wait_for(1, WAIT).await;
+    let log_path = format!("{path}/messages");
+    let (status, log) = server
+        .api("GET", &log_path, &[("status", "delivered")], None)
+        .await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(log["messages"].as_array().unwrap().len(), 1, "{log}");
+    let (status, refused) = server
+        .api_signed("GET", "/v1/webhooks/endpoints", &[], None, "not-the-secret")
+        .await;
+    assert_eq!(status, 401, "{refused}");
+    let (status, _) = server.api("DELETE", &path, &[], None).await;
+    assert!(status == 200 || status == 204, "{status}");
+    let (status, _) = server.api("GET", &path, &[], None).await;
+    assert_eq!(status, 404);
+}
+
+/// The operator's `payrelay webhooks retry` and `recover`, on the database of a running
+/// node: the node sends what they put back in the queue.
+#[tokio::test]
+async fn the_command_line_retries_and_recovers_failed_messages_of_a_running_node() {
+    let dir = std::env::temp_dir().join(format!("payrelay-cli-recover-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("outbox.db");
+    let _ = std::fs::remove_file(&file);
+    let database = format!("database_url = \"sqlite://{}\"", file.display());
+    let node = process::NodeProcess::start(
+        None,
+        &format!(
+            "{database}\n[webhooks]\nallow_private_targets = true\nretry_schedule_secs = []\n\
+             timeout_secs = 10\npoll_interval_ms = 50"
+        ),
+    );
+    let config = dir.join("cli.toml");
+    std::fs::write(
+        &config,
+        format!("{database}\n[[apps]]\nid = \"1\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n"),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_payrelay"))
+            .arg("webhooks")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let receiver = Receiver::start().await;
+    receiver.script([Answer::status(500), Answer::status(500)]);
+    let response = http()
+        .post(format!("http://{}/v1/webhooks/endpoints", node.addr))
+        .basic_auth("app-key", Some("app-secret"))
+        .json(&json!({"url": receiver.url("/"), "merchant_id": "m1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let endpoint: Value = response.json().await.unwrap();
+    let endpoint = endpoint["id"].as_str().unwrap().to_string();
+    let first = publish_to(node.addr, "m1", json!({"n": 1})).await;
+    let second = publish_to(node.addr, "m1", json!({"n": 2})).await;
+    receiver.wait_for(2, WAIT_LONG).await;
+    let failed = |out: &str| out.matches("\"status\":\"failed\"").count();
+    let deadline = Instant::now() + WAIT_LONG;
+    while failed(&cli(&["messages", &endpoint, "--status", "failed"])) < 2 {
+        assert!(Instant::now() < deadline, "both messages fail (no retries)");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cli(&["retry", &endpoint, &first]);
+    let got = receiver.wait_for(3, WAIT_LONG).await;
+    assert_eq!(
+        (got[2].header("webhook-id"), got[2].status),
+        (first.as_str(), 200)
+    );
+    cli(&["recover", &endpoint, "--since", "0"]);
+    let got = receiver.wait_for(4, WAIT_LONG).await;
+    assert_eq!(
+        (got[3].header("webhook-id"), got[3].status),
+        (second.as_str(), 200)
+    );
+    let deadline = Instant::now() + WAIT_LONG;
+    while cli(&["messages", &endpoint, "--status", "delivered"])
+        .matches("\"status\":\"delivered\"")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "both delivered in the log");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
