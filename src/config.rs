@@ -160,8 +160,9 @@ pub struct Config {
     /// gets the latest rates at once.
     #[serde(default = "defaults::exchange_rates_channel")]
     pub exchange_rates_channel: String,
-    /// Failed merchant authentications one credential (API key, client token), or one
-    /// client address within an app, may make per minute before further attempts get 429
+    /// Failed merchant authentications one credential (API key, client token; an app's
+    /// key/secret pair on the payment request API), or one client address within an app,
+    /// may make per minute before further attempts get 429
     /// until the minute is over (`src/merchants/failures.rs`). Requests that present no
     /// credential never count.
     #[serde(default = "defaults::auth_failures_per_minute")]

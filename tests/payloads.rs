@@ -660,6 +660,101 @@ async fn bad_requests_are_refused_clearly() {
     assert_eq!(status, 400, "{reply}");
 }
 
+/// `GET /api/v1/platform/payload/{random}` with these credentials (`("", "")`: none;
+/// `basic`: as HTTP Basic) from `client` (an `X-Forwarded-For`): status, body, and
+/// `Retry-After`.
+async fn probe(
+    server: &TestServer,
+    (key, secret): (&str, &str),
+    basic: bool,
+    client: Option<&str>,
+) -> (u16, Value, Option<u64>) {
+    let path = format!("/api/v1/platform/payload/{}", uuid::Uuid::new_v4());
+    let mut request = http().get(server.url(&path));
+    if basic {
+        request = request.basic_auth(key, Some(secret));
+    } else if !key.is_empty() {
+        request = request
+            .header("x-api-key", key)
+            .header("x-api-secret", secret);
+    }
+    if let Some(client) = client {
+        request = request.header("x-forwarded-for", client);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (status, response.json().await.unwrap(), retry_after)
+}
+
+/// The payload API's credentials are throttled as the other credentialed routes' are
+/// (issue 12 item 3): keyed on the pair presented and on the client's address within the
+/// key's app, never on requests without credentials, the client's address taken from a
+/// trusted proxy only. A good answer for an unknown uuid is 404.
+#[tokio::test]
+async fn failed_payload_api_credentials_are_throttled() {
+    async fn limited(extra: &str) -> TestServer {
+        let settings =
+            format!("auth_failures_per_minute = 3\n{extra}\n[payloads]\nsweep_interval_ms = 100");
+        TestServer::with_config(&config(&settings)).await
+    }
+    let server = limited("").await;
+    // Requests without credentials count against no one.
+    for _ in 0..10 {
+        assert_eq!(probe(&server, ("", ""), false, None).await.0, 401);
+    }
+    assert_eq!(probe(&server, PAY, false, None).await.0, 404);
+    // A wrong secret for the app's key, in both forms of credentials: three, then 429.
+    let wrong = (PAY_KEY, OTHER_SECRET);
+    assert_eq!(probe(&server, wrong, false, None).await.0, 401);
+    assert_eq!(probe(&server, wrong, true, None).await.0, 401);
+    assert_eq!(probe(&server, (PAY_KEY, "guess"), false, None).await.0, 401);
+    let (status, refusal, retry_after) = probe(&server, wrong, true, None).await;
+    assert_eq!(status, 429, "{refusal}");
+    assert!((1..=60).contains(&retry_after.expect("Retry-After")));
+    assert_eq!(refusal["error"]["code"], 429, "{refusal}");
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Too many failed attempts"),
+        "{refusal}"
+    );
+    // This address is held for that app, good credentials included, and no other app.
+    assert_eq!(probe(&server, PAY, false, None).await.0, 429);
+    assert_eq!(probe(&server, OTHER, false, None).await.0, 404);
+    assert_eq!(probe(&server, OTHER, true, None).await.0, 404);
+
+    // Guessing keys holds the guessing address for everything.
+    let server = limited("").await;
+    for i in 0..3 {
+        let key = uuid::Uuid::new_v4().to_string();
+        let (status, _, _) = probe(&server, (&key, &format!("s{i}")), false, None).await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(probe(&server, PAY, false, None).await.0, 429);
+
+    // Behind a trusted proxy each client counts alone, and a header from anyone else is
+    // the client's own word, ignored.
+    let server = limited("trusted_proxies = [\"127.0.0.0/8\"]").await;
+    let guesser = Some("203.0.113.7");
+    for _ in 0..3 {
+        assert_eq!(probe(&server, wrong, false, guesser).await.0, 401);
+    }
+    assert_eq!(probe(&server, PAY, false, guesser).await.0, 429);
+    let neighbour = Some("198.51.100.9, 127.0.0.1");
+    assert_eq!(probe(&server, PAY, false, neighbour).await.0, 404);
+    let server = limited("").await;
+    for i in 0..3 {
+        let spoofed = format!("198.51.100.{i}");
+        assert_eq!(probe(&server, wrong, false, Some(&spoofed)).await.0, 401);
+    }
+    assert_eq!(probe(&server, PAY, false, Some("192.0.2.1")).await.0, 429);
+}
+
 /// The app-level callbacks of a payload carry what the GET answers.
 #[tokio::test]
 async fn resolution_and_cancellation_reach_the_apps_endpoints() {

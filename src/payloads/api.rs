@@ -9,11 +9,13 @@
 //! `{"error": {"reference", "code", "message"}}`, which xumm-sdk turns into an exception
 //! (`returnErrors`) or a `null`; `reference` is in the log line of the refusal.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,6 +27,7 @@ use super::model::{self, BodyError};
 use crate::core::App;
 use crate::db::now_ms;
 use crate::http::HttpState;
+use crate::merchants::failures::Subject;
 
 pub fn routes() -> Router<HttpState> {
     Router::new()
@@ -40,6 +43,8 @@ pub struct Refusal {
     status: StatusCode,
     message: String,
     reason: Option<&'static str>,
+    /// Seconds, for `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -48,6 +53,19 @@ impl Refusal {
             status,
             message: message.into(),
             reason: None,
+            retry_after: None,
+        }
+    }
+
+    /// Too many failed attempts: 429, retry after `wait`.
+    fn throttled(wait: Duration) -> Self {
+        let seconds = wait.as_secs().max(1);
+        Refusal {
+            retry_after: Some(seconds),
+            ..Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Too many failed attempts; retry in {seconds} s"),
+            )
         }
     }
 
@@ -68,7 +86,13 @@ impl IntoResponse for Refusal {
         if let Some(reason) = self.reason {
             error["reason"] = json!(reason);
         }
-        (self.status, axum::Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -89,6 +113,7 @@ impl From<PayloadError> for Refusal {
                 status: StatusCode::CONFLICT,
                 message: message.to_string(),
                 reason: Some(reason),
+                retry_after: None,
             },
             PayloadError::Store(e) => unavailable(e),
         }
@@ -103,8 +128,12 @@ fn unavailable(e: impl std::fmt::Display) -> Refusal {
     )
 }
 
-/// The app whose credentials the request carries.
-fn app_of(state: &HttpState, headers: &HeaderMap) -> Result<Arc<App>, Refusal> {
+/// The app whose credentials the request carries, under the failed-attempt limits of
+/// the other credentialed routes (`auth_failures_per_minute`, `merchants::failures`): a
+/// wrong key or secret counts against the pair presented and against the client's
+/// address within the key's app (within no app for an unknown key); a request without
+/// credentials counts against no one. Past the limit: 429 with `Retry-After`.
+fn app_of(state: &HttpState, remote: SocketAddr, headers: &HeaderMap) -> Result<Arc<App>, Refusal> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (key, secret) = match (header("x-api-key"), header("x-api-secret")) {
         (Some(key), Some(secret)) => (key.trim().to_string(), secret.trim().to_string()),
@@ -120,12 +149,30 @@ fn app_of(state: &HttpState, headers: &HeaderMap) -> Result<Arc<App>, Refusal> {
             Err(e) => return Err(Refusal::new(StatusCode::UNAUTHORIZED, e.message)),
         },
     };
-    let app = state
-        .core
-        .apps
-        .by_key(&key)
-        .filter(|app| app.secret().as_bytes().ct_eq(secret.as_bytes()).into())
-        .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "Invalid API key or secret"))?;
+    let failures = &state.merchants.failures;
+    let client = state.client_addr.client_ip(remote, headers);
+    // The pair, not the key alone: app keys are public (pusher-js holds them), so a count
+    // on the key would let anyone lock the app's backend out.
+    let credential = Subject::credential(&format!("{key}:{secret}"));
+    let unknown_key = Subject::address(None, client);
+    if let Some(wait) = failures.blocked(&[credential.clone(), unknown_key.clone()]) {
+        return Err(Refusal::throttled(wait));
+    }
+    let invalid = || Refusal::new(StatusCode::UNAUTHORIZED, "Invalid API key or secret");
+    let Some(app) = state.core.apps.by_key(&key) else {
+        failures.record_failure(&[credential, unknown_key]);
+        tracing::info!(%client, "payload API: unknown app key");
+        return Err(invalid());
+    };
+    let in_app = Subject::address(Some(&app.id), client);
+    if let Some(wait) = failures.blocked(std::slice::from_ref(&in_app)) {
+        return Err(Refusal::throttled(wait));
+    }
+    if !bool::from(app.secret().as_bytes().ct_eq(secret.as_bytes())) {
+        failures.record_failure(&[credential, in_app]);
+        tracing::info!(%client, app = %app.id, "payload API: wrong app secret");
+        return Err(invalid());
+    }
     if !app.enabled {
         return Err(Refusal::new(StatusCode::FORBIDDEN, "The app is disabled"));
     }
@@ -150,9 +197,14 @@ fn details(app: &App, payload: &super::Payload) -> Value {
     payload.details(&app.key, now_ms())
 }
 
-async fn create(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+async fn create(
+    State(state): State<HttpState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
-        let app = app_of(&state, &headers)?;
+        let app = app_of(&state, remote, &headers)?;
         let payloads = &state.payloads;
         let body = body_of(body, payloads.config.max_body_bytes).await?;
         let new = model::parse_create(&body, &payloads.config)?;
@@ -178,9 +230,10 @@ async fn create(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
 async fn fetch(
     State(state): State<HttpState>,
     Path(uuid): Path<String>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, Refusal> {
-    let app = app_of(&state, &headers)?;
+    let app = app_of(&state, remote, &headers)?;
     let uuid = uuid_of(&uuid)?;
     let payload = state.payloads.get(&app, &uuid).await?;
     Ok(axum::Json(details(&app, &payload)))
@@ -189,9 +242,10 @@ async fn fetch(
 async fn cancel(
     State(state): State<HttpState>,
     Path(uuid): Path<String>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, Refusal> {
-    let app = app_of(&state, &headers)?;
+    let app = app_of(&state, remote, &headers)?;
     let uuid = uuid_of(&uuid)?;
     let outcome = state.payloads.cancel(&app, &uuid).await?;
     let details = details(&app, &outcome.payload);
@@ -208,10 +262,11 @@ const REPORT_BODY_LIMIT: usize = 4096;
 async fn opened(
     State(state): State<HttpState>,
     Path(uuid): Path<String>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<axum::Json<Value>, Refusal> {
-    let app = app_of(&state, &headers)?;
+    let app = app_of(&state, remote, &headers)?;
     let uuid = uuid_of(&uuid)?;
     let by_deeplink = model::parse_opened(&body_of(body, REPORT_BODY_LIMIT).await?)?;
     let payload = state.payloads.open(&app, &uuid, by_deeplink).await?;
@@ -221,10 +276,11 @@ async fn opened(
 async fn resolve(
     State(state): State<HttpState>,
     Path(uuid): Path<String>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<axum::Json<Value>, Refusal> {
-    let app = app_of(&state, &headers)?;
+    let app = app_of(&state, remote, &headers)?;
     let uuid = uuid_of(&uuid)?;
     let resolution = model::parse_resolution(&body_of(body, REPORT_BODY_LIMIT).await?)?;
     let payload = state.payloads.resolve(&app, &uuid, &resolution).await?;
