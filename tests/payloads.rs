@@ -950,6 +950,117 @@ async fn payloads_on_postgresql() {
     assert_eq!(client.json().await, json!({"expired": true}));
 }
 
+/// Every callback (`payload.resolved`, `payload.cancelled`, `payload.expired`) carries
+/// what the GET answers for that payload, so a backend that trusts only callbacks needs
+/// nothing else: resolved and cancelled before a restart, expired while the node was
+/// down and after it came back (the timers survive it), on `database_url`.
+async fn every_callback_carries_what_the_get_answers(database_url: &str) {
+    let settings =
+        format!("database_url = \"{database_url}\"\n[payloads]\nsweep_interval_ms = 100");
+    let receiver = Receiver::start().await;
+    let mut first = TestServer::with_config(&config(&settings)).await;
+    let (status, _) = register(&first, json!({"url": receiver.url("/hook")})).await;
+    assert_eq!(status, 201);
+    let meta = json!({"identifier": "order-42", "blob": {"cart": [1, 2]}, "instruction": "Pay"});
+    let resolved = create(
+        &first,
+        json!({"txjson": {"TransactionType": "Payment", "Destination": "rPEPPER7kfTD9w2To4CQk6UCfuHM9c6GDY", "Amount": "1000000"},
+               "options": {"expire": 1, "return_url": {"app": "shop://{id}", "web": "https://shop.example/{cid}?tx={txid}"}},
+               "custom_meta": meta}),
+    )
+    .await;
+    report(
+        &first,
+        &resolved,
+        "opened",
+        json!({"opened_by_deeplink": true}),
+    )
+    .await;
+    let (status, reply) = report(&first, &resolved, "resolve", resolve_body()).await;
+    assert_eq!(status, 200, "{reply}");
+    let cancelled = sign_in(&first, 60.0).await;
+    let path = format!("/api/v1/platform/payload/{cancelled}");
+    let (status, reply) = call(&first, "DELETE", &path, None, PAY).await;
+    assert_eq!(reply["result"]["cancelled"], true, "{status} {reply}");
+    let while_down = sign_in(&first, 1.0).await;
+    let after = sign_in(&first, 3.0).await;
+    first.shutdown().await;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let second = TestServer::with_config(&config(&settings)).await;
+    let received = receiver.wait_for(4, Duration::from_secs(15)).await;
+    assert_eq!(
+        received.len(),
+        4,
+        "{:?}",
+        received.iter().map(|r| r.json()).collect::<Vec<_>>()
+    );
+    let mut seen = Vec::new();
+    for callback in &received {
+        let body = callback.json();
+        let data = &body["data"];
+        let uuid = data["meta"]["uuid"].as_str().unwrap().to_string();
+        let answer = get(&second, &uuid).await;
+        let mut data = data.clone();
+        // Only the countdown moves between the callback and the GET.
+        assert!(data["payload"]["expires_in_seconds"].is_i64(), "{data}");
+        data["payload"]["expires_in_seconds"] = answer["payload"]["expires_in_seconds"].clone();
+        assert_eq!(data, answer, "{} of {uuid}", body["type"]);
+        assert_eq!(body["channel"], format!("#payload-{uuid}"));
+        seen.push((body["type"].as_str().unwrap().to_string(), uuid));
+    }
+    seen.sort();
+    let mut expected = vec![
+        ("payload.resolved".to_string(), resolved.clone()),
+        ("payload.cancelled".to_string(), cancelled.clone()),
+        ("payload.expired".to_string(), while_down.clone()),
+        ("payload.expired".to_string(), after.clone()),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+    // What each says, as the GET does.
+    let of = |uuid: &str| {
+        received
+            .iter()
+            .map(|r| r.json()["data"].clone())
+            .find(|d| d["meta"]["uuid"] == uuid)
+            .unwrap()
+    };
+    let data = of(&resolved);
+    assert_eq!(data["meta"]["resolved"], true);
+    assert_eq!(data["meta"]["signed"], true);
+    assert_eq!(data["meta"]["opened_by_deeplink"], true);
+    assert_eq!(data["response"]["txid"], resolve_body()["txid"]);
+    assert_eq!(data["response"]["account"], resolve_body()["account"]);
+    assert_eq!(data["custom_meta"], meta);
+    assert_eq!(data["payload"]["request_json"]["Amount"], "1000000");
+    assert_eq!(of(&cancelled)["meta"]["cancelled"], true);
+    for uuid in [&while_down, &after] {
+        let data = of(uuid);
+        assert_eq!(data["meta"]["expired"], true, "{data}");
+        assert_eq!(data["meta"]["resolved"], false, "{data}");
+    }
+    // Each announced once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), 4);
+}
+
+#[tokio::test]
+async fn every_callback_carries_what_the_get_answers_on_sqlite() {
+    let (dir, url) = temp_db();
+    every_callback_carries_what_the_get_answers(&url).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn every_callback_carries_what_the_get_answers_on_postgresql() {
+    let Some(pg) = PgDatabase::create().await else {
+        return;
+    };
+    every_callback_carries_what_the_get_answers(&pg.url).await;
+}
+
 /// Issue 16: a per-payment socket recovers by state. One whose TCP connection died
 /// before the resolve gets the resolution when it comes back, as a first-time socket does.
 #[tokio::test]
