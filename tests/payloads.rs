@@ -1061,6 +1061,106 @@ async fn every_callback_carries_what_the_get_answers_on_postgresql() {
     every_callback_carries_what_the_get_answers(&pg.url).await;
 }
 
+/// Runs `sql` on the node's database (`$1` is bound to `at`, `$2` to `uuid`).
+async fn backdate(url: &str, sql: &str, at: i64, uuid: &str) {
+    let db = payrelay::db::Db::open(url).await.unwrap();
+    let done = match db.writer() {
+        payrelay::db::Pool::Sqlite(pool) => sqlx::query(sql)
+            .bind(at)
+            .bind(uuid)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+        payrelay::db::Pool::Postgres(pool) => sqlx::query(sql)
+            .bind(at)
+            .bind(uuid)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+    };
+    assert_eq!(done, 1, "{sql}");
+    db.close().await;
+}
+
+/// Payloads are deleted after `retention_days`: finished ones that long after they
+/// finished, unfinished ones (opened, never resolved) that long after they were created;
+/// younger ones stay. The sweeper prunes at start-up and then every hour.
+async fn payloads_are_pruned_after_the_retention(database_url: &str) {
+    let settings = format!(
+        "database_url = \"{database_url}\"\n[payloads]\nsweep_interval_ms = 100\nretention_days = 8"
+    );
+    let mut first = TestServer::with_config(&config(&settings)).await;
+    let resolved_long_ago = sign_in(&first, 60.0).await;
+    report(&first, &resolved_long_ago, "opened", json!({})).await;
+    report(&first, &resolved_long_ago, "resolve", resolve_body()).await;
+    let cancelled_long_ago = sign_in(&first, 60.0).await;
+    let path = format!("/api/v1/platform/payload/{cancelled_long_ago}");
+    call(&first, "DELETE", &path, None, PAY).await;
+    let opened_long_ago = sign_in(&first, 60.0).await;
+    report(&first, &opened_long_ago, "opened", json!({})).await;
+    // Finished seven days ago, within the eight days: kept.
+    let resolved_lately = sign_in(&first, 60.0).await;
+    report(&first, &resolved_lately, "opened", json!({})).await;
+    report(&first, &resolved_lately, "resolve", resolve_body()).await;
+    let pending = sign_in(&first, 60.0).await;
+    first.shutdown().await;
+    drop(first);
+
+    let day = 86_400_000;
+    let now = now() * 1000;
+    let finished = "UPDATE payloads SET finished_at = $1 WHERE uuid = $2";
+    backdate(database_url, finished, now - 9 * day, &resolved_long_ago).await;
+    backdate(database_url, finished, now - 9 * day, &cancelled_long_ago).await;
+    backdate(database_url, finished, now - 7 * day, &resolved_lately).await;
+    let created = "UPDATE payloads SET created_at = $1, expires_at = $1 + 60000, \
+                   opened_at = $1 + 1000 WHERE uuid = $2";
+    backdate(database_url, created, now - 9 * day, &opened_long_ago).await;
+
+    let second = TestServer::with_config(&config(&settings)).await;
+    let gone = [&resolved_long_ago, &cancelled_long_ago, &opened_long_ago];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for uuid in gone {
+        let path = format!("/api/v1/platform/payload/{uuid}");
+        loop {
+            let (status, reply) = call(&second, "GET", &path, None, PAY).await;
+            if status == 404 {
+                break;
+            }
+            assert_eq!(status, 200, "{reply}");
+            assert!(Instant::now() < deadline, "{uuid} was not pruned: {reply}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Its socket knows it no more either.
+        let mut client = socket(&second, uuid).await;
+        let message = client.json().await;
+        assert!(message["message"].is_string(), "{message}");
+        assert!(message.get("expires_in_seconds").is_none(), "{message}");
+    }
+    assert_eq!(
+        get(&second, &resolved_lately).await["meta"]["resolved"],
+        true
+    );
+    assert_eq!(get(&second, &pending).await["meta"]["resolved"], false);
+    assert_eq!(second.metric("payrelay_payloads_pruned_total").await, 3.0);
+}
+
+#[tokio::test]
+async fn payloads_are_pruned_after_the_retention_on_sqlite() {
+    let (dir, url) = temp_db();
+    payloads_are_pruned_after_the_retention(&url).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn payloads_are_pruned_after_the_retention_on_postgresql() {
+    let Some(pg) = PgDatabase::create().await else {
+        return;
+    };
+    payloads_are_pruned_after_the_retention(&pg.url).await;
+}
+
 /// Issue 16: a per-payment socket recovers by state. One whose TCP connection died
 /// before the resolve gets the resolution when it comes back, as a first-time socket does.
 #[tokio::test]
