@@ -292,3 +292,121 @@ pub use crate::payloads::model::{
 pub fn payload_of(new: NewPayload, now_ms: i64) -> Payload {
     crate::payloads::store::new_row("1", new, now_ms)
 }
+
+// ---- Publishing and token routes ----------------------------------------------------
+
+pub use crate::idempotency::parse_key as idempotency_key;
+
+/// What a publishing route (`POST /v1/events`, `POST /api/v1/events`) makes of a body,
+/// before the publish path's own checks ([`route_publication_check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePublication {
+    /// The core channel.
+    pub channel: String,
+    /// The channel as the route's answer names it.
+    pub answer_channel: String,
+    pub event: String,
+    pub data: String,
+    /// Marked for one user of the channel's owner.
+    pub for_user: Option<String>,
+    /// Marked for everyone on the channel (`merchant_wide`).
+    pub everyone: bool,
+    /// The body's `idempotency_key`, unchecked (the header's wins).
+    pub idempotency_key: Option<String>,
+}
+
+fn route_publication(
+    answer_channel: String,
+    new: crate::core::NewPublication,
+    idempotency_key: Option<String>,
+) -> RoutePublication {
+    use crate::core::Audience;
+    RoutePublication {
+        channel: new.channel,
+        answer_channel,
+        event: new.event,
+        data: new.data,
+        for_user: match &new.audience {
+            Audience::User(user) => Some(user.to_string()),
+            _ => None,
+        },
+        everyone: matches!(new.audience, Audience::Everyone),
+        idempotency_key,
+    }
+}
+
+/// The body of `POST /v1/events` `{merchant_id, kind, event, data, user_id?, …}`.
+pub fn merchant_event_body(body: &[u8]) -> Result<RoutePublication, Refusal> {
+    pusher::parse_merchant_event(body)
+        .map(|e| route_publication(e.channel, e.publication, e.idempotency_key))
+        .map_err(refusal)
+}
+
+/// The body of `POST /api/v1/events` `{user_id?, channel, event, data, …}` for `app`.
+pub fn plain_event_body(app: &App, body: &[u8]) -> Result<RoutePublication, Refusal> {
+    plain::parse_event(app, body)
+        .map(|e| route_publication(e.channel, e.publication, e.idempotency_key))
+        .map_err(|r| (r.status.as_u16(), r.message))
+}
+
+/// What the publish path checks of a route's publication before stamping it (channel,
+/// event name, data size), as the route answers a refusal.
+pub fn route_publication_check(app: &App, publication: &RoutePublication) -> Result<(), Refusal> {
+    let new = crate::core::NewPublication {
+        channel: publication.channel.clone(),
+        event: publication.event.clone(),
+        data: publication.data.clone(),
+        ..Default::default()
+    };
+    crate::core::check_publication(app, &new).map_err(|e| refusal(pusher::publish_error(e)))
+}
+
+/// The body of `POST /api/v1/tokens` `{user_id, ttl_secs?}`: the user and the lifetime in
+/// seconds.
+pub fn access_token_body(body: &[u8]) -> Result<(String, u64), Refusal> {
+    plain::parse_mint(body)
+        .map(|(subject, ttl)| {
+            let user = subject.user_id().unwrap_or_default().to_string();
+            (user, ttl.as_secs())
+        })
+        .map_err(|r| (r.status.as_u16(), r.message))
+}
+
+/// The body of `POST /api/v1/tokens/revoke` `{token}`.
+pub fn access_token_revoke_body(body: &[u8]) -> Result<String, Refusal> {
+    plain::parse_revoke(body).map_err(|r| (r.status.as_u16(), r.message))
+}
+
+/// The body of `POST /v1/client-tokens` `{merchant_id?, user_id?, ttl_secs?}` from
+/// `app`'s backend (`key_merchant` `None`) or a merchant's API key: merchant, user,
+/// lifetime in seconds.
+pub fn client_token_body(
+    app: &App,
+    key_merchant: Option<&str>,
+    body: &[u8],
+) -> Result<(String, Option<String>, u64), Refusal> {
+    socketio::parse_client_token_request(app, key_merchant, body)
+        .map(|r| (r.merchant_id, r.user_id, r.ttl.as_secs()))
+        .map_err(refusal)
+}
+
+/// The body of `POST /v1/client-tokens/revoke` `{token}`.
+pub fn client_token_revoke_body(body: &[u8]) -> Result<String, Refusal> {
+    socketio::parse_client_token_revoke(body).map_err(refusal)
+}
+
+/// Client-token lifetimes of an app: the default and the longest.
+pub fn client_token_ttls(app: &App) -> (u64, u64) {
+    (
+        app.socketio.client_token_ttl_secs,
+        app.socketio.max_client_token_ttl_secs,
+    )
+}
+
+/// The plain protocol's logical channels of an app: global ones, per-user ones.
+pub fn plain_channels(app: &App) -> (Vec<String>, Vec<String>) {
+    (
+        app.plain.global_channels.clone(),
+        app.plain.user_channels.clone(),
+    )
+}

@@ -136,6 +136,25 @@ pub struct NewPublication {
     pub audience: Audience,
 }
 
+/// What the publish path checks of a backend's or client's publication before it is
+/// stamped: a channel clients may name, data within the app's `max_message_size`, an
+/// event name of 1 to [`MAX_EVENT_NAME_LEN`] bytes.
+pub(crate) fn check_publication(app: &App, new: &NewPublication) -> Result<(), PublishError> {
+    channel::classify(&new.channel)
+        .map_err(|e| PublishError::InvalidChannel(new.channel.clone(), e))?;
+    let limit = app.limits.max_message_size;
+    if new.data.len() > limit {
+        return Err(PublishError::DataTooLarge {
+            size: new.data.len(),
+            limit,
+        });
+    }
+    if new.event.is_empty() || new.event.len() > MAX_EVENT_NAME_LEN {
+        return Err(PublishError::InvalidEventName);
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
     #[error("invalid channel name `{0}`: {1}")]
@@ -428,15 +447,7 @@ impl Core {
         new: NewPublication,
         from_client: bool,
     ) -> Result<EventId, PublishError> {
-        channel::classify(&new.channel)
-            .map_err(|e| PublishError::InvalidChannel(new.channel.clone(), e))?;
-        let limit = app.limits.max_message_size;
-        if new.data.len() > limit {
-            return Err(PublishError::DataTooLarge {
-                size: new.data.len(),
-                limit,
-            });
-        }
+        check_publication(app, &new)?;
         self.publish_checked(app, new, from_client).await
     }
 

@@ -64,13 +64,18 @@ struct EventRequest {
     idempotency_key: Option<String>,
 }
 
-/// `POST /api/v1/events` `{user_id?, channel, event, data, idempotency_key?}`.
-pub(super) async fn publish(
-    State(state): State<HttpState>,
-    call: Call,
-) -> Result<Response, Refusal> {
-    let app = call.app(&state, None)?;
-    let body = &call.body;
+/// A `POST /api/v1/events` body as checked before it is published.
+pub(crate) struct CheckedEvent {
+    /// The logical channel, as the request named it (and the answer shows it).
+    pub channel: String,
+    pub publication: NewPublication,
+    /// The body's `idempotency_key`, unchecked (the header's wins).
+    pub idempotency_key: Option<String>,
+}
+
+/// Reads a `POST /api/v1/events` body of `app`: a known channel, global without a user or
+/// per user with one, an event name not reserved by Pusher.
+pub(crate) fn parse_event(app: &crate::core::App, body: &[u8]) -> Result<CheckedEvent, Refusal> {
     let request: EventRequest = parse(body, "{user_id?, channel, event, data, idempotency_key?}")?;
     let user_id = match &request.user_id {
         None | Some(Value::Null) => None,
@@ -80,7 +85,7 @@ pub(super) async fn publish(
                 .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "Invalid `user_id`"))?,
         ),
     };
-    let core_channel = match (channels::scope(&app, &request.channel), &user_id) {
+    let core_channel = match (channels::scope(app, &request.channel), &user_id) {
         (None, _) => {
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
@@ -114,17 +119,34 @@ pub(super) async fn publish(
         Value::String(s) => s,
         other => other.to_string(),
     };
-    let publication = NewPublication {
-        channel: core_channel,
-        event: request.event,
-        data,
-        ..Default::default()
-    };
+    Ok(CheckedEvent {
+        channel: request.channel,
+        publication: NewPublication {
+            channel: core_channel,
+            event: request.event,
+            data,
+            ..Default::default()
+        },
+        idempotency_key: request.idempotency_key,
+    })
+}
+
+/// `POST /api/v1/events` `{user_id?, channel, event, data, idempotency_key?}`.
+pub(super) async fn publish(
+    State(state): State<HttpState>,
+    call: Call,
+) -> Result<Response, Refusal> {
+    let app = call.app(&state, None)?;
+    let body = &call.body;
+    let CheckedEvent {
+        channel,
+        publication,
+        idempotency_key,
+    } = parse_event(&app, body)?;
     let bad_key = |e: String| Refusal::new(StatusCode::BAD_REQUEST, e);
     let key = match idempotency::header_key(&call.headers).map_err(bad_key)? {
         Some(key) => Some(key),
-        None => request
-            .idempotency_key
+        None => idempotency_key
             .as_deref()
             .map(idempotency::parse_key)
             .transpose()
@@ -152,7 +174,7 @@ pub(super) async fn publish(
                         StatusCode::OK,
                         "OK",
                         &super::envelope::trace_id(),
-                        json!({"channel": request.channel, "id": id}),
+                        json!({"channel": channel, "id": id}),
                     ),
                     true,
                 ),
@@ -185,13 +207,9 @@ fn default_ttl() -> u64 {
     24 * 3600
 }
 
-/// `POST /api/v1/tokens` `{user_id, ttl_secs?}`: mints an access token (shown once).
-pub(super) async fn mint_token(
-    State(state): State<HttpState>,
-    call: Call,
-) -> Result<Response, Refusal> {
-    let app = call.app(&state, None)?;
-    let body = &call.body;
+/// Reads a `POST /api/v1/tokens` body: the user (a string or a number, a valid user id)
+/// and the lifetime in seconds (1 to 30 days).
+pub(crate) fn parse_mint(body: &[u8]) -> Result<(tokens::Subject, Duration), Refusal> {
     let request: MintRequest = parse(body, "{user_id, ttl_secs?}")?;
     let user_id = tokens::id_text(&request.user_id)
         .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "Invalid `user_id`"))?;
@@ -201,13 +219,26 @@ pub(super) async fn mint_token(
             format!("`ttl_secs` must be 1 to {MAX_TTL_SECS}"),
         ));
     }
+    let subject = tokens::Subject::User(user_id);
+    subject.validate().map_err(store_unavailable)?;
+    Ok((subject, Duration::from_secs(request.ttl_secs)))
+}
+
+/// Reads a `POST /api/v1/tokens/revoke` body: the token.
+pub(crate) fn parse_revoke(body: &[u8]) -> Result<String, Refusal> {
+    parse::<RevokeRequest>(body, "{token}").map(|r| r.token)
+}
+
+/// `POST /api/v1/tokens` `{user_id, ttl_secs?}`: mints an access token (shown once).
+pub(super) async fn mint_token(
+    State(state): State<HttpState>,
+    call: Call,
+) -> Result<Response, Refusal> {
+    let app = call.app(&state, None)?;
+    let (subject, ttl) = parse_mint(&call.body)?;
     let minted = state
         .tokens
-        .mint(
-            &app.id,
-            &tokens::Subject::User(user_id),
-            Duration::from_secs(request.ttl_secs),
-        )
+        .mint(&app.id, &subject, ttl)
         .await
         .map_err(store_unavailable)?;
     Ok(ok(
@@ -228,11 +259,10 @@ pub(super) async fn revoke_token(
     call: Call,
 ) -> Result<Response, Refusal> {
     let app = call.app(&state, None)?;
-    let body = &call.body;
-    let request: RevokeRequest = parse(body, "{token}")?;
+    let token = parse_revoke(&call.body)?;
     let record = state
         .tokens
-        .lookup(&request.token)
+        .lookup(&token)
         .await
         .map_err(store_unavailable)?
         // A token whose app cannot be decided is nobody's to revoke.
@@ -240,10 +270,10 @@ pub(super) async fn revoke_token(
         .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "Unknown token"))?;
     state
         .tokens
-        .revoke(&request.token)
+        .revoke(&token)
         .await
         .map_err(store_unavailable)?;
-    let credential = Arc::from(tokens::credential_id(&request.token));
+    let credential = Arc::from(tokens::credential_id(&token));
     state
         .core
         .close_user_connections(

@@ -7,6 +7,7 @@
 //! the log line of the same request, so a client's report can be found in the logs.
 
 mod api;
+pub(crate) use api::{parse_event, parse_mint, parse_revoke};
 mod channels;
 mod envelope;
 mod socket;

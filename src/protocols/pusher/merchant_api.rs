@@ -189,9 +189,19 @@ impl MerchantEvent {
     }
 }
 
-async fn publish_event(State(state): State<HttpState>, call: Call) -> Result<Response, ApiError> {
-    let app = call.app(&state, None)?;
-    let request: MerchantEvent = serde_json::from_slice(&call.body).map_err(|e| {
+/// A `POST /v1/events` body as checked before it is published.
+pub(crate) struct CheckedMerchantEvent {
+    /// The merchant's channel (`private-{kind}.{merchant_id}`).
+    pub channel: String,
+    pub publication: NewPublication,
+    /// The body's `idempotency_key`, unchecked (the header's wins).
+    pub idempotency_key: Option<String>,
+}
+
+/// Reads a `POST /v1/events` body: a merchant channel of a known kind, an event name not
+/// reserved by Pusher, and whom it is for.
+pub(crate) fn parse_merchant_event(body: &[u8]) -> Result<CheckedMerchantEvent, ApiError> {
+    let request: MerchantEvent = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!(
             "Expected JSON {{merchant_id, kind, event, data, user_id?, merchant_wide?}}: {e}"
         ))
@@ -213,17 +223,29 @@ async fn publish_event(State(state): State<HttpState>, call: Call) -> Result<Res
         Value::String(s) => s,
         other => other.to_string(),
     };
-    let publication = NewPublication {
-        channel: channel.clone(),
-        event: request.event,
-        data,
-        audience,
-        ..Default::default()
-    };
+    Ok(CheckedMerchantEvent {
+        publication: NewPublication {
+            channel: channel.clone(),
+            event: request.event,
+            data,
+            audience,
+            ..Default::default()
+        },
+        channel,
+        idempotency_key: request.idempotency_key,
+    })
+}
+
+async fn publish_event(State(state): State<HttpState>, call: Call) -> Result<Response, ApiError> {
+    let app = call.app(&state, None)?;
+    let CheckedMerchantEvent {
+        channel,
+        publication,
+        idempotency_key,
+    } = parse_merchant_event(&call.body)?;
     let key = match idempotency::header_key(&call.headers).map_err(ApiError::bad_request)? {
         Some(key) => Some(key),
-        None => request
-            .idempotency_key
+        None => idempotency_key
             .as_deref()
             .map(idempotency::parse_key)
             .transpose()

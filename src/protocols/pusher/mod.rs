@@ -7,6 +7,7 @@ pub mod frames;
 mod http_api;
 pub(crate) use http_api::{ValidEvent, parse_batch, parse_info, parse_trigger, publish_error};
 mod merchant_api;
+pub(crate) use merchant_api::parse_merchant_event;
 mod merchant_auth;
 pub(crate) use merchant_auth::parse_body as parse_merchant_auth_body;
 pub mod request_auth;

@@ -63,24 +63,37 @@ struct MintRequest {
     ttl_secs: Option<u64>,
 }
 
-async fn mint(State(state): State<HttpState>, call: Call) -> Result<Response, ApiError> {
-    let caller = Caller::of(&state, &call).await?;
-    let request: MintRequest = parse(&call.body, "{merchant_id?, user_id?, ttl_secs?}")?;
-    let merchant_id = match (&caller, request.merchant_id) {
-        (Caller::Merchant { merchant_id, .. }, Some(asked)) if &asked != merchant_id => {
+/// A `POST /v1/client-tokens` body as checked: whose token, for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientTokenRequest {
+    pub merchant_id: String,
+    pub user_id: Option<String>,
+    pub ttl: Duration,
+}
+
+/// Reads a `POST /v1/client-tokens` body of `app`'s caller: a merchant's API key
+/// (`key_merchant`, which mints for its own merchant only) or the app's credentials
+/// (`None`, `merchant_id` required); valid ids; a lifetime within the app's limit.
+pub(crate) fn parse_client_token_request(
+    app: &crate::core::App,
+    key_merchant: Option<&str>,
+    body: &[u8],
+) -> Result<ClientTokenRequest, ApiError> {
+    let request: MintRequest = parse(body, "{merchant_id?, user_id?, ttl_secs?}")?;
+    let merchant_id = match (key_merchant, request.merchant_id) {
+        (Some(own), Some(asked)) if asked != own => {
             return Err(ApiError::forbidden(
                 "An API key mints tokens for its own merchant only",
             ));
         }
-        (Caller::Merchant { merchant_id, .. }, _) => merchant_id.clone(),
-        (Caller::App(_), Some(asked)) => asked,
-        (Caller::App(_), None) => {
+        (Some(own), _) => own.to_string(),
+        (None, Some(asked)) => asked,
+        (None, None) => {
             return Err(ApiError::bad_request(
                 "`merchant_id` is required with the app credentials",
             ));
         }
     };
-    let app = caller.app();
     let settings = &app.socketio;
     let ttl = request.ttl_secs.unwrap_or(settings.client_token_ttl_secs);
     if !(1..=settings.max_client_token_ttl_secs).contains(&ttl) {
@@ -89,10 +102,6 @@ async fn mint(State(state): State<HttpState>, call: Call) -> Result<Response, Ap
             settings.max_client_token_ttl_secs
         )));
     }
-    let minted_with = match &caller {
-        Caller::Merchant { key_id, .. } => Some(key_id.clone()),
-        Caller::App(_) => None,
-    };
     let user_id = match request.user_id {
         None | Some(serde_json::Value::Null) => None,
         Some(value) => Some(
@@ -100,14 +109,47 @@ async fn mint(State(state): State<HttpState>, call: Call) -> Result<Response, Ap
                 .ok_or_else(|| ApiError::bad_request("`user_id` must be a string or a number"))?,
         ),
     };
-    let subject = Subject::Client {
+    let checked = ClientTokenRequest {
         merchant_id,
         user_id,
-        minted_with,
+        ttl: Duration::from_secs(ttl),
     };
+    checked.subject(None).validate().map_err(token_error)?;
+    Ok(checked)
+}
+
+impl ClientTokenRequest {
+    /// The token's subject; `minted_with`: the id of the API key that asked.
+    pub(crate) fn subject(&self, minted_with: Option<String>) -> Subject {
+        Subject::Client {
+            merchant_id: self.merchant_id.clone(),
+            user_id: self.user_id.clone(),
+            minted_with,
+        }
+    }
+}
+
+/// Reads a `POST /v1/client-tokens/revoke` body: the token.
+pub(crate) fn parse_client_token_revoke(body: &[u8]) -> Result<String, ApiError> {
+    parse::<RevokeRequest>(body, "{token}").map(|r| r.token)
+}
+
+async fn mint(State(state): State<HttpState>, call: Call) -> Result<Response, ApiError> {
+    let caller = Caller::of(&state, &call).await?;
+    let app = caller.app();
+    let (key_merchant, minted_with) = match &caller {
+        Caller::Merchant {
+            merchant_id,
+            key_id,
+            ..
+        } => (Some(merchant_id.as_str()), Some(key_id.clone())),
+        Caller::App(_) => (None, None),
+    };
+    let request = parse_client_token_request(app, key_merchant, &call.body)?;
+    let subject = request.subject(minted_with);
     let minted = state
         .tokens
-        .mint(&app.id, &subject, Duration::from_secs(ttl))
+        .mint(&app.id, &subject, request.ttl)
         .await
         .map_err(token_error)?;
     tracing::info!(app = %app.id, merchant = ?minted.merchant_id, user = ?minted.user_id, "client token minted");
@@ -122,12 +164,12 @@ struct RevokeRequest {
 
 async fn revoke(State(state): State<HttpState>, call: Call) -> Result<Response, ApiError> {
     let caller = Caller::of(&state, &call).await?;
-    let request: RevokeRequest = parse(&call.body, "{token}")?;
+    let token = parse_client_token_revoke(&call.body)?;
     let app = caller.app().clone();
     let unknown = || ApiError::not_found("Unknown client token");
     let record = state
         .tokens
-        .lookup(&request.token)
+        .lookup(&token)
         .await
         .map_err(token_error)?
         .ok_or_else(unknown)?;
@@ -146,17 +188,13 @@ async fn revoke(State(state): State<HttpState>, call: Call) -> Result<Response, 
     if !same_app || !allowed {
         return Err(unknown());
     }
-    state
-        .tokens
-        .revoke(&request.token)
-        .await
-        .map_err(token_error)?;
+    state.tokens.revoke(&token).await.map_err(token_error)?;
     state
         .core
         .close_merchant_connections(
             &app,
             merchant_id,
-            WhichConnections::Credential(Arc::from(tokens::credential_id(&request.token))),
+            WhichConnections::Credential(Arc::from(tokens::credential_id(&token))),
             Disconnect::Revoked,
         )
         .await

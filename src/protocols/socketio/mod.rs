@@ -27,6 +27,7 @@
 pub(crate) mod auth;
 mod bridge;
 mod client_tokens;
+pub(crate) use client_tokens::{parse_client_token_request, parse_client_token_revoke};
 mod transport;
 mod upgrade;
 
