@@ -293,6 +293,30 @@ def main():
         },
     )
 
+    write("publish_bodies", publish_bodies())
+
+
+def publish_bodies() -> dict:
+    """The first line: the merchant of the calling API key (empty: app credentials)."""
+    app = lambda body: "\n" + compact(body)
+    key = lambda merchant, body: merchant + "\n" + compact(body)
+    return {
+        # README "Merchant events" / tests/merchant_admin.rs
+        "merchant-event": app({"merchant_id": "merchant_001", "kind": "payments", "event": "payment.completed", "data": {"order": "42", "amount": "10.00"}}),
+        "merchant-event-user": app({"merchant_id": "m1", "kind": "merchant", "event": "trade", "data": "plain text", "user_id": 42, "idempotency_key": "order-42-paid"}),
+        "merchant-event-wide": app({"merchant_id": "m1", "kind": "payments", "event": "maintenance", "data": [1, 2], "merchant_wide": True}),
+        # Seed 002 / tests/plain_protocol.rs
+        "plain-user-event": app({"user_id": "120045", "channel": "notification.events", "event": "new_notification", "data": {"id": 7, "text": "Hi"}}),
+        "plain-global-event": app({"channel": "settings", "event": "maintenance", "data": None, "idempotency_key": "k1"}),
+        "access-token": app({"user_id": 120045, "ttl_secs": 3600}),
+        "token-revoke": app({"token": "prt_0123456789abcdef"}),
+        # Seed 003 / tests/socketio_gateway.rs
+        "client-token-app": app({"merchant_id": "merchant_001", "user_id": "u-7", "ttl_secs": 900}),
+        "client-token-key": key("merchant_001", {"user_id": 7}),
+        "client-token-other-merchant": key("merchant_001", {"merchant_id": "merchant_002"}),
+        "client-token-revoke": app({"token": "pct_0123456789abcdef"}),
+    }
+
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
