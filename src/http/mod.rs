@@ -6,6 +6,7 @@ pub mod authorization;
 pub mod caller;
 pub mod client_addr;
 pub mod error;
+pub(crate) mod json_body;
 mod ops;
 
 use std::sync::Arc;

@@ -16,6 +16,7 @@ use super::signature;
 use super::store::{EndpointRow, MessageRow, OutboxStore};
 use crate::core::EventId;
 use crate::db::now_ms;
+use crate::http::json_body::object as object_body;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,18 +146,6 @@ pub fn parse_patch(body: &[u8]) -> Result<EndpointPatch, String> {
     object_body(body).map_err(|e| {
         format!("Expected JSON with any of {{url, events, enabled, description}}: {e}")
     })
-}
-
-/// A body that must be a JSON object. serde also reads a struct from a JSON array of its
-/// fields in order (`["https://…", "m1"]`), a form no client is told about and one that
-/// `deny_unknown_fields` cannot check (found by fuzz/webhook_bodies).
-fn object_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    if !value.is_object() {
-        return Err("the body is not a JSON object".into());
-    }
-    // Parsed again from the bytes, not from the value, which would hide a repeated key.
-    serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
 /// Checks a URL as a client gives it: syntax, and the address when it is a literal one.

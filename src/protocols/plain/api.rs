@@ -25,10 +25,10 @@ use crate::tokens::{self, TokenStore};
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8], shape: &str) -> Result<T, Refusal> {
-    serde_json::from_slice(body).map_err(|e| {
+    crate::http::json_body::object(body).map_err(|e| {
         Refusal::new(
             StatusCode::BAD_REQUEST,
-            format!("Expected JSON {shape}: {e}"),
+            format!("Expected a JSON object {shape}: {e}"),
         )
     })
 }
@@ -472,4 +472,32 @@ pub(super) async fn test_route(
         .await
         .map_err(broker_unavailable)?;
     Ok(ok(StatusCode::OK, json!({"user_id": user_id})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzz/publish_bodies: serde reads a struct from a JSON array of its fields,
+    /// so `["settings", "maintenance"]` was an event, `[42]` a token request.
+    #[test]
+    fn bodies_are_json_objects_not_arrays_of_fields() {
+        let app = crate::fuzzing::app("app-key", "app-secret");
+        let event = br#"{"channel":"settings","event":"maintenance","data":{}}"#;
+        assert!(parse_event(&app, event).is_ok());
+        let refused = parse_event(&app, br#"[null, "settings", "maintenance", {}]"#)
+            .err()
+            .unwrap();
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(
+            refused.message.contains("JSON object"),
+            "{}",
+            refused.message
+        );
+        assert!(parse_mint(br#"{"user_id":42}"#).is_ok());
+        assert!(parse_mint(br#"[42]"#).is_err());
+        assert!(parse_mint(br#"[42, 60]"#).is_err());
+        assert!(parse_revoke(br#"{"token":"prt_x"}"#).is_ok());
+        assert!(parse_revoke(br#"["prt_x"]"#).is_err());
+    }
 }

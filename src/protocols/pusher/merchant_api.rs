@@ -201,9 +201,9 @@ pub(crate) struct CheckedMerchantEvent {
 /// Reads a `POST /v1/events` body: a merchant channel of a known kind, an event name not
 /// reserved by Pusher, and whom it is for.
 pub(crate) fn parse_merchant_event(body: &[u8]) -> Result<CheckedMerchantEvent, ApiError> {
-    let request: MerchantEvent = serde_json::from_slice(body).map_err(|e| {
+    let request: MerchantEvent = crate::http::json_body::object(body).map_err(|e| {
         ApiError::bad_request(format!(
-            "Expected JSON {{merchant_id, kind, event, data, user_id?, merchant_wide?}}: {e}"
+            "Expected a JSON object {{merchant_id, kind, event, data, user_id?, merchant_wide?}}: {e}"
         ))
     })?;
     let channel =
@@ -278,4 +278,29 @@ async fn publish_event(State(state): State<HttpState>, call: Call) -> Result<Res
         })
         .await,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzz/publish_bodies: serde reads a struct from a JSON array of its fields,
+    /// so `["m1", "payments", "trade", {}]` was published.
+    #[test]
+    fn event_bodies_are_json_objects_not_arrays_of_fields() {
+        let event = br#"{"merchant_id":"m1","kind":"payments","event":"trade","data":{}}"#;
+        assert_eq!(
+            parse_merchant_event(event).ok().unwrap().channel,
+            "private-payments.m1"
+        );
+        let refused = parse_merchant_event(br#"["m1", "payments", "trade", {}]"#)
+            .err()
+            .unwrap();
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(
+            refused.message.contains("JSON object"),
+            "{}",
+            refused.message
+        );
+    }
 }

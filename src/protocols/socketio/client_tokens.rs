@@ -38,8 +38,8 @@ pub(super) fn routes() -> Router<HttpState> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Expected JSON {shape}: {e}")))
+    crate::http::json_body::object(body)
+        .map_err(|e| ApiError::bad_request(format!("Expected a JSON object {shape}: {e}")))
 }
 
 fn token_error(e: TokenError) -> ApiError {
@@ -201,4 +201,29 @@ async fn revoke(State(state): State<HttpState>, call: Call) -> Result<Response, 
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     tracing::info!(app = %app.id, merchant = %merchant_id, "client token revoked");
     Ok(Json(json!({"merchant_id": merchant_id, "revoked": true})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzz/publish_bodies: serde reads a struct from a JSON array of its fields,
+    /// so `["m1"]` minted a client token for merchant m1.
+    #[test]
+    fn bodies_are_json_objects_not_arrays_of_fields() {
+        let app = crate::fuzzing::app("app-key", "app-secret");
+        let minted = parse_client_token_request(&app, None, br#"{"merchant_id":"m1"}"#);
+        assert_eq!(minted.unwrap().merchant_id, "m1");
+        let refused = parse_client_token_request(&app, None, br#"["m1"]"#)
+            .err()
+            .unwrap();
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(
+            refused.message.contains("JSON object"),
+            "{}",
+            refused.message
+        );
+        assert!(parse_client_token_revoke(br#"{"token":"pct_x"}"#).is_ok());
+        assert!(parse_client_token_revoke(br#"["pct_x"]"#).is_err());
+    }
 }
