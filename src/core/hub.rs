@@ -252,15 +252,21 @@ impl Hub {
     /// subscriber's live publications are held until [`Hub::release`]: the caller reads
     /// the channel's history in between, and nothing published meanwhile is lost or
     /// overtakes the replay.
+    ///
+    /// A channel new to the hub keeps the caller's name (the session's own `Arc`), so
+    /// a channel with one subscriber holds its name once.
     pub fn subscribe(
         &self,
         conn: &Arc<Connection>,
-        channel: &str,
+        channel: impl Into<Arc<str>>,
         member: Option<Member>,
         max_presence_members: usize,
         hold: bool,
     ) -> Result<Joined, HubRefusal> {
-        let key = Self::key(&conn.app.id, channel);
+        let key = ChannelKey {
+            app: conn.app.id.clone(),
+            channel: channel.into(),
+        };
         let channel_name = key.channel.clone();
         let outcome = {
             let mut state = self.channels.entry(key.clone()).or_default();

@@ -202,6 +202,15 @@ impl Outbox {
         self.state.lock().queue.len()
     }
 
+    /// Frees the queue's memory if it is empty: for connections that idle for long and
+    /// hear little (a payment request's socket), so a drained queue holds nothing.
+    pub fn release_idle(&self) {
+        let mut state = self.state.lock();
+        if state.queue.is_empty() {
+            state.queue = VecDeque::new();
+        }
+    }
+
     /// Items the queue holds before its connection counts as a slow consumer.
     pub fn capacity(&self) -> usize {
         self.state.lock().capacity

@@ -176,15 +176,15 @@ impl Session {
             ));
         }
         let user = member.as_ref().map(|m| m.user_id.clone());
+        let name: Arc<str> = Arc::from(channel);
         let joined = self.core.hub.subscribe(
             &self.conn,
-            channel,
+            name.clone(),
             member,
             limits.max_presence_members,
             hold,
         )?;
         if !matches!(joined, Joined::Already) {
-            let name: Arc<str> = Arc::from(channel);
             self.conn.note_subscribed(name.clone());
             self.channels.insert(name, user);
             self.conn.add_subscriptions(1);
