@@ -1591,3 +1591,129 @@ async fn the_command_line_retries_and_recovers_failed_messages_of_a_running_node
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A TCP forwarder in front of PostgreSQL that a test can cut (every connection through
+/// it drops, new ones are refused) and restore, to play a database outage.
+struct CuttableProxy {
+    addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<parking_lot::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::AbortHandle,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: String) -> CuttableProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let links = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (up2, links2) = (up.clone(), links.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::Acquire) {
+                    continue; // dropped: the database "does not answer"
+                }
+                let upstream = upstream.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                links2.lock().push(link.abort_handle());
+            }
+        })
+        .abort_handle();
+        CuttableProxy {
+            addr,
+            up,
+            links,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::Release);
+        for link in self.links.lock().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// README "Running several nodes", PostgreSQL down: open sockets stay open and keep
+/// receiving; a publication a callback needs is refused with 503 (accepted means
+/// recorded), one that no callback needs goes through; once the database is back the
+/// node records and sends callbacks again without a restart.
+#[tokio::test]
+async fn a_postgresql_outage_refuses_only_what_a_callback_needs() {
+    let Some(pg) = PgDatabase::create().await else {
+        return;
+    };
+    let parsed = url::Url::parse(&pg.url).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        parsed.host_str().unwrap(),
+        parsed.port().unwrap_or(5432)
+    );
+    let proxy = CuttableProxy::start(upstream).await;
+    let mut through = parsed.clone();
+    through.set_host(Some("127.0.0.1")).unwrap();
+    through.set_port(Some(proxy.addr.port())).unwrap();
+    let server =
+        TestServer::with_config(&config("", &format!("database_url = \"{through}\""))).await;
+    let receiver = Receiver::start().await;
+    create_endpoint(
+        &server,
+        json!({"url": receiver.url("/"), "merchant_id": "m1"}),
+    )
+    .await;
+    let (mut client, _) = server.connect_established().await;
+    client.subscribed("news").await;
+
+    proxy.cut();
+    let body = json!({"merchant_id": "m1", "kind": "payments", "event": "trade", "data": {"n": 1}});
+    let (status, reply) = server
+        .basic_request("POST", "/v1/events", Some(&body))
+        .await;
+    assert_eq!(status, 503, "a callback cannot be recorded: {reply}");
+    assert!(
+        reply["error"].as_str().unwrap_or("").contains("outbox"),
+        "{reply}"
+    );
+    // No callback needs this one: delivered, and the socket is still there.
+    server.trigger("news", "headline", "still here").await;
+    let frame = client.event("headline").await;
+    assert_eq!(frame["data"], "still here");
+    assert_eq!(receiver.received().len(), 0, "nothing refused was sent");
+
+    proxy.restore();
+    let deadline = Instant::now() + WAIT_LONG;
+    let id = loop {
+        let (status, reply) = server
+            .basic_request("POST", "/v1/events", Some(&body))
+            .await;
+        if status == 200 {
+            break reply["id"].as_str().unwrap().to_string();
+        }
+        assert_eq!(status, 503, "{reply}");
+        assert!(
+            Instant::now() < deadline,
+            "the database came back, the node did not"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let got = receiver.wait_for(1, WAIT_LONG).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("webhook-id"), id);
+}
