@@ -429,6 +429,44 @@ async fn wait_delivered(receiver: &Receiver, count: usize, limit: Duration) -> b
     false
 }
 
+/// The `_sum` and `_count` of each of `names` (histograms or summaries) in the node's
+/// `/metrics`.
+async fn metric_sums(
+    http: &reqwest::Client,
+    base: &str,
+    names: &[&str],
+) -> anyhow::Result<HashMap<String, (f64, f64)>> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let mut found = HashMap::new();
+    for name in names {
+        let value = |suffix: &str| {
+            text.lines()
+                .find_map(|line| {
+                    line.strip_prefix(name)?
+                        .strip_prefix(suffix)?
+                        .strip_prefix(' ')
+                })
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        found.insert(name.to_string(), (value("_sum"), value("_count")));
+    }
+    Ok(found)
+}
+
+/// Where the throughput run's time went, from the node's own histograms: commits (how
+/// many, how long, how many events each), attempts (how long), between two readings.
+const PROFILE: [&str; 3] = [
+    "payrelay_webhook_outbox_commit_seconds",
+    "payrelay_webhook_outbox_batch_events",
+    "payrelay_webhook_attempt_seconds",
+];
+
 fn ms(us: u64) -> f64 {
     (us as f64 / 10.0).round() / 100.0
 }
@@ -502,6 +540,7 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<Option<Report>> {
     *receiver.seen.lock() = Received::default();
     let cpu = |pid: Option<u32>| pid.and_then(super::cpu_secs).unwrap_or(0.0);
     let (server_cpu, own_cpu) = (cpu(node.pid()), cpu(Some(std::process::id())));
+    let before = metric_sums(&http, &node.base, &PROFILE).await?;
     let started = Instant::now();
     let concurrent =
         publish_many(&http, &node.base, &hooked, args.events, args.concurrency).await?;
@@ -514,6 +553,37 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<Option<Report>> {
     let server_cpu = (cpu(node.pid()) - server_cpu) / wall;
     let own_cpu = (cpu(Some(std::process::id())) - own_cpu) / wall;
     let busy = receiver.seen.lock().latency.summary();
+    let after = metric_sums(&http, &node.base, &PROFILE).await?;
+    let delta = |name: &str| {
+        let (a, b) = (after[name], before[name]);
+        (a.0 - b.0, a.1 - b.1)
+    };
+    let (commit_secs, commits) = delta(PROFILE[0]);
+    let (batched, batches) = delta(PROFILE[1]);
+    let (attempt_secs, attempts) = delta(PROFILE[2]);
+    let mean = |sum: f64, count: f64| if count > 0.0 { sum / count } else { 0.0 };
+    report
+        .add("commits", "outbox commits during it", commits as u64)
+        .add(
+            "commit_mean_ms",
+            "mean commit (ms)",
+            (mean(commit_secs, commits) * 100_000.0).round() / 100.0,
+        )
+        .add(
+            "writer_busy",
+            "share of the time the outbox writer was committing",
+            (commit_secs / wall * 100.0).round() / 100.0,
+        )
+        .add(
+            "events_per_commit",
+            "events per commit with events",
+            (mean(batched, batches) * 10.0).round() / 10.0,
+        )
+        .add(
+            "attempt_mean_ms",
+            "mean attempt, POST to answer (ms)",
+            (mean(attempt_secs, attempts) * 100_000.0).round() / 100.0,
+        );
     report
         .add("events", "events published concurrently", args.events)
         .add("endpoints", "endpoints they go to", args.endpoints)

@@ -542,8 +542,9 @@ impl OutboxStore {
         if events.is_empty() && outcomes.is_empty() {
             return Ok(());
         }
-        // Endpoint health: a success clears `failing_since`, a failure starts it.
-        let mut health: HashMap<&str, bool> = HashMap::new();
+        // Endpoint health: a success clears `failing_since`, a failure starts it. In id
+        // order, so concurrent transactions (PostgreSQL) lock endpoint rows in one order.
+        let mut health: std::collections::BTreeMap<&str, bool> = Default::default();
         for o in outcomes {
             let ok = o.next == Next::Delivered;
             let entry = health.entry(&o.endpoint_id).or_insert(ok);
@@ -632,10 +633,16 @@ impl OutboxStore {
                 insert.build().execute(&mut *tx).await?;
             }
             for (endpoint_id, ok) in &health {
+                // Only a change of state, or a success time more than a second old, is
+                // written: a busy endpoint's row is not rewritten (and, on PostgreSQL,
+                // locked until commit) by every batch.
                 let sql = if *ok {
-                    "UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = $1 WHERE id = $2"
+                    "UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = $1
+                     WHERE id = $2 AND (failing_since IS NOT NULL OR last_success_at IS NULL
+                                        OR last_success_at < $1 - 1000)"
                 } else {
-                    "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2"
+                    "UPDATE webhook_endpoints SET failing_since = $1
+                     WHERE id = $2 AND failing_since IS NULL"
                 };
                 sqlx::query(sql).bind(now).bind(*endpoint_id).execute(&mut *tx).await?;
             }
