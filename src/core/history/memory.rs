@@ -397,10 +397,19 @@ impl History for EmbeddedHistory {
                 from.offset
             }
         };
+        // A copy per replay, not the retained event itself: the frames the protocols
+        // encode (and cache on a publication) for this replay go away with it, instead of
+        // staying on the retained event outside what `history_max_bytes` counts.
         let publications = retained
             .filter(|r| StreamState::offset_of(r) > after)
             .take(limit)
-            .map(|r| r.publication.clone())
+            .map(|r| {
+                let copy = r.publication.detached_copy();
+                if let Some(position) = r.publication.position() {
+                    copy.set_position(position.clone());
+                }
+                Arc::new(copy)
+            })
             .collect();
         Ok(Recovered::Publications { publications, top })
     }
@@ -483,6 +492,30 @@ mod tests {
 
     fn history() -> EmbeddedHistory {
         EmbeddedHistory::new(usize::MAX, Duration::from_secs(3600))
+    }
+
+    #[tokio::test]
+    async fn a_replay_leaves_nothing_cached_on_the_retained_events() {
+        let history = history();
+        let app = app(100, 120);
+        let start = history.latest(&app, "c").await.unwrap().unwrap();
+        let p1 = publish(&history, &app, "c", 1).await;
+        let encodes = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..2 {
+            let Recovered::Publications { publications, .. } =
+                history.since(&app, "c", Some(&start), 100).await.unwrap()
+            else {
+                panic!("gone");
+            };
+            assert_eq!(publications[0].position(), Some(&p1));
+            publications[0].encoded(crate::core::EncodingSlot(0), |p| {
+                encodes.fetch_add(1, Ordering::Relaxed);
+                p.data.to_string()
+            });
+        }
+        // Each replay encoded its own copy: no frame stayed on the retained event, where
+        // the budget would not count it.
+        assert_eq!(encodes.load(Ordering::Relaxed), 2);
     }
 
     #[test]
