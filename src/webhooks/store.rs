@@ -542,8 +542,8 @@ impl OutboxStore {
         if events.is_empty() && outcomes.is_empty() {
             return Ok(());
         }
-        // Endpoint health: a success clears `failing_since`, a failure starts it. In id
-        // order, so concurrent transactions (PostgreSQL) lock endpoint rows in one order.
+        // Endpoint health: a success clears `failing_since`, a failure starts it (in id
+        // order: row locks are always taken in one order).
         let mut health: std::collections::BTreeMap<&str, bool> = Default::default();
         for o in outcomes {
             let ok = o.next == Next::Delivered;
@@ -634,8 +634,7 @@ impl OutboxStore {
             }
             for (endpoint_id, ok) in &health {
                 // Only a change of state, or a success time more than a second old, is
-                // written: a busy endpoint's row is not rewritten (and, on PostgreSQL,
-                // locked until commit) by every batch.
+                // written: a busy endpoint's row is not rewritten by every batch.
                 let sql = if *ok {
                     "UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = $1
                      WHERE id = $2 AND (failing_since IS NOT NULL OR last_success_at IS NULL

@@ -4,17 +4,14 @@
 //! transaction is being committed, the next callers queue, and the task takes all of them
 //! into the next transaction. So a burst of N concurrent events costs a few commits (one
 //! fsync each on SQLite), not N, and a lone event waits for exactly one. Attempt outcomes
-//! take the same road, in the same transactions, without anyone waiting on them. On
-//! PostgreSQL up to four such transactions are in flight at once: there a commit is mostly
-//! round trips to the server, which several connections overlap.
+//! take the same road, in the same transactions, without anyone waiting on them.
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use std::sync::Arc;
 
 use super::dispatcher::Slots;
 use super::store::{NewEvent, OutboxStore, Outcome};
-use crate::db::Backend;
 
 /// Most events, and most outcomes, one transaction takes.
 const MAX_BATCH: usize = 1000;
@@ -73,28 +70,15 @@ impl Writer {
 }
 
 async fn run(store: OutboxStore, owner: String, mut jobs: mpsc::Receiver<Job>, slots: Arc<Slots>) {
-    let metrics = Arc::new(WriterMetrics {
+    let metrics = WriterMetrics {
         commit_seconds: metrics::histogram!("payrelay_webhook_outbox_commit_seconds"),
         batch_events: metrics::histogram!("payrelay_webhook_outbox_batch_events"),
         failures: metrics::counter!("payrelay_webhook_outbox_write_failures_total"),
-    });
-    // SQLite has one writer at a time; PostgreSQL commits several transactions at once
-    // (and flushes their WAL together), so a round trip or an fsync waited on does not
-    // hold up the next batch.
-    let parallel = match store.backend() {
-        Backend::Sqlite => 1,
-        Backend::Postgres => POSTGRES_TRANSACTIONS,
     };
-    let permits = Arc::new(Semaphore::new(parallel));
-    loop {
-        // Gather the next batch only once it can be written: meanwhile it grows.
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        let Some(first) = jobs.recv().await else {
-            break;
-        };
-        let mut batch = Batch::default();
+    let mut events = Vec::new();
+    let mut waiting = Vec::new();
+    let mut outcomes = Vec::new();
+    while let Some(first) = jobs.recv().await {
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
@@ -102,65 +86,31 @@ async fn run(store: OutboxStore, owner: String, mut jobs: mpsc::Receiver<Job>, s
                     events: mut e,
                     done,
                 } => {
-                    batch.events.append(&mut e);
-                    batch.waiting.push(done);
+                    events.append(&mut e);
+                    waiting.push(done);
                 }
-                Job::Outcome(o) => batch.outcomes.push(o),
+                Job::Outcome(o) => outcomes.push(o),
             }
-            if batch.events.len() < MAX_BATCH && batch.outcomes.len() < MAX_BATCH {
+            if events.len() < MAX_BATCH && outcomes.len() < MAX_BATCH {
                 next = jobs.try_recv().ok();
             }
         }
-        let (store, owner, slots, metrics) =
-            (store.clone(), owner.clone(), slots.clone(), metrics.clone());
-        let write = async move {
-            batch.write(&store, &owner, &slots, &metrics).await;
-            drop(permit);
-        };
-        if parallel == 1 {
-            write.await;
-        } else {
-            tokio::spawn(write);
-        }
-    }
-    // Every batch in flight ends before the writer does.
-    let _ = permits.acquire_many(parallel as u32).await;
-}
-
-/// Transactions the writer has in flight at once on PostgreSQL.
-const POSTGRES_TRANSACTIONS: usize = 4;
-
-/// What one transaction takes.
-#[derive(Default)]
-struct Batch {
-    events: Vec<NewEvent>,
-    waiting: Vec<oneshot::Sender<Result<(), String>>>,
-    outcomes: Vec<Outcome>,
-}
-
-impl Batch {
-    async fn write(self, store: &OutboxStore, owner: &str, slots: &Slots, metrics: &WriterMetrics) {
-        let Batch {
-            events,
-            waiting,
-            outcomes,
-        } = self;
         let now = crate::db::now_ms();
         let started = std::time::Instant::now();
         // One transaction for both; if it fails with both kinds in it, each is tried
         // alone, so a bad outcome never refuses publishes (nor the reverse).
-        let (recorded, logged) = match store.write_batch(&events, &outcomes, owner, now).await {
+        let (recorded, logged) = match store.write_batch(&events, &outcomes, &owner, now).await {
             Ok(()) => (Ok(()), Ok(())),
             Err(e) if events.is_empty() || outcomes.is_empty() => {
                 (Err(e.to_string()), Err(e.to_string()))
             }
             Err(_) => (
                 store
-                    .write_batch(&events, &[], owner, now)
+                    .write_batch(&events, &[], &owner, now)
                     .await
                     .map_err(|e| e.to_string()),
                 store
-                    .write_batch(&[], &outcomes, owner, now)
+                    .write_batch(&[], &outcomes, &owner, now)
                     .await
                     .map_err(|e| e.to_string()),
             ),
@@ -175,9 +125,10 @@ impl Batch {
                 metrics.failures.increment(1);
                 tracing::error!("{e}");
             }
-            for done in waiting {
+            for done in waiting.drain(..) {
                 let _ = done.send(result.clone());
             }
+            events.clear();
         }
         if !outcomes.is_empty() {
             if let Err(e) = logged {
@@ -189,6 +140,7 @@ impl Batch {
             }
             // Those leases are over: an endpoint the claim held back may take more now.
             slots.leases_ended(outcomes.iter().filter(|o| o.claimed).count());
+            outcomes.clear();
         }
     }
 }
