@@ -433,3 +433,26 @@ fn a_master_key_must_be_32_bytes_of_base64() {
         assert!(!err.contains(bad), "the key is not echoed: {err}");
     }
 }
+
+/// `[socket_id, channel_name]` is not a body pusher-js or any client sends: serde would
+/// read it as one, so the route checks for an object first.
+#[tokio::test]
+async fn an_auth_body_must_be_a_json_object() {
+    let server = TestServer::with_config(CONFIG).await;
+    let key = server
+        .merchants()
+        .store
+        .create_key("1", "merchant_001")
+        .await
+        .unwrap();
+    let (_, socket_id) = server.connect_established().await;
+    let (status, body) = auth(
+        &server,
+        &jwt("merchant_001", 60),
+        &key.api_key,
+        json!([socket_id, "private-merchant.merchant_001"]),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("not a JSON object"), "{body}");
+}

@@ -146,7 +146,7 @@ pub(crate) fn parse_info(
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
+    crate::http::json_body::object(body)
         .map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))
 }
 

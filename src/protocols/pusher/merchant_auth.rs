@@ -294,7 +294,7 @@ pub(crate) fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<AuthRequest
             channel_name: field("channel_name")?,
         })
     } else {
-        serde_json::from_slice(body)
+        crate::http::json_body::object(body)
             .map_err(|e| format!("expected JSON {{\"socket_id\", \"channel_name\"}}: {e}"))
     }
 }
