@@ -1121,29 +1121,37 @@ async fn a_slow_endpoint_never_delays_another() {
     )
     .await;
     let slow = Receiver::start().await;
+    // It answers once (so it is proven and has its 2 slots), then slowly.
+    slow.script([Answer::status(200)]);
     slow.otherwise(Answer::status(200).delay(Duration::from_secs(10)));
     let healthy = Receiver::start().await;
     healthy.script([Answer::status(500)]);
-    create_endpoint(&server, json!({"url": slow.url("/"), "merchant_id": "m1"})).await;
+    let slow_endpoint =
+        create_endpoint(&server, json!({"url": slow.url("/"), "merchant_id": "m1"})).await;
     create_endpoint(
         &server,
         json!({"url": healthy.url("/"), "merchant_id": "m2"}),
     )
     .await;
+    publish(&server, "m1", "e", json!({"n": -1})).await;
+    wait_log(&server, slow_endpoint["id"].as_str().unwrap(), |log| {
+        log["messages"][0]["status"] == "delivered"
+    })
+    .await;
     for i in 0..10 {
         publish(&server, "m1", "e", json!({"n": i})).await;
     }
-    let hanging = slow.wait_for(2, WAIT).await;
+    let hanging = slow.wait_for(3, WAIT).await;
     let id = publish(&server, "m2", "e", json!({})).await;
     let got = healthy.wait_for(2, WAIT).await;
     assert!(got.iter().all(|r| r.header("webhook-id") == id));
     assert_eq!(
         slow.received().len(),
-        2,
+        3,
         "the slow endpoint never gets more than its 2 slots"
     );
     assert!(
-        got[1].at < hanging[0].at + Duration::from_secs(10),
+        got[1].at < hanging[1].at + Duration::from_secs(10),
         "the retry went out while the slow endpoint's attempts still hung"
     );
 }
@@ -1355,6 +1363,95 @@ async fn hanging_failing_endpoints_cannot_starve_a_healthy_one() {
             "one attempt at a time to a failing endpoint"
         );
     }
+}
+
+/// Endpoints that hang from their very first attempt (never known to fail) cannot take
+/// the slots an established endpoint needs. Twenty new endpoints, each with plenty waiting,
+/// on a node of 8 slots (4 per endpoint), hanging past a 60 s timeout: if new endpoints
+/// had the normal share they would hold all 8 for the whole timeout. An endpoint without
+/// a success has 1 slot, and such endpoints together a quarter of the node's (2), so the
+/// established endpoint's burst is delivered while they still hang, and an endpoint
+/// promoted by its first success gets its full share.
+#[tokio::test]
+async fn hanging_new_endpoints_cannot_starve_an_established_one() {
+    let server = TestServer::with_config(
+        &config("max_in_flight = 8\nmax_in_flight_per_endpoint = 4", "")
+            .replace("timeout_secs = 2", "timeout_secs = 60"),
+    )
+    .await;
+    let established = Receiver::start().await;
+    // Nine prompt answers (its first message and a burst of 8), then it hangs too.
+    established.script((0..9).map(|_| Answer::status(200)));
+    established.otherwise(Answer::status(200).delay(Duration::from_secs(600)));
+    let endpoint = create_endpoint(
+        &server,
+        json!({"url": established.url("/"), "merchant_id": "ok"}),
+    )
+    .await;
+    // Its first success makes it established.
+    publish(&server, "ok", "e", json!({"n": 0})).await;
+    wait_log(&server, endpoint["id"].as_str().unwrap(), |log| {
+        log["messages"][0]["status"] == "delivered"
+    })
+    .await;
+
+    let mut hanging = Vec::new();
+    for i in 0..20 {
+        let receiver = Receiver::start().await;
+        receiver.otherwise(Answer::status(200).delay(Duration::from_secs(600)));
+        create_endpoint(
+            &server,
+            json!({"url": receiver.url("/"), "merchant_id": format!("h{i}")}),
+        )
+        .await;
+        hanging.push(receiver);
+    }
+    for n in 0..3 {
+        for i in 0..20 {
+            publish(&server, &format!("h{i}"), "e", json!({"n": n})).await;
+        }
+    }
+    // The new endpoints take what they may; wait until nothing more starts there.
+    let hung = || hanging.iter().map(|r| r.received().len()).sum::<usize>();
+    let deadline = Instant::now() + WAIT;
+    while hung() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hung() >= 1, "the new endpoints' messages are attempted");
+
+    // A burst to the established endpoint goes out while the new endpoints hang.
+    let mut ids = Vec::new();
+    for n in 1..9 {
+        ids.push(publish(&server, "ok", "e", json!({"n": n})).await);
+    }
+    let got = established.wait_for(9, Duration::from_secs(20)).await;
+    for id in &ids {
+        assert!(
+            got.iter().any(|r| r.header("webhook-id") == id),
+            "{id} delivered while the new endpoints hang"
+        );
+    }
+    let in_flight = hung();
+    assert!(
+        in_flight <= 2,
+        "new endpoints hold at most a quarter of the node's 8 slots, one each: {in_flight}"
+    );
+    for receiver in &hanging {
+        assert!(
+            receiver.received().len() <= 1,
+            "one attempt at a time to a new endpoint"
+        );
+    }
+    // Established, it has its full share of 4 (outside the new endpoints' quarter): with
+    // its answers hanging now, 4 attempts are in flight at once, and no more.
+    for n in 9..15 {
+        publish(&server, "ok", "e", json!({"n": n})).await;
+    }
+    established.wait_for(13, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(established.received().len(), 13, "4 slots per endpoint");
+    assert!(hung() <= 2);
 }
 
 /// Publishes one event through a node process; returns its id.

@@ -6,15 +6,25 @@
 //! messages (no head-of-line blocking), and the node never opens more connections than
 //! its total.
 //!
-//! Failing endpoints get less: an endpoint whose latest attempt failed (any answer but a
-//! 2xx, a timeout, a refused connection) has one slot until it succeeds again, and failing
-//! endpoints together hold at most half of the node's (`max_in_flight / 2`). Without that,
-//! endpoints that hang until the attempt timeout fill every slot for the whole timeout and
-//! a healthy endpoint's message waits for one of them to give up; with it, at least half
-//! the slots are always left to endpoints that answer. Whether an endpoint is failing is
-//! known from its attempts on this node and, across nodes and restarts, from its
-//! `failing_since` column, which the claim reads. An endpoint that starts to hang while
-//! healthy holds its normal share until its first attempt times out.
+//! Endpoints are in one of three classes ([`Health`]), and only proven ones get the full
+//! share:
+//! - **failing**: its latest attempt failed (any answer but a 2xx, a timeout, a refused
+//!   connection). One slot until it succeeds again; failing endpoints together hold at
+//!   most half of the node's (`max_in_flight / 2`).
+//! - **unproven**: not failing, but no success yet (a new endpoint). One slot until its
+//!   first success promotes it; unproven endpoints together hold at most a quarter of the
+//!   node's (`max_in_flight / 4`), apart from the failing half.
+//! - **proven**: not failing, and a success recorded: `max_in_flight_per_endpoint`.
+//!
+//! Without the bounds, endpoints that hang until the attempt timeout fill every slot for
+//! the whole timeout and a healthy endpoint's message waits for one of them to give up.
+//! With them, failing endpoints cannot starve anyone, endpoints that hang from their very
+//! first attempt (never known to fail before) cannot starve established ones, and a new
+//! endpoint that answers competes only with other new ones, for one attempt. Proven
+//! endpoints always have at least a quarter of the slots. What an endpoint is comes from
+//! its attempts on this node and, across nodes and restarts, from its `failing_since` and
+//! `last_success_at` columns, which the claim reads. An endpoint that starts to hang while
+//! proven holds its normal share until its first attempt times out.
 //!
 //! Work arrives two ways. A message recorded by this node goes out at once: the journal
 //! takes its slot before the commit and records it already leased to this node, so the
@@ -47,7 +57,7 @@ use super::config::WebhooksConfig;
 use super::endpoint::Endpoint;
 use super::index::EndpointIndex;
 use super::sender::{self, Attempted};
-use super::store::{Claimed, Next, OutboxStore, Outcome};
+use super::store::{Claimed, Health, Next, OutboxStore, Outcome};
 use super::writer::Writer;
 use crate::core::Core;
 use crate::db::now_ms;
@@ -60,11 +70,15 @@ pub struct Slots {
     max_per_endpoint: usize,
     /// Slots failing endpoints may hold together: half the node's (at least one).
     max_failing: usize,
+    /// Slots unproven endpoints may hold together: a quarter of the node's (at least one).
+    max_unproven: usize,
     /// Set when work may be waiting for a slot; a freed slot then wakes the claimer.
     backlog: AtomicBool,
     /// Set when failing endpoints' work may be waiting for their half: a freed slot of a
     /// failing endpoint then wakes the claimer.
     failing_backlog: AtomicBool,
+    /// The same for unproven endpoints and their quarter.
+    unproven_backlog: AtomicBool,
     /// Attempts the claim loop started whose outcomes are not recorded yet: their
     /// leases still count against their endpoints, so a claim that finds nothing while
     /// some are out must run again once they are recorded.
@@ -79,8 +93,12 @@ struct SlotCounts {
     per_endpoint: HashMap<Arc<str>, usize>,
     /// Endpoints whose latest attempt failed.
     failing: HashSet<Arc<str>>,
+    /// Endpoints with a success: on this node, or recorded when the database was read.
+    proven: HashSet<Arc<str>>,
     /// Slots held by attempts to endpoints that were failing when they started.
     failing_total: usize,
+    /// Slots held by attempts to endpoints that were unproven when they started.
+    unproven_total: usize,
     /// Messages recorded leased to this node that found no free slot, per endpoint,
     /// oldest first.
     queued: HashMap<Arc<str>, VecDeque<Queued>>,
@@ -106,8 +124,29 @@ const QUEUE_PER_SLOT: usize = 64;
 pub struct Slot {
     slots: Arc<Slots>,
     endpoint: Arc<str>,
-    /// Counted among the failing endpoints' slots.
-    failing: bool,
+    /// The endpoint's class when the attempt started: whose share the slot counts in.
+    health: Health,
+}
+
+impl SlotCounts {
+    fn health(&self, endpoint: &str) -> Health {
+        if self.failing.contains(endpoint) {
+            Health::Failing
+        } else if self.proven.contains(endpoint) {
+            Health::Proven
+        } else {
+            Health::Unproven
+        }
+    }
+
+    /// Slots held in the share of `health` (the proven ones have none of their own).
+    fn share_mut(&mut self, health: Health) -> Option<&mut usize> {
+        match health {
+            Health::Proven => None,
+            Health::Unproven => Some(&mut self.unproven_total),
+            Health::Failing => Some(&mut self.failing_total),
+        }
+    }
 }
 
 impl Slots {
@@ -117,8 +156,10 @@ impl Slots {
             max_total: config.max_in_flight,
             max_per_endpoint: config.max_in_flight_per_endpoint,
             max_failing: (config.max_in_flight / 2).max(1),
+            max_unproven: (config.max_in_flight / 4).max(1),
             backlog: AtomicBool::new(false),
             failing_backlog: AtomicBool::new(false),
+            unproven_backlog: AtomicBool::new(false),
             claimed_out: AtomicUsize::new(0),
             wake: Notify::new(),
             in_flight_gauge: metrics::gauge!("payrelay_webhook_in_flight"),
@@ -134,60 +175,93 @@ impl Slots {
         Some(self.take(&mut counts, endpoint))
     }
 
+    /// The most slots endpoints of class `health` may hold together.
+    fn share(&self, health: Health) -> usize {
+        match health {
+            Health::Proven => self.max_total,
+            Health::Unproven => self.max_unproven,
+            Health::Failing => self.max_failing,
+        }
+    }
+
     /// Whether one more attempt to `endpoint` fits: the node's total, the endpoint's
-    /// share (one while it is failing), and the failing endpoints' half.
+    /// share (one while it is failing or unproven), and the failing endpoints' half or
+    /// the unproven ones' quarter.
     fn may_start(&self, counts: &SlotCounts, endpoint: &str) -> bool {
         if counts.total >= self.max_total {
             return false;
         }
         let used = counts.per_endpoint.get(endpoint).copied().unwrap_or(0);
-        if counts.failing.contains(endpoint) {
-            used < 1 && counts.failing_total < self.max_failing
-        } else {
-            used < self.max_per_endpoint
+        match counts.health(endpoint) {
+            Health::Proven => used < self.max_per_endpoint,
+            Health::Unproven => used < 1 && counts.unproven_total < self.max_unproven,
+            Health::Failing => used < 1 && counts.failing_total < self.max_failing,
         }
     }
 
     /// Records how an attempt to `endpoint` ended: a failure makes it failing (one slot,
-    /// within the failing half), a success makes it healthy again.
-    pub fn set_failing(&self, endpoint: &Arc<str>, failing: bool) {
+    /// within the failing half), a success makes it proven (healthy again, or promoted
+    /// from unproven).
+    pub fn record(&self, endpoint: &Arc<str>, delivered: bool) {
         let mut counts = self.inner.lock();
-        if failing {
-            counts.failing.insert(endpoint.clone());
-        } else {
+        if delivered {
             counts.failing.remove(endpoint);
+            if !counts.proven.contains(endpoint) {
+                counts.proven.insert(endpoint.clone());
+            }
+        } else if !counts.failing.contains(endpoint) {
+            counts.failing.insert(endpoint.clone());
         }
     }
 
-    pub fn is_failing(&self, endpoint: &str) -> bool {
-        self.inner.lock().failing.contains(endpoint)
+    /// What this node takes `endpoint` to be.
+    pub fn health(&self, endpoint: &str) -> Health {
+        self.inner.lock().health(endpoint)
+    }
+
+    /// Says that `endpoint` has a success recorded (the claim found it proven).
+    fn proven(&self, endpoint: &Arc<str>) {
+        let mut counts = self.inner.lock();
+        if !counts.proven.contains(endpoint) {
+            counts.proven.insert(endpoint.clone());
+        }
     }
 
     /// Takes in what the database says (endpoints other nodes, or an earlier run, saw
-    /// failing) and forgets endpoints that are gone. A success here clears an endpoint.
-    pub fn sync_failing<'a>(&self, endpoints: impl IntoIterator<Item = (&'a str, bool)>) {
+    /// failing or succeed) and forgets endpoints that are gone. A success on this node
+    /// clears a failing endpoint; nothing makes a proven one unproven again.
+    pub fn sync_health<'a>(&self, endpoints: impl IntoIterator<Item = (&'a str, Health)>) {
         let mut counts = self.inner.lock();
         let mut known = HashSet::new();
-        for (id, failing) in endpoints {
+        for (id, health) in endpoints {
             known.insert(id);
-            if failing && !counts.failing.contains(id) {
-                counts.failing.insert(id.into());
+            match health {
+                Health::Failing if !counts.failing.contains(id) => {
+                    counts.failing.insert(id.into());
+                }
+                Health::Proven if !counts.proven.contains(id) => {
+                    counts.proven.insert(id.into());
+                }
+                _ => {}
             }
         }
         counts.failing.retain(|id| known.contains(&**id));
+        counts.proven.retain(|id| known.contains(&**id));
     }
 
-    /// Slots failing endpoints may still take on this node.
-    pub fn failing_free(&self) -> usize {
-        let counts = self.inner.lock();
-        self.max_failing
-            .saturating_sub(counts.failing_total)
+    /// Slots endpoints of class `health` may still take together on this node.
+    pub fn free_for(&self, health: Health) -> usize {
+        let mut counts = self.inner.lock();
+        let held = counts.share_mut(health).map_or(0, |held| *held);
+        self.share(health)
+            .saturating_sub(held)
             .min(self.max_total.saturating_sub(counts.total))
     }
 
     /// Whether this node's queue takes another message for `endpoint`. A failing
     /// endpoint queues nothing: its messages, one at a time, go through the claim, and a
     /// lease on a queue that drains one attempt per timeout would only hold them back.
+    /// An unproven one does: its first success lets the queue drain at the full share.
     pub fn queue_has_room(&self, endpoint: &str) -> bool {
         let counts = self.inner.lock();
         !counts.failing.contains(endpoint)
@@ -263,15 +337,15 @@ impl Slots {
     fn take(self: &Arc<Self>, counts: &mut SlotCounts, endpoint: &Arc<str>) -> Slot {
         counts.total += 1;
         *counts.per_endpoint.entry(endpoint.clone()).or_insert(0) += 1;
-        let failing = counts.failing.contains(endpoint);
-        if failing {
-            counts.failing_total += 1;
+        let health = counts.health(endpoint);
+        if let Some(held) = counts.share_mut(health) {
+            *held += 1;
         }
         self.in_flight_gauge.increment(1.0);
         Slot {
             slots: self.clone(),
             endpoint: endpoint.clone(),
-            failing,
+            health,
         }
     }
 
@@ -321,8 +395,8 @@ impl Drop for Slot {
         {
             let mut counts = self.slots.inner.lock();
             counts.total = counts.total.saturating_sub(1);
-            if self.failing {
-                counts.failing_total = counts.failing_total.saturating_sub(1);
+            if let Some(held) = counts.share_mut(self.health) {
+                *held = held.saturating_sub(1);
             }
             if let Some(used) = counts.per_endpoint.get_mut(&self.endpoint) {
                 *used -= 1;
@@ -332,9 +406,12 @@ impl Drop for Slot {
             }
         }
         self.slots.in_flight_gauge.decrement(1.0);
-        if self.slots.backlog.load(Ordering::Acquire)
-            || (self.failing && self.slots.failing_backlog.load(Ordering::Acquire))
-        {
+        let share_backlog = match self.health {
+            Health::Proven => false,
+            Health::Unproven => self.slots.unproven_backlog.load(Ordering::Acquire),
+            Health::Failing => self.slots.failing_backlog.load(Ordering::Acquire),
+        };
+        if self.slots.backlog.load(Ordering::Acquire) || share_backlog {
             self.slots.wake.notify_one();
         }
     }
@@ -491,7 +568,7 @@ impl Dispatcher {
                 return;
             }
         };
-        self.slots.set_failing(&endpoint.id, !result.delivered());
+        self.slots.record(&endpoint.id, result.delivered());
         drop(slot);
         metrics::counter!("payrelay_webhook_attempts_total", "outcome" => result.outcome)
             .increment(1);
@@ -590,9 +667,10 @@ impl Dispatcher {
         Ok(self.index.get(id))
     }
 
-    /// Claims and starts due work: healthy endpoints' first, up to every free slot and
-    /// `max_in_flight_per_endpoint` each; then failing endpoints', one each, within what
-    /// is left of their half.
+    /// Claims and starts due work: proven endpoints' first, up to every free slot and
+    /// `max_in_flight_per_endpoint` each; then unproven endpoints', one each, within what
+    /// is left of their quarter; then failing endpoints', one each, within what is left
+    /// of their half.
     async fn claim_round(self: &Arc<Self>) -> Result<(), sqlx::Error> {
         let free = self.slots.free();
         if free == 0 {
@@ -604,7 +682,7 @@ impl Dispatcher {
         let now = now_ms();
         let lease_until = now + self.config.lease().as_millis() as i64;
         let per_endpoint = self.config.max_in_flight_per_endpoint as i64;
-        let healthy = self
+        let proven = self
             .store
             .claim(
                 now,
@@ -612,25 +690,31 @@ impl Dispatcher {
                 &self.owner,
                 per_endpoint,
                 free as i64,
-                false,
+                Health::Proven,
             )
             .await?;
-        let mut started = !healthy.is_empty();
-        self.start_claimed(healthy).await?;
-        let failing_free = self.slots.failing_free();
-        if failing_free == 0 {
-            self.slots.failing_backlog.store(true, Ordering::Release);
-        } else {
-            self.slots.failing_backlog.store(false, Ordering::Release);
-            let failing = self
-                .store
-                .claim(now, lease_until, &self.owner, 1, failing_free as i64, true)
-                .await?;
-            if failing.len() >= failing_free {
-                self.slots.failing_backlog.store(true, Ordering::Release);
+        let mut started = !proven.is_empty();
+        self.start_claimed(proven, Health::Proven).await?;
+        for (health, backlog) in [
+            (Health::Unproven, &self.slots.unproven_backlog),
+            (Health::Failing, &self.slots.failing_backlog),
+        ] {
+            let share_free = self.slots.free_for(health);
+            if share_free == 0 {
+                // A freed slot of this class must wake us: its work may be waiting.
+                backlog.store(true, Ordering::Release);
+                continue;
             }
-            started |= !failing.is_empty();
-            self.start_claimed(failing).await?;
+            backlog.store(false, Ordering::Release);
+            let claimed = self
+                .store
+                .claim(now, lease_until, &self.owner, 1, share_free as i64, health)
+                .await?;
+            if claimed.len() >= share_free {
+                backlog.store(true, Ordering::Release);
+            }
+            started |= !claimed.is_empty();
+            self.start_claimed(claimed, health).await?;
         }
         if started {
             // More may be due behind what the slots admitted: a freed slot claims again
@@ -643,8 +727,13 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Starts claimed messages, each in a slot of its own.
-    async fn start_claimed(self: &Arc<Self>, claimed: Vec<Claimed>) -> Result<(), sqlx::Error> {
+    /// Starts claimed messages, each in a slot of its own; `health` is the class the claim
+    /// read from the database.
+    async fn start_claimed(
+        self: &Arc<Self>,
+        claimed: Vec<Claimed>,
+        health: Health,
+    ) -> Result<(), sqlx::Error> {
         if claimed.is_empty() {
             return Ok(());
         }
@@ -662,6 +751,10 @@ impl Dispatcher {
             let Some(body) = bodies.remove(&claim.event_id) else {
                 continue;
             };
+            if health == Health::Proven {
+                // A success is recorded (maybe by another node): the full share.
+                self.slots.proven(&endpoint.id);
+            }
             let slot = self.slots.acquire_claimed(&endpoint.id);
             self.slots.claimed_out.fetch_add(1, Ordering::AcqRel);
             self.spawn(Job {

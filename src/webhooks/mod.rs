@@ -86,10 +86,9 @@ pub fn merchant_of(channel: &str) -> Option<&str> {
     crate::merchants::channels::owner(channel)
 }
 
-/// Each endpoint with whether the database has it failing.
-fn failing_of(rows: &[store::EndpointRow]) -> impl Iterator<Item = (&str, bool)> {
-    rows.iter()
-        .map(|r| (r.id.as_str(), r.failing_since.is_some()))
+/// Each endpoint with what the database says of its health.
+fn health_of(rows: &[store::EndpointRow]) -> impl Iterator<Item = (&str, store::Health)> {
+    rows.iter().map(|r| (r.id.as_str(), store::Health::of(r)))
 }
 
 impl Webhooks {
@@ -118,8 +117,9 @@ impl Webhooks {
         index.replace_all(rows.iter().map(store::EndpointRow::to_endpoint));
         let owner = format!("node_{:016x}", rand::random::<u64>());
         let slots = Slots::new(&settings);
-        // Endpoints that were failing stay on their single slot until they succeed.
-        slots.sync_failing(failing_of(&rows));
+        // Endpoints that were failing stay on their single slot until they succeed;
+        // endpoints that never succeeded have one until their first success.
+        slots.sync_health(health_of(&rows));
         let writer = Writer::spawn(store.clone(), owner.clone(), slots.clone());
         let stop = CancellationToken::new();
         let dispatcher = Arc::new(Dispatcher {
@@ -310,7 +310,7 @@ impl Webhooks {
             Ok(rows) => {
                 self.index
                     .replace_all(rows.iter().map(store::EndpointRow::to_endpoint));
-                self.dispatcher.slots.sync_failing(failing_of(&rows));
+                self.dispatcher.slots.sync_health(health_of(&rows));
                 true
             }
             Err(e) => {

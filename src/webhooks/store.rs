@@ -168,6 +168,39 @@ pub struct NewDelivery {
     pub lease_until: i64,
 }
 
+/// What an endpoint's attempts so far say about it, for the slots it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Not failing, and a success recorded: up to `max_in_flight_per_endpoint` slots.
+    Proven,
+    /// Not failing, and no success yet (new, or never answered): one slot.
+    Unproven,
+    /// An attempt failed since its latest success: one slot.
+    Failing,
+}
+
+impl Health {
+    /// An endpoint's class from its row.
+    pub fn of(row: &EndpointRow) -> Health {
+        if row.failing_since.is_some() {
+            Health::Failing
+        } else if row.last_success_at.is_none() {
+            Health::Unproven
+        } else {
+            Health::Proven
+        }
+    }
+
+    /// As the claim query computes it from the row.
+    fn code(self) -> i64 {
+        match self {
+            Health::Proven => 0,
+            Health::Unproven => 1,
+            Health::Failing => 2,
+        }
+    }
+}
+
 /// A message this node now holds the lease on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
@@ -437,8 +470,9 @@ impl OutboxStore {
 
     /// Leases up to `limit` due messages until `lease_until`: at most `per_endpoint` per
     /// endpoint counting those already leased, the oldest of each endpoint first, one of
-    /// every endpoint before a second of any. Only endpoints that are failing (an attempt
-    /// failed since their latest success), or only those that are not, as `failing` says.
+    /// every endpoint before a second of any. Only endpoints of the class `health` says:
+    /// failing (an attempt failed since their latest success), unproven (not failing, no
+    /// success recorded yet) or proven (not failing, a success recorded).
     pub async fn claim(
         &self,
         now: i64,
@@ -446,7 +480,7 @@ impl OutboxStore {
         owner: &str,
         per_endpoint: i64,
         limit: i64,
-        failing: bool,
+        health: Health,
     ) -> Result<Vec<Claimed>, sqlx::Error> {
         const CANDIDATES: &str = "
             WITH leased AS (
@@ -460,7 +494,9 @@ impl OutboxStore {
                 FROM webhook_deliveries d
                 JOIN webhook_endpoints e ON e.id = d.endpoint_id
                 WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND d.lease_until <= $1
-                  AND e.enabled AND (e.failing_since IS NOT NULL) = $6
+                  AND e.enabled
+                  AND (CASE WHEN e.failing_since IS NOT NULL THEN 2
+                            WHEN e.last_success_at IS NULL THEN 1 ELSE 0 END) = $6
             )
             SELECT due.endpoint_id, due.event_id FROM due
             LEFT JOIN leased ON leased.endpoint_id = due.endpoint_id
@@ -495,7 +531,7 @@ impl OutboxStore {
                 .bind(owner)
                 .bind(per_endpoint)
                 .bind(limit)
-                .bind(failing)
+                .bind(health.code())
                 .fetch_all(pool)
                 .await?;
             Ok(rows
