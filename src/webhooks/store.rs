@@ -2,7 +2,8 @@
 //!
 //! Writes that happen per message (recording events, recording attempt outcomes) take
 //! whole batches, so the writer task ([`super::writer`]) commits many in one transaction:
-//! multi-row `INSERT`s and one `UPDATE … FROM (VALUES …)`, never a statement per row.
+//! multi-row `INSERT`s and one `UPDATE … FROM (VALUES …)`, never a statement per row
+//! (on PostgreSQL one fixed statement over `UNNEST`ed arrays: see `write_batch_postgres`).
 //! The claim ([`OutboxStore::claim`]) is one statement that picks due messages fairly
 //! across endpoints (at most a per-endpoint number, counting those already leased, oldest
 //! first within each endpoint, endpoints interleaved) and leases them only if nobody
@@ -590,6 +591,10 @@ impl OutboxStore {
             .iter()
             .flat_map(|e| e.deliveries.iter().map(move |d| (e, d)))
             .collect();
+        if let crate::db::Pool::Postgres(pool) = self.db.writer() {
+            return write_batch_postgres(pool, events, &deliveries, outcomes, &health, owner, now)
+                .await;
+        }
         on_pool!(self.db.writer(), pool => {
             let mut tx = pool.begin().await?;
             for chunk in events.chunks(ROWS_PER_STATEMENT) {
@@ -942,4 +947,177 @@ impl OutboxStore {
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
     }
+}
+
+/// How an outcome leaves its delivery: (status, next_attempt_at).
+fn outcome_state(o: &Outcome) -> (&'static str, i64) {
+    match o.next {
+        Next::Delivered => (DELIVERED, o.attempted_at),
+        Next::RetryAt(at) => (PENDING, at),
+        Next::Failed => (FAILED, o.attempted_at),
+    }
+}
+
+/// [`OutboxStore::write_batch`] on PostgreSQL: every statement has one text whatever
+/// the batch size (rows travel as arrays, `UNNEST`ed by the server), so each is parsed
+/// and planned once per connection and then only bound and executed; the multi-row
+/// `VALUES` texts changed with the row count, and each new text cost a Parse/Describe
+/// round trip and a statement-cache slot. One statement for the four tables, no chunks,
+/// then the endpoint health rows: BEGIN, that statement, one per endpoint, COMMIT.
+async fn write_batch_postgres(
+    pool: &sqlx::PgPool,
+    events: &[NewEvent],
+    deliveries: &[(&NewEvent, &NewDelivery)],
+    outcomes: &[Outcome],
+    health: &std::collections::BTreeMap<&str, bool>,
+    owner: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // One statement for the four tables (one round trip): an outcome is only ever for a
+    // delivery committed earlier (a message is sent after its record commits), so the
+    // UPDATE never needs a row the INSERTs beside it add; empty arrays write nothing.
+    // The deliveries' foreign key to the events inserted beside them is checked at the
+    // end of the statement.
+    sqlx::query(
+        "WITH new_events AS (
+           INSERT INTO webhook_events (id, app_id, merchant_id, event_type, channel, payload,
+                                       created_at)
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::text[], $7::bigint[])
+         ), new_deliveries AS (
+           INSERT INTO webhook_deliveries (endpoint_id, event_id, status, attempts,
+             next_attempt_at, lease_until, lease_owner, created_at, updated_at)
+           SELECT d.endpoint_id, d.event_id, 'pending', 0, d.created_at, d.lease_until,
+                  CASE WHEN d.lease_until > 0 THEN $12::text END, d.created_at, d.created_at
+           FROM UNNEST($8::text[], $9::text[], $10::bigint[], $11::bigint[])
+                AS d (endpoint_id, event_id, lease_until, created_at)
+         ), outcomes AS (
+           UPDATE webhook_deliveries SET status = v.status, attempts = v.attempts,
+             next_attempt_at = v.next_at, lease_until = 0, lease_owner = NULL, updated_at = $13
+           FROM UNNEST($14::text[], $15::text[], $16::text[], $17::bigint[], $18::bigint[])
+                AS v (endpoint_id, event_id, status, attempts, next_at)
+           WHERE webhook_deliveries.endpoint_id = v.endpoint_id
+             AND webhook_deliveries.event_id = v.event_id
+             AND webhook_deliveries.status = 'pending'
+             AND webhook_deliveries.lease_owner = $12
+         )
+         INSERT INTO webhook_attempts (endpoint_id, event_id, attempted_at, status_code, error,
+                                       latency_ms, response_body)
+         SELECT * FROM UNNEST($14::text[], $15::text[], $19::bigint[], $20::bigint[], $21::text[],
+                              $22::bigint[], $23::text[])",
+    )
+    .bind(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.app_id.as_str()).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|e| e.merchant_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.channel.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.payload.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(events.iter().map(|e| e.created_at).collect::<Vec<_>>())
+    .bind(
+        deliveries
+            .iter()
+            .map(|(_, d)| d.endpoint_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        deliveries
+            .iter()
+            .map(|(e, _)| e.id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        deliveries
+            .iter()
+            .map(|(_, d)| d.lease_until)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        deliveries
+            .iter()
+            .map(|(e, _)| e.created_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(owner)
+    .bind(now)
+    .bind(
+        outcomes
+            .iter()
+            .map(|o| o.endpoint_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        outcomes
+            .iter()
+            .map(|o| o.event_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        outcomes
+            .iter()
+            .map(|o| outcome_state(o).0)
+            .collect::<Vec<_>>(),
+    )
+    .bind(outcomes.iter().map(|o| o.attempts).collect::<Vec<_>>())
+    .bind(
+        outcomes
+            .iter()
+            .map(|o| outcome_state(o).1)
+            .collect::<Vec<_>>(),
+    )
+    .bind(outcomes.iter().map(|o| o.attempted_at).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.status_code).collect::<Vec<_>>())
+    .bind(
+        outcomes
+            .iter()
+            .map(|o| o.error.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(outcomes.iter().map(|o| o.latency_ms).collect::<Vec<_>>())
+    .bind(
+        outcomes
+            .iter()
+            .map(|o| o.response_body.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *tx)
+    .await?;
+    for (endpoint_id, ok) in health {
+        // As on SQLite: one fixed statement per endpoint whose state changes, in id order
+        // (row locks are always taken in one order).
+        let sql = if *ok {
+            "UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = $1
+             WHERE id = $2 AND (failing_since IS NOT NULL OR last_success_at IS NULL
+                                OR last_success_at < $1 - 1000)"
+        } else {
+            "UPDATE webhook_endpoints SET failing_since = $1
+             WHERE id = $2 AND failing_since IS NULL"
+        };
+        sqlx::query(sql)
+            .bind(now)
+            .bind(*endpoint_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
 }
