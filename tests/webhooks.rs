@@ -1690,54 +1690,61 @@ async fn the_command_line_retries_and_recovers_failed_messages_of_a_running_node
 }
 
 /// A TCP forwarder in front of PostgreSQL that a test can cut (every connection through
-/// it drops, new ones are refused) and restore, to play a database outage.
+/// it drops, new ones are refused) and restore, to play a database outage. A cut cancels
+/// the links' token: a link accepted or connecting at that moment sees it too, so no
+/// connection outlives the cut (a list of links to abort missed those).
 struct CuttableProxy {
     addr: std::net::SocketAddr,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    links: std::sync::Arc<parking_lot::Mutex<Vec<tokio::task::AbortHandle>>>,
+    links: std::sync::Arc<parking_lot::Mutex<Option<tokio_util::sync::CancellationToken>>>,
     accept: tokio::task::AbortHandle,
 }
 
 impl CuttableProxy {
     async fn start(upstream: String) -> CuttableProxy {
-        use std::sync::atomic::Ordering;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let links = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let (up2, links2) = (up.clone(), links.clone());
+        let links = std::sync::Arc::new(parking_lot::Mutex::new(Some(
+            tokio_util::sync::CancellationToken::new(),
+        )));
+        let links2 = links.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
-                if !up2.load(Ordering::Acquire) {
-                    continue; // dropped: the database "does not answer"
-                }
+                // Cut: dropped, the database "does not answer".
+                let Some(cut) = links2.lock().clone() else {
+                    continue;
+                };
                 let upstream = upstream.clone();
-                let link = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = cut.cancelled() => {}
+                        _ = async {
+                            if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            }
+                        } => {}
                     }
                 });
-                links2.lock().push(link.abort_handle());
             }
         })
         .abort_handle();
         CuttableProxy {
             addr,
-            up,
             links,
             accept,
         }
     }
 
     fn cut(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::Release);
-        for link in self.links.lock().drain(..) {
-            link.abort();
+        if let Some(links) = self.links.lock().take() {
+            links.cancel();
         }
     }
 
     fn restore(&self) {
-        self.up.store(true, std::sync::atomic::Ordering::Release);
+        let mut links = self.links.lock();
+        if links.is_none() {
+            *links = Some(tokio_util::sync::CancellationToken::new());
+        }
     }
 }
 
