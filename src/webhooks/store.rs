@@ -1007,99 +1007,29 @@ async fn write_batch_postgres(
          SELECT * FROM UNNEST($14::text[], $15::text[], $19::bigint[], $20::bigint[], $21::text[],
                               $22::bigint[], $23::text[])",
     )
-    .bind(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.app_id.as_str()).collect::<Vec<_>>())
-    .bind(
-        events
-            .iter()
-            .map(|e| e.merchant_id.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        events
-            .iter()
-            .map(|e| e.event_type.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        events
-            .iter()
-            .map(|e| e.channel.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        events
-            .iter()
-            .map(|e| e.payload.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(events.iter().map(|e| e.created_at).collect::<Vec<_>>())
-    .bind(
-        deliveries
-            .iter()
-            .map(|(_, d)| d.endpoint_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        deliveries
-            .iter()
-            .map(|(e, _)| e.id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        deliveries
-            .iter()
-            .map(|(_, d)| d.lease_until)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        deliveries
-            .iter()
-            .map(|(e, _)| e.created_at)
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(events, |e| e.id.as_str()))
+    .bind(column(events, |e| e.app_id.as_str()))
+    .bind(column(events, |e| e.merchant_id.as_deref()))
+    .bind(column(events, |e| e.event_type.as_str()))
+    .bind(column(events, |e| e.channel.as_deref()))
+    .bind(column(events, |e| e.payload.as_str()))
+    .bind(column(events, |e| e.created_at))
+    .bind(column(deliveries, |(_, d)| d.endpoint_id.as_str()))
+    .bind(column(deliveries, |(e, _)| e.id.as_str()))
+    .bind(column(deliveries, |(_, d)| d.lease_until))
+    .bind(column(deliveries, |(e, _)| e.created_at))
     .bind(owner)
     .bind(now)
-    .bind(
-        outcomes
-            .iter()
-            .map(|o| o.endpoint_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        outcomes
-            .iter()
-            .map(|o| o.event_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        outcomes
-            .iter()
-            .map(|o| outcome_state(o).0)
-            .collect::<Vec<_>>(),
-    )
-    .bind(outcomes.iter().map(|o| o.attempts).collect::<Vec<_>>())
-    .bind(
-        outcomes
-            .iter()
-            .map(|o| outcome_state(o).1)
-            .collect::<Vec<_>>(),
-    )
-    .bind(outcomes.iter().map(|o| o.attempted_at).collect::<Vec<_>>())
-    .bind(outcomes.iter().map(|o| o.status_code).collect::<Vec<_>>())
-    .bind(
-        outcomes
-            .iter()
-            .map(|o| o.error.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(outcomes.iter().map(|o| o.latency_ms).collect::<Vec<_>>())
-    .bind(
-        outcomes
-            .iter()
-            .map(|o| o.response_body.as_deref())
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(outcomes, |o| o.endpoint_id.as_str()))
+    .bind(column(outcomes, |o| o.event_id.as_str()))
+    .bind(column(outcomes, |o| outcome_state(o).0))
+    .bind(column(outcomes, |o| o.attempts))
+    .bind(column(outcomes, |o| outcome_state(o).1))
+    .bind(column(outcomes, |o| o.attempted_at))
+    .bind(column(outcomes, |o| o.status_code))
+    .bind(column(outcomes, |o| o.error.as_deref()))
+    .bind(column(outcomes, |o| o.latency_ms))
+    .bind(column(outcomes, |o| o.response_body.as_deref()))
     .execute(&mut *tx)
     .await?;
     for (endpoint_id, ok) in health {
@@ -1120,4 +1050,10 @@ async fn write_batch_postgres(
             .await?;
     }
     tx.commit().await
+}
+
+/// One column of a batch as an array to bind: the statement's text stays the same
+/// whatever the batch's size.
+fn column<'a, T, U>(rows: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(value).collect()
 }
