@@ -1118,3 +1118,67 @@ async fn plain_protocol_recovery_on_another_node_with_the_npm_ws_client() {
 async fn pusher_js_recovery_on_another_node_with_the_resume_helper() {
     recovery_peer_across_nodes("pusher_js_recovery.mjs").await;
 }
+
+/// A resume on a node races the publications it replays: another node's script appends
+/// an event and publishes it to this node's Pub/Sub connection before this node reads
+/// history, but this node reads that connection on a task of its own, so the event can
+/// arrive live after the replay already sent it. It must still come once. Each round,
+/// clients resume on B one after another while A publishes a burst; a resume hits the
+/// window now and then, so there are many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_while_another_node_publishes_gets_each_event_once() {
+    const ROUNDS: usize = 10;
+    const EVENTS: usize = 16;
+    const RESUMES: usize = 8;
+    let redis = TestRedis::get().await;
+    let cluster = std::sync::Arc::new(Cluster::with_app(redis.url(), 2, "", "").await);
+    for round in 0..ROUNDS {
+        let channel = format!("race-{round}");
+        let mut watcher = subscribed_client(cluster.node(0), &channel).await;
+        cluster.node(0).trigger(&channel, "e", "0").await;
+        let since = position_of(&watcher.event("e").await);
+        let publishing: Vec<_> = (1..=EVENTS)
+            .map(|n| {
+                let (cluster, channel) = (cluster.clone(), channel.clone());
+                tokio::spawn(async move {
+                    cluster.node(0).trigger(&channel, "e", &n.to_string()).await;
+                })
+            })
+            .collect();
+        let resuming: Vec<_> = (0..RESUMES)
+            .map(|r| {
+                let (cluster, channel, since) = (cluster.clone(), channel.clone(), since.clone());
+                tokio::spawn(async move {
+                    // Spread over the burst.
+                    tokio::time::sleep(Duration::from_millis(r as u64 * 40)).await;
+                    let (mut client, _) = cluster.node(1).connect_established().await;
+                    client
+                        .send_json(json!({"event": "pusher:subscribe", "data": {
+                            "channel": channel, "resume_from": format!("{}.{}", since.0, since.1)}}))
+                        .await;
+                    assert_eq!(
+                        client.json().await["event"],
+                        "pusher_internal:subscription_succeeded"
+                    );
+                    let mut offsets = Vec::new();
+                    let mut data = std::collections::BTreeSet::new();
+                    while offsets.len() < EVENTS {
+                        let frame = client.event("e").await;
+                        offsets.push(position_of(&frame).0);
+                        let n: usize = frame["data"].as_str().unwrap().parse().unwrap();
+                        assert!(
+                            data.insert(n),
+                            "round {round}, resume {r}: event {n} twice ({offsets:?})"
+                        );
+                    }
+                    let expected: Vec<u64> = (1..=EVENTS as u64).map(|i| since.0 + i).collect();
+                    assert_eq!(offsets, expected, "round {round}, resume {r}: in order");
+                    client.silent_for(Duration::from_millis(50)).await;
+                })
+            })
+            .collect();
+        for task in publishing.into_iter().chain(resuming) {
+            task.await.unwrap();
+        }
+    }
+}

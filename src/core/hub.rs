@@ -48,6 +48,24 @@ struct Subscriber {
     /// the replay. Only set or cleared under the channel's write lock, so fan-out (under
     /// the read lock) sees it stable.
     held: Option<Box<parking_lot::Mutex<Vec<Arc<Publication>>>>>,
+    /// Set by [`Hub::release`]: the last position the subscriber has (the end of its
+    /// replay, or the position its `Subscribed` told). A live publication at or before it
+    /// was in history when it was read, so it is in the replay or before the client's
+    /// position, and is not queued again: the broker may bring it here only after the
+    /// release (with Redis, the script that appended it published it to this node's
+    /// Pub/Sub connection before history was read, but this node reads that connection
+    /// on its own task; embedded, the publish path appends before it delivers).
+    floor: Option<Box<StreamPosition>>,
+}
+
+impl Subscriber {
+    /// Whether `publication` is at or before what the subscriber already has.
+    fn has(&self, publication: &Publication) -> bool {
+        match (&self.floor, publication.position()) {
+            (Some(floor), Some(p)) => p.epoch == floor.epoch && p.offset <= floor.offset,
+            _ => false,
+        }
+    }
 }
 
 /// What [`Hub::subscribe`] did.
@@ -356,6 +374,7 @@ impl Hub {
                 conn: conn.clone(),
                 user,
                 held: hold.then(Default::default),
+                floor: None,
             },
         );
         if let Some(shared) = shared {
@@ -422,8 +441,9 @@ impl Hub {
     /// then `replay` (what history held after the subscriber's position, oldest first),
     /// then the live publications held meanwhile, minus those at or before the last
     /// position it has by then (a publication can be both in history and live). From
-    /// here on, publications go to its outbox directly. Returns how many replayed
-    /// publications were queued.
+    /// here on, publications go to its outbox directly, except those at or before that
+    /// position still on their way to this node (in history, so replayed, before the
+    /// broker delivered them here). Returns how many replayed publications were queued.
     pub fn release(
         &self,
         conn: &Arc<Connection>,
@@ -456,12 +476,9 @@ impl Hub {
                 replayed += 1;
             }
         }
+        subscriber.floor = last.map(Box::new);
         for publication in held {
-            let seen = match (publication.position(), &last) {
-                (Some(p), Some(last)) => p.epoch == last.epoch && p.offset <= last.offset,
-                _ => false,
-            };
-            if !seen {
+            if !subscriber.has(&publication) {
                 conn.outbox.push(Outbound::Publication(publication));
             }
         }
@@ -628,7 +645,10 @@ impl Hub {
     fn push_to_subscribers(state: &ChannelState, publication: &Arc<Publication>) -> usize {
         let mut queued = 0;
         for (id, sub) in &state.subscribers {
-            if publication.exclude == Some(*id) || !sub.conn.receives(publication) {
+            if publication.exclude == Some(*id)
+                || !sub.conn.receives(publication)
+                || sub.has(publication)
+            {
                 continue;
             }
             if let Some(held) = &sub.held {

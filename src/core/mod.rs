@@ -868,6 +868,76 @@ mod recovery_tests {
         core.hub().unsubscribe(&conn, "c");
     }
 
+    /// A broker that can keep what it is handed in flight: in history, not yet at the
+    /// hub, as another node's publication is between the Redis script that appended it
+    /// and this node's Pub/Sub reader, or this node's own between `History::append` and
+    /// the broker's delivery.
+    struct StallingBroker {
+        sink: Arc<dyn BrokerSink>,
+        in_flight: parking_lot::Mutex<Option<Vec<BrokerMessage>>>,
+    }
+
+    impl StallingBroker {
+        fn stall(&self) {
+            *self.in_flight.lock() = Some(Vec::new());
+        }
+
+        /// Delivers what was held back, and from now on at once.
+        fn land(&self) {
+            for message in self.in_flight.lock().take().unwrap_or_default() {
+                self.sink.deliver(message);
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Broker for StallingBroker {
+        async fn publish(&self, message: BrokerMessage) -> Result<(), BrokerError> {
+            match &mut *self.in_flight.lock() {
+                Some(in_flight) => in_flight.push(message),
+                None => self.sink.deliver(message),
+            }
+            Ok(())
+        }
+
+        fn name(&self) -> &'static str {
+            "stalling"
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_replayed_and_then_delivered_live_comes_once() {
+        let config =
+            Config::parse("[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"secret-123\"\n").unwrap();
+        let broker = std::sync::OnceLock::new();
+        let core = Core::with_broker(&config, NodeSettings::from_config(&config), |sink| {
+            let stalling = Arc::new(StallingBroker {
+                sink,
+                in_flight: Default::default(),
+            });
+            let _ = broker.set(stalling.clone());
+            stalling
+        });
+        let broker = broker.get().unwrap();
+        let app = core.apps.by_id("1").unwrap().clone();
+        let p1 = publish(&core, &app, 1).await;
+        // 2 is in history but still on its way to the hub while two clients subscribe:
+        // one resuming after 1 (2 is in its replay), one fresh (told position 2).
+        broker.stall();
+        publish(&core, &app, 2).await;
+        let mut resumed = core.open_session(&app, "test", addr()).unwrap();
+        resumed
+            .subscribe_resuming("c", None, Some(&p1))
+            .await
+            .unwrap();
+        let mut fresh = core.open_session(&app, "test", addr()).unwrap();
+        fresh.subscribe_resuming("c", None, None).await.unwrap();
+        broker.land();
+        publish(&core, &app, 3).await;
+        assert_eq!(items(&resumed).await, ["SRecovered@1", "2", "3"]);
+        assert_eq!(items(&fresh).await, ["SNotAsked@2", "3"]);
+    }
+
     #[tokio::test]
     async fn without_history_a_resume_fails_and_a_subscribe_has_no_position() {
         let (core, app) = setup("[apps.history]\nsize = 0");
