@@ -629,9 +629,24 @@ async fn tokens_in_redis_written_by_another_backend_work() {
         .query_async(&mut connection)
         .await
         .unwrap();
-    assert_eq!(
-        serde_json::from_str::<Value>(&stored).unwrap()["user_id"],
-        "u9"
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["user_id"], "u9");
+    // The key goes when the token expires: one missing before its expiry reads as revoked.
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{prefix}{minted}"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let gone_at = now_ms + pttl;
+    let expires_at = stored["expires_at"].as_i64().unwrap() * 1000;
+    // (Within what measuring it here from PTTL and the local clock allows.)
+    assert!(
+        (expires_at - 50..=expires_at + 50).contains(&gone_at),
+        "key gone at {gone_at} ms, token expires at {expires_at} ms"
     );
     let _client = connect(&server, &minted).await;
     let (status, _) = server

@@ -269,6 +269,23 @@ pub(crate) fn now_unix() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The expiry (unix seconds) of a token minted now to live `ttl`, and how long from now
+/// that is. Rounded up, so the token lives at least `ttl`: a token is expired from its
+/// `expires_at` second on, and the current second plus `ttl` would cut off what has
+/// passed of this second (up to a whole one: a 2-second token opened sockets for only
+/// just over 1 s when minted late in a second).
+pub(crate) fn expiry_after(ttl: Duration) -> (i64, Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let at = now.saturating_add(ttl);
+    let secs = at
+        .as_secs()
+        .saturating_add(u64::from(at.subsec_nanos() > 0));
+    let expires_at = i64::try_from(secs).unwrap_or(i64::MAX);
+    (expires_at, Duration::from_secs(secs).saturating_sub(now))
+}
+
 /// The app of a Redis token that names none: the one configured, else the node's only
 /// app. With several apps and none configured there is none: picking one would sign the
 /// token into a tenant its writer may never have meant.

@@ -26,7 +26,9 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 
-use super::{MintedToken, Subject, TokenError, TokenRecord, TokenStore, credential_id, now_unix};
+use super::{
+    MintedToken, Subject, TokenError, TokenRecord, TokenStore, credential_id, expiry_after,
+};
 
 /// How long start-up waits for Redis to answer.
 const CONNECT_AT_START: Duration = Duration::from_secs(5);
@@ -179,7 +181,7 @@ impl TokenStore for RedisTokens {
     ) -> Result<MintedToken, TokenError> {
         subject.validate()?;
         let token = subject.new_token();
-        let expires_at = now_unix().saturating_add(ttl.as_secs() as i64);
+        let (expires_at, left) = expiry_after(ttl);
         let mut value = serde_json::json!({"app_id": app_id, "expires_at": expires_at});
         if let Some(user) = subject.user_id() {
             value["user_id"] = user.into();
@@ -198,7 +200,13 @@ impl TokenStore for RedisTokens {
         }
         let mut connection = self.connection.clone();
         let _: () = connection
-            .set_ex(self.key(&token), value.to_string(), ttl.as_secs().max(1))
+            // The key goes when the token expires, not earlier: one missing before its
+            // `expires_at` reads as revoked (`standing`).
+            .pset_ex(
+                self.key(&token),
+                value.to_string(),
+                u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1),
+            )
             .await
             .map_err(unavailable)?;
         Ok(subject.minted(token, expires_at))

@@ -11,7 +11,10 @@ use sqlx::Row;
 
 use crate::db::{Db, on_pool};
 
-use super::{MintedToken, Subject, TokenError, TokenRecord, TokenStore, credential_id, now_unix};
+use super::{
+    MintedToken, Subject, TokenError, TokenRecord, TokenStore, credential_id, expiry_after,
+    now_unix,
+};
 
 /// The table that holds `token`.
 fn table_of(token: &str) -> &'static str {
@@ -57,7 +60,7 @@ impl TokenStore for SqliteTokens {
     ) -> Result<MintedToken, TokenError> {
         subject.validate()?;
         let token = subject.new_token();
-        let expires_at = now_unix().saturating_add(ttl.as_secs() as i64);
+        let (expires_at, _) = expiry_after(ttl);
         on_pool!(self.db.writer(), pool => {
             let query = match subject {
                 Subject::User(user) => sqlx::query(
@@ -181,6 +184,31 @@ mod tests {
 
     fn user(id: &str) -> Subject {
         Subject::User(id.to_string())
+    }
+
+    /// Minted late in a second, a 2-second token used to expire at the next second but
+    /// one: barely more than 1 s, so a client slowed down between the mint and its
+    /// connect was refused (tests/peers/token_lifetimes.mjs under load).
+    #[tokio::test]
+    async fn a_token_lives_at_least_its_ttl() {
+        let store = SqliteTokens::open("sqlite::memory:").await.unwrap();
+        let since_epoch = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+        };
+        for ttl in [1, 2, 60].map(Duration::from_secs) {
+            while since_epoch().subsec_millis() < 900 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let before = since_epoch();
+            let minted = store.mint("1", &user("u1"), ttl).await.unwrap();
+            let record = store.lookup(&minted.token).await.unwrap().unwrap();
+            assert_eq!(record.expires_at, Some(minted.expires_at));
+            let lifetime = Duration::from_secs(minted.expires_at as u64) - before;
+            assert!(lifetime >= ttl, "{ttl:?} asked, {lifetime:?} given");
+            assert!(lifetime < ttl + Duration::from_secs(1), "{lifetime:?}");
+        }
     }
 
     #[tokio::test]
