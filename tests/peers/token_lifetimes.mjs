@@ -64,33 +64,50 @@ async function within(promise, what) {
   ]);
 }
 
-/** A front end with socket.io-client; `auth` is read again on every (re)connect. */
+/**
+ * A front end with socket.io-client; `auth` is read again on every (re)connect. It starts
+ * connecting at once, so what happens to it is recorded from the start: a listener
+ * attached later (after awaiting something else) would miss a connect that came first.
+ */
 function frontEnd(auth) {
   const socket = io(`ws://${HOST}:${PORT}`, { transports: ['websocket'], auth, reconnection: false });
   socket.trades = [];
+  socket.connectErrors = [];
+  socket.disconnects = [];
   socket.on('trade', (data) => socket.trades.push(data.trade.n));
+  socket.on('connect_error', (e) => socket.connectErrors.push(e));
+  socket.on('disconnect', (reason) => socket.disconnects.push(reason));
   return socket;
 }
 
-const connect = (socket) =>
+/** Waits until `check()` returns something other than undefined, and returns it. */
+const until = (check, what) =>
   within(
-    new Promise((resolve, reject) => {
-      socket.once('connect', resolve);
-      socket.once('connect_error', reject);
-    }),
-    'the connect',
+    (async () => {
+      for (;;) {
+        const v = check();
+        if (v !== undefined) return v;
+        await sleep(20);
+      }
+    })(),
+    what,
   );
 
-const disconnect = (socket) =>
-  within(new Promise((resolve) => socket.once('disconnect', resolve)), 'the disconnect');
+/** Waits for the socket's (re)connect; throws its connect_error. */
+async function connect(socket) {
+  await until(() => {
+    if (socket.connectErrors.length) throw socket.connectErrors.shift();
+    return socket.connected ? true : undefined;
+  }, 'the connect');
+}
+
+/** The reason of the socket's next disconnect (one that already happened counts). */
+const disconnect = (socket) => until(() => socket.disconnects.shift(), 'the disconnect');
 
 async function tradesUntil(socket, n) {
-  await within(
-    (async () => {
-      while (!socket.trades.includes(n)) await sleep(20);
-    })(),
-    `trade ${n} (got ${JSON.stringify(socket.trades)})`,
-  );
+  await until(() => (socket.trades.includes(n) ? true : undefined), `trade ${n}`).catch((e) => {
+    throw new Error(`${e.message} (got ${JSON.stringify(socket.trades)})`);
+  });
   return socket.trades;
 }
 
@@ -98,9 +115,11 @@ const scenarios = {
   async 'ws: the plain socket closes with 4401 when its access token expires'() {
     const minted = await post('/api/v1/tokens', { user_id: 'u1', ttl_secs: 2 });
     const ws = new WebSocket(`ws://${HOST}:${PORT}/api/v1/ws`, ['bearer', minted.data.token]);
+    // A refused upgrade is an `error` event: fail with it rather than crash on it.
+    const refused = new Promise((_, reject) => ws.on('error', reject));
     const closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve([code, `${reason}`])));
     const first = await within(
-      new Promise((resolve) => ws.once('message', (m) => resolve(JSON.parse(m)))),
+      Promise.race([refused, new Promise((resolve) => ws.once('message', (m) => resolve(JSON.parse(m))))]),
       'the settings subscription',
     );
     assert.deepEqual({ ...first, position: undefined }, { event: 'subscribed', channel: 'settings', position: undefined });
