@@ -1131,7 +1131,10 @@ async fn a_resume_while_another_node_publishes_gets_each_event_once() {
     const EVENTS: usize = 16;
     const RESUMES: usize = 8;
     let redis = TestRedis::get().await;
-    let cluster = std::sync::Arc::new(Cluster::with_app(redis.url(), 2, "", "").await);
+    // A burst on a loaded machine can keep Redis calls waiting past the default timeout
+    // (a 503, whose append may still have happened); this test is about duplicates.
+    let settings = "token_store_timeout_ms = 10000";
+    let cluster = std::sync::Arc::new(Cluster::with_app(redis.url(), 2, settings, "").await);
     for round in 0..ROUNDS {
         let channel = format!("race-{round}");
         let mut watcher = subscribed_client(cluster.node(0), &channel).await;
