@@ -1001,6 +1001,93 @@ async fn an_endpoint_failing_without_a_success_for_the_period_is_disabled_and_co
     assert_eq!(shown["failing_since"], Value::Null, "{shown}");
 }
 
+/// What the outbox records of an endpoint's health, on either store: a failure sets
+/// `failing_since` (kept, not moved, by later failures), a success clears it and sets
+/// `last_success_at`; two endpoints changing in one batch each get their own state.
+async fn endpoint_health_on(database: &str) {
+    let server = TestServer::with_config(&config("", database)).await;
+    let flaky = Receiver::start().await;
+    flaky.script([
+        Answer::status(500),
+        Answer::status(500),
+        Answer::status(200),
+    ]);
+    let fine = Receiver::start().await;
+    let flaky_ep =
+        create_endpoint(&server, json!({"url": flaky.url("/"), "merchant_id": "m1"})).await;
+    let fine_ep =
+        create_endpoint(&server, json!({"url": fine.url("/"), "merchant_id": "m2"})).await;
+    let shown = |endpoint: Value| {
+        let server = &server;
+        async move {
+            let (status, shown) = server
+                .basic_request("GET", &endpoint_path(&endpoint), None)
+                .await;
+            assert_eq!(status, 200, "{shown}");
+            shown
+        }
+    };
+    assert_eq!(
+        shown(flaky_ep.clone()).await["last_success_at"],
+        Value::Null
+    );
+    let before = payrelay::db::now_ms();
+    publish(&server, "m1", "a", json!({})).await;
+    publish(&server, "m2", "a", json!({})).await;
+    flaky.wait_for(1, WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    let failing_since = loop {
+        let now = shown(flaky_ep.clone()).await;
+        if let Some(at) = now["failing_since"].as_i64() {
+            break at;
+        }
+        assert!(Instant::now() < deadline, "never marked failing: {now}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(failing_since >= before, "{failing_since} < {before}");
+    // The second failure (a second later) leaves the start of the failing period alone.
+    flaky.wait_for(2, WAIT_LONG).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let now = shown(flaky_ep.clone()).await;
+    assert!(
+        now["failing_since"] == json!(failing_since) || now["failing_since"].is_null(),
+        "{now}"
+    );
+    flaky.wait_for(3, WAIT_LONG).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = shown(flaky_ep.clone()).await;
+        if now["failing_since"].is_null() && now["last_success_at"].is_i64() {
+            assert!(
+                now["last_success_at"].as_i64().unwrap() > failing_since,
+                "{now}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {now}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fine_now = shown(fine_ep).await;
+    assert_eq!(fine_now["failing_since"], Value::Null, "{fine_now}");
+    assert!(
+        fine_now["last_success_at"].as_i64().unwrap() >= before,
+        "{fine_now}"
+    );
+}
+
+#[tokio::test]
+async fn endpoint_health_is_recorded_on_sqlite() {
+    endpoint_health_on("").await;
+}
+
+#[tokio::test]
+async fn endpoint_health_is_recorded_on_postgresql() {
+    let Some(pg) = PgDatabase::create().await else {
+        return;
+    };
+    endpoint_health_on(&format!("database_url = \"{}\"", pg.url)).await;
+}
+
 /// One sample of `series` in a node's `/metrics` (0 when absent).
 async fn sample(addr: std::net::SocketAddr, series: &str) -> f64 {
     let text = http()

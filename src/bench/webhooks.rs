@@ -64,6 +64,9 @@ pub struct WebhooksArgs {
     /// The node's `timeout_secs` (the hanging endpoints hold each attempt this long).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub timeout_secs: u64,
+    /// The node's `outbox_commits_in_flight` (PostgreSQL only); default the node's.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub commits_in_flight: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -461,10 +464,11 @@ async fn metric_sums(
 
 /// Where the throughput run's time went, from the node's own histograms: commits (how
 /// many, how long, how many events each), attempts (how long), between two readings.
-const PROFILE: [&str; 3] = [
+const PROFILE: [&str; 4] = [
     "payrelay_webhook_outbox_commit_seconds",
     "payrelay_webhook_outbox_batch_events",
     "payrelay_webhook_attempt_seconds",
+    "payrelay_webhook_claim_round_seconds",
 ];
 
 fn ms(us: u64) -> f64 {
@@ -479,8 +483,11 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<Option<Report>> {
     let mut node = Node::new(
         &args.node,
         &format!(
-            "retry_schedule_secs = [1, 5, 30]\ntimeout_secs = {}",
-            args.timeout_secs
+            "retry_schedule_secs = [1, 5, 30]\ntimeout_secs = {}\n{}",
+            args.timeout_secs,
+            args.commits_in_flight
+                .map(|n| format!("outbox_commits_in_flight = {n}"))
+                .unwrap_or_default()
         ),
     )?;
     node.start(&http).await?;
@@ -561,6 +568,7 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<Option<Report>> {
     let (commit_secs, commits) = delta(PROFILE[0]);
     let (batched, batches) = delta(PROFILE[1]);
     let (attempt_secs, attempts) = delta(PROFILE[2]);
+    let (claim_secs, claim_rounds) = delta(PROFILE[3]);
     let mean = |sum: f64, count: f64| if count > 0.0 { sum / count } else { 0.0 };
     report
         .add("commits", "outbox commits during it", commits as u64)
@@ -583,6 +591,16 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<Option<Report>> {
             "attempt_mean_ms",
             "mean attempt, POST to answer (ms)",
             (mean(attempt_secs, attempts) * 100_000.0).round() / 100.0,
+        )
+        .add(
+            "claim_rounds",
+            "claim rounds during it",
+            claim_rounds as u64,
+        )
+        .add(
+            "claim_round_mean_ms",
+            "mean claim round (ms)",
+            (mean(claim_secs, claim_rounds) * 100_000.0).round() / 100.0,
         );
     report
         .add("events", "events published concurrently", args.events)

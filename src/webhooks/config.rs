@@ -61,6 +61,11 @@ pub struct WebhooksConfig {
     /// (new messages recorded by this node start at once).
     #[serde(default = "defaults::poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// Outbox transactions one node keeps in flight at once on PostgreSQL: while one
+    /// waits for its commit to be flushed, the next batch is written. SQLite has a
+    /// single writer, so there it is always 1.
+    #[serde(default = "defaults::outbox_commits_in_flight")]
+    pub outbox_commits_in_flight: usize,
     /// Endpoints one merchant (or the app itself) may have.
     #[serde(default = "defaults::max_endpoints")]
     pub max_endpoints_per_owner: usize,
@@ -122,6 +127,9 @@ mod defaults {
     }
     pub fn max_in_flight_per_endpoint() -> usize {
         16
+    }
+    pub fn outbox_commits_in_flight() -> usize {
+        2
     }
     pub fn lease_secs() -> u64 {
         10
@@ -189,6 +197,11 @@ impl WebhooksConfig {
             1..=self.max_in_flight as u64,
         )?;
         within("poll_interval_ms", self.poll_interval_ms, 10..=60_000)?;
+        within(
+            "outbox_commits_in_flight",
+            self.outbox_commits_in_flight as u64,
+            1..=16,
+        )?;
         within("lease_secs", self.lease_secs, 3..=3600)?;
         within(
             "max_endpoints_per_owner",

@@ -802,9 +802,15 @@ impl Dispatcher {
     /// The claim loop: runs until `stop`.
     pub async fn claim_loop(self: Arc<Self>, stop: CancellationToken) {
         let poll = Duration::from_millis(self.config.poll_interval_ms);
+        // Each round is up to three claim queries: how often they run and what they cost
+        // is what the database pays beyond the writer's commits.
+        let round_seconds = metrics::histogram!("payrelay_webhook_claim_round_seconds");
         let mut failures = 0u32;
         loop {
-            if let Err(e) = self.claim_round().await {
+            let started = std::time::Instant::now();
+            let round = self.claim_round().await;
+            round_seconds.record(started.elapsed().as_secs_f64());
+            if let Err(e) = round {
                 failures += 1;
                 if failures == 1 || failures.is_power_of_two() {
                     tracing::error!(failures, "cannot claim webhook messages: {e}");

@@ -120,7 +120,12 @@ impl Webhooks {
         // Endpoints that were failing stay on their single slot until they succeed;
         // endpoints that never succeeded have one until their first success.
         slots.sync_health(health_of(&rows));
-        let writer = Writer::spawn(store.clone(), owner.clone(), slots.clone());
+        let writer = Writer::spawn(
+            store.clone(),
+            owner.clone(),
+            slots.clone(),
+            settings.outbox_commits_in_flight,
+        );
         let stop = CancellationToken::new();
         let dispatcher = Arc::new(Dispatcher {
             config: settings.clone(),

@@ -958,12 +958,18 @@ fn outcome_state(o: &Outcome) -> (&'static str, i64) {
     }
 }
 
-/// [`OutboxStore::write_batch`] on PostgreSQL: every statement has one text whatever
-/// the batch size (rows travel as arrays, `UNNEST`ed by the server), so each is parsed
-/// and planned once per connection and then only bound and executed; the multi-row
-/// `VALUES` texts changed with the row count, and each new text cost a Parse/Describe
-/// round trip and a statement-cache slot. One statement for the four tables, no chunks,
-/// then the endpoint health rows: BEGIN, that statement, one per endpoint, COMMIT.
+/// [`OutboxStore::write_batch`] on PostgreSQL: one statement, committed on its own, so a
+/// batch costs one round trip to the server (and its commit's WAL flush), not BEGIN, a
+/// statement per table, one per endpoint and COMMIT, each a wake-up of the node and of a
+/// backend on a loaded machine. A statement is atomic by itself: all of it commits or
+/// none. Its text never changes whatever the batch size (rows travel as arrays,
+/// `UNNEST`ed by the server), so it is parsed and planned once per connection.
+///
+/// Endpoint health rows are locked in id order (`ORDER BY id FOR NO KEY UPDATE` locks
+/// rows as they leave the sort) before they are updated, and only those whose state
+/// changes (or whose success time is more than a second old), so batches in flight at
+/// once, on this node or another, never deadlock on them and a busy endpoint's row is
+/// not rewritten by every batch.
 async fn write_batch_postgres(
     pool: &sqlx::PgPool,
     events: &[NewEvent],
@@ -973,12 +979,10 @@ async fn write_batch_postgres(
     owner: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    // One statement for the four tables (one round trip): an outcome is only ever for a
-    // delivery committed earlier (a message is sent after its record commits), so the
-    // UPDATE never needs a row the INSERTs beside it add; empty arrays write nothing.
-    // The deliveries' foreign key to the events inserted beside them is checked at the
-    // end of the statement.
+    // An outcome is only ever for a delivery committed earlier (a message is sent after
+    // its record commits), so the UPDATE never needs a row the INSERTs beside it add;
+    // empty arrays write nothing. Foreign keys are checked at the end of the statement,
+    // when the events inserted beside their deliveries are there.
     sqlx::query(
         "WITH new_events AS (
            INSERT INTO webhook_events (id, app_id, merchant_id, event_type, channel, payload,
@@ -1001,6 +1005,19 @@ async fn write_batch_postgres(
              AND webhook_deliveries.event_id = v.event_id
              AND webhook_deliveries.status = 'pending'
              AND webhook_deliveries.lease_owner = $12
+         ), health_changes AS (
+           SELECT e.id, h.ok FROM webhook_endpoints e
+           JOIN UNNEST($24::text[], $25::bool[]) AS h (id, ok) ON h.id = e.id
+           WHERE CASE WHEN h.ok THEN e.failing_since IS NOT NULL OR e.last_success_at IS NULL
+                                     OR e.last_success_at < $13 - 1000
+                      ELSE e.failing_since IS NULL END
+           ORDER BY e.id
+           FOR NO KEY UPDATE OF e
+         ), health AS (
+           UPDATE webhook_endpoints SET
+             failing_since = CASE WHEN c.ok THEN NULL ELSE $13 END,
+             last_success_at = CASE WHEN c.ok THEN $13 ELSE webhook_endpoints.last_success_at END
+           FROM health_changes c WHERE webhook_endpoints.id = c.id
          )
          INSERT INTO webhook_attempts (endpoint_id, event_id, attempted_at, status_code, error,
                                        latency_ms, response_body)
@@ -1030,26 +1047,11 @@ async fn write_batch_postgres(
     .bind(column(outcomes, |o| o.error.as_deref()))
     .bind(column(outcomes, |o| o.latency_ms))
     .bind(column(outcomes, |o| o.response_body.as_deref()))
-    .execute(&mut *tx)
+    .bind(health.keys().copied().collect::<Vec<&str>>())
+    .bind(health.values().copied().collect::<Vec<bool>>())
+    .execute(pool)
     .await?;
-    for (endpoint_id, ok) in health {
-        // As on SQLite: one fixed statement per endpoint whose state changes, in id order
-        // (row locks are always taken in one order).
-        let sql = if *ok {
-            "UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = $1
-             WHERE id = $2 AND (failing_since IS NOT NULL OR last_success_at IS NULL
-                                OR last_success_at < $1 - 1000)"
-        } else {
-            "UPDATE webhook_endpoints SET failing_since = $1
-             WHERE id = $2 AND failing_since IS NULL"
-        };
-        sqlx::query(sql)
-            .bind(now)
-            .bind(*endpoint_id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await
+    Ok(())
 }
 
 /// One column of a batch as an array to bind: the statement's text stays the same
