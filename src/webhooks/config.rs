@@ -129,7 +129,7 @@ mod defaults {
         16
     }
     pub fn outbox_commits_in_flight() -> usize {
-        2
+        1
     }
     pub fn lease_secs() -> u64 {
         10
