@@ -876,8 +876,14 @@ async fn two_nodes_share_one_postgresql_outbox_without_sending_a_message_twice()
     };
     // A generous timeout: an attempt timing out on a busy machine after the receiver
     // answered would be a second 2xx that no lease could prevent.
-    let toml = config("", &format!("database_url = \"{}\"", pg.url))
-        .replace("timeout_secs = 2", "timeout_secs = 10");
+    // Three outbox batches in flight per node: with two nodes, up to six transactions
+    // write deliveries and endpoint health rows at once (locked in id order: none may
+    // deadlock and refuse a publish).
+    let toml = config(
+        "outbox_commits_in_flight = 3",
+        &format!("database_url = \"{}\"", pg.url),
+    )
+    .replace("timeout_secs = 2", "timeout_secs = 10");
     let a = TestServer::with_config(&toml).await;
     // The first attempts fail, so their retries are claimed by whichever node polls
     // first; successes take a while, so the other node polls while they are in flight.
