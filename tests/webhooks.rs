@@ -1547,6 +1547,78 @@ async fn hanging_new_endpoints_cannot_starve_an_established_one() {
     assert!(hung() <= 2);
 }
 
+/// A proven endpoint whose URL changes is unproven again: one attempt at a time to the
+/// new URL (it may hang) until its first success there, `last_success_at` cleared. A
+/// change of anything else leaves it proven.
+#[tokio::test]
+async fn a_new_url_makes_a_proven_endpoint_unproven_again() {
+    let server = TestServer::with_config(
+        &config("max_in_flight = 8\nmax_in_flight_per_endpoint = 4", "")
+            .replace("timeout_secs = 2", "timeout_secs = 60"),
+    )
+    .await;
+    let old = Receiver::start().await;
+    // A prompt first answer proves it; the next three take 3 s each.
+    old.script([Answer::status(200)]);
+    old.otherwise(Answer::status(200).delay(Duration::from_secs(3)));
+    let endpoint =
+        create_endpoint(&server, json!({"url": old.url("/"), "merchant_id": "m1"})).await;
+    let id = endpoint["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/webhooks/endpoints/{id}");
+    publish(&server, "m1", "e", json!({"n": 0})).await;
+    wait_log(&server, &id, |log| {
+        log["messages"][0]["status"] == "delivered"
+    })
+    .await;
+    let patch = |body: Value| {
+        let server = &server;
+        let path = path.clone();
+        async move {
+            let (status, reply) = server.basic_request("PATCH", &path, Some(&body)).await;
+            assert_eq!(status, 200, "{reply}");
+            reply
+        }
+    };
+    let edited = patch(json!({"description": "ledger", "events": ["e"], "enabled": true})).await;
+    assert!(edited["last_success_at"].is_i64(), "{edited}");
+
+    // Proven: its three slow messages are in flight at once.
+    let started = Instant::now();
+    for n in 1..4 {
+        publish(&server, "m1", "e", json!({"n": n})).await;
+    }
+    old.wait_for(4, WAIT).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a proven endpoint has several attempts in flight"
+    );
+    wait_log(&server, &id, |log| {
+        let messages = log["messages"].as_array().unwrap();
+        messages.len() == 4 && messages.iter().all(|m| m["status"] == "delivered")
+    })
+    .await;
+
+    let new = Receiver::start().await;
+    new.otherwise(Answer::status(200).delay(Duration::from_secs(600)));
+    let edited = patch(json!({"url": new.url("/")})).await;
+    assert!(edited["last_success_at"].is_null(), "{edited}");
+    let (status, got) = server.basic_request("GET", &path, None).await;
+    assert_eq!(status, 200, "{got}");
+    assert!(got["last_success_at"].is_null(), "{got}");
+    assert!(got["failing_since"].is_null(), "{got}");
+    for n in 4..8 {
+        publish(&server, "m1", "e", json!({"n": n})).await;
+    }
+    new.wait_for(1, WAIT).await;
+    // Past the next index reload too (every second when endpoints change).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        new.received().len(),
+        1,
+        "one attempt at a time to the new URL of an endpoint proven at its old one"
+    );
+}
+
 /// Publishes one event through a node process; returns its id.
 async fn publish_to(addr: std::net::SocketAddr, merchant: &str, data: Value) -> String {
     let response = http()

@@ -84,6 +84,7 @@ async fn create(State(state): State<HttpState>, call: Call) -> Result<Response, 
     )
     .await
     .map_err(api_error)?;
+    hooks.endpoint_edited(&view.id, &view.url);
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -135,6 +136,7 @@ async fn update(
     )
     .await
     .map_err(api_error)?;
+    hooks.endpoint_edited(&view.id, &view.url);
     Ok(Json(view))
 }
 

@@ -15,6 +15,10 @@
 //!   first success promotes it; unproven endpoints together hold at most a quarter of the
 //!   node's (`max_in_flight / 4`), apart from the failing half.
 //! - **proven**: not failing, and a success recorded: `max_in_flight_per_endpoint`.
+//!   Changing an endpoint's URL makes it unproven again (neither failing nor proven:
+//!   `last_success_at` and `failing_since` cleared), so a proven endpoint cannot be
+//!   pointed at a URL that hangs with its full share; the node that took the change
+//!   knows at once, the others at their next index reload (their [`Slots`] compare URLs).
 //!
 //! Without the bounds, endpoints that hang until the attempt timeout fill every slot for
 //! the whole timeout and a healthy endpoint's message waits for one of them to give up.
@@ -95,6 +99,8 @@ struct SlotCounts {
     failing: HashSet<Arc<str>>,
     /// Endpoints with a success: on this node, or recorded when the database was read.
     proven: HashSet<Arc<str>>,
+    /// Each known endpoint's URL: a new one makes the endpoint unproven again.
+    urls: HashMap<Arc<str>, Arc<str>>,
     /// Slots held by attempts to endpoints that were failing when they started.
     failing_total: usize,
     /// Slots held by attempts to endpoints that were unproven when they started.
@@ -136,6 +142,22 @@ impl SlotCounts {
             Health::Proven
         } else {
             Health::Unproven
+        }
+    }
+
+    /// Records `endpoint`'s URL; a change from the one known starts it afresh (neither
+    /// failing nor proven).
+    fn note_url(&mut self, endpoint: &str, url: &str) {
+        match self.urls.get(endpoint) {
+            Some(known) if &**known == url => {}
+            Some(_) => {
+                self.failing.remove(endpoint);
+                self.proven.remove(endpoint);
+                self.urls.insert(endpoint.into(), url.into());
+            }
+            None => {
+                self.urls.insert(endpoint.into(), url.into());
+            }
         }
     }
 
@@ -229,12 +251,13 @@ impl Slots {
 
     /// Takes in what the database says (endpoints other nodes, or an earlier run, saw
     /// failing or succeed) and forgets endpoints that are gone. A success on this node
-    /// clears a failing endpoint; nothing makes a proven one unproven again.
-    pub fn sync_health<'a>(&self, endpoints: impl IntoIterator<Item = (&'a str, Health)>) {
+    /// clears a failing endpoint; only a new URL makes a proven one unproven again.
+    pub fn sync_health<'a>(&self, endpoints: impl IntoIterator<Item = (&'a str, &'a str, Health)>) {
         let mut counts = self.inner.lock();
         let mut known = HashSet::new();
-        for (id, health) in endpoints {
+        for (id, url, health) in endpoints {
             known.insert(id);
+            counts.note_url(id, url);
             match health {
                 Health::Failing if !counts.failing.contains(id) => {
                     counts.failing.insert(id.into());
@@ -247,6 +270,14 @@ impl Slots {
         }
         counts.failing.retain(|id| known.contains(&**id));
         counts.proven.retain(|id| known.contains(&**id));
+        counts.urls.retain(|id, _| known.contains(&**id));
+    }
+
+    /// Says that `endpoint` now sends to `url` (created or edited through this node): a new
+    /// URL has proven nothing yet, so the endpoint is unproven, one slot, until its first
+    /// success there.
+    pub fn endpoint_url(&self, endpoint: &str, url: &str) {
+        self.inner.lock().note_url(endpoint, url);
     }
 
     /// Slots endpoints of class `health` may still take together on this node.

@@ -296,7 +296,15 @@ pub async fn update(
     let mut row = get(store, app_id, scope, id).await?;
     refuse_configured(&row)?;
     if let Some(url) = patch.url {
-        row.url = checked_url(&url, config)?;
+        let url = checked_url(&url, config)?;
+        if url != row.url {
+            // A new URL has proven nothing: the endpoint starts again unproven (one
+            // slot until its first success there), and not failing. The store clears
+            // `last_success_at` too.
+            row.failing_since = None;
+            row.last_success_at = None;
+        }
+        row.url = url;
     }
     if let Some(events) = patch.events {
         row.filter = checked_filter(events)?;

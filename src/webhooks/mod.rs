@@ -87,8 +87,9 @@ pub fn merchant_of(channel: &str) -> Option<&str> {
 }
 
 /// Each endpoint with what the database says of its health.
-fn health_of(rows: &[store::EndpointRow]) -> impl Iterator<Item = (&str, store::Health)> {
-    rows.iter().map(|r| (r.id.as_str(), store::Health::of(r)))
+fn health_of(rows: &[store::EndpointRow]) -> impl Iterator<Item = (&str, &str, store::Health)> {
+    rows.iter()
+        .map(|r| (r.id.as_str(), r.url.as_str(), store::Health::of(r)))
 }
 
 impl Webhooks {
@@ -177,6 +178,12 @@ impl Webhooks {
     /// The endpoint index (for the API and tests).
     pub fn endpoints(&self) -> &Arc<EndpointIndex> {
         &self.index
+    }
+
+    /// Says that an endpoint was edited through this node and sends to `url` now: a new
+    /// URL makes it unproven at once here (other nodes see it at their next reload).
+    pub fn endpoint_edited(&self, id: &str, url: &str) {
+        self.dispatcher.slots.endpoint_url(id, url);
     }
 
     /// Wakes the claim loop (a message was put back in the queue).

@@ -312,13 +312,16 @@ impl OutboxStore {
         })
     }
 
-    /// Writes every editable field of `row` (url, description, filter, enabled, secrets).
+    /// Writes every editable field of `row` (url, description, filter, enabled, secrets)
+    /// and `failing_since`. A new URL clears `last_success_at` (the endpoint is unproven
+    /// again); otherwise the column is left as it is, whatever `row` read earlier.
     pub async fn update_endpoint(&self, row: &EndpointRow) -> Result<bool, sqlx::Error> {
         on_pool!(self.db.writer(), pool => {
             let done = sqlx::query(
                 "UPDATE webhook_endpoints SET url = $1, description = $2, events = $3, enabled = $4,
                    disabled_reason = $5, secret = $6, previous_secret = $7, previous_until = $8,
-                   updated_at = $9, failing_since = $10
+                   updated_at = $9, failing_since = $10,
+                   last_success_at = CASE WHEN url = $1 THEN last_success_at ELSE NULL END
                  WHERE id = $11 AND app_id = $12",
             )
             .bind(&row.url)
