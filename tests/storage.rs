@@ -91,3 +91,279 @@ async fn postgres_stores_and_migrations() {
     let again = Db::open(&pg.url).await.unwrap();
     again.close().await;
 }
+
+mod outbox {
+    //! The outbox's claim and deletions on both backends, at the store's level.
+
+    use payrelay::db::Db;
+    use payrelay::webhooks::endpoint::{EventFilter, Kind};
+    use payrelay::webhooks::store::{
+        Claimed, EndpointRow, Health, NewDelivery, NewEvent, OutboxStore,
+    };
+
+    const NOW: i64 = 1_000_000;
+
+    async fn endpoint(store: &OutboxStore, id: &str, health: Health, enabled: bool) {
+        let mut row = EndpointRow::fresh(
+            id.into(),
+            "1".into(),
+            Some("m1".into()),
+            Kind::Standard,
+            format!("https://example.test/{id}"),
+            EventFilter::all(),
+            "whsec_test".into(),
+        );
+        row.enabled = enabled;
+        match health {
+            Health::Proven => row.last_success_at = Some(1),
+            Health::Failing => row.failing_since = Some(1),
+            Health::Unproven => {}
+        }
+        store.insert_endpoint(&row).await.unwrap();
+    }
+
+    /// `count` events for `endpoint`, due at `due` (ms) in order, leased by `owner` until
+    /// `lease_until` (0: not leased).
+    async fn messages(
+        store: &OutboxStore,
+        endpoint: &str,
+        prefix: &str,
+        count: usize,
+        due: i64,
+        lease_until: i64,
+        owner: &str,
+    ) {
+        let events: Vec<NewEvent> = (0..count)
+            .map(|i| NewEvent {
+                id: format!("evt_{prefix}{i:05}"),
+                app_id: "1".into(),
+                merchant_id: Some("m1".into()),
+                event_type: "trade".into(),
+                channel: Some("private-merchant.m1".into()),
+                payload: "{}".into(),
+                created_at: due + i as i64,
+                deliveries: vec![NewDelivery {
+                    endpoint_id: endpoint.into(),
+                    lease_until,
+                }],
+            })
+            .collect();
+        store.write_batch(&events, &[], owner, NOW).await.unwrap();
+    }
+
+    /// What a claim leased, sorted (it returns rows in whatever order it updated them).
+    fn ids(claimed: &[Claimed]) -> Vec<(&str, &str)> {
+        let mut ids: Vec<_> = claimed
+            .iter()
+            .map(|c| (c.endpoint_id.as_str(), c.event_id.as_str()))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    async fn claims_fairly_whatever_the_backlog(db: Db) {
+        let store = OutboxStore::new(db);
+        endpoint(&store, "ep_a", Health::Proven, true).await;
+        endpoint(&store, "ep_b", Health::Proven, true).await;
+        endpoint(&store, "ep_new", Health::Unproven, true).await;
+        endpoint(&store, "ep_off", Health::Proven, false).await;
+        // ep_a: three messages another node holds, then a backlog of 2 000 due ones.
+        messages(
+            &store,
+            "ep_a",
+            "a_held",
+            3,
+            NOW - 5000,
+            NOW + 10_000,
+            "other",
+        )
+        .await;
+        messages(&store, "ep_a", "a", 2000, NOW - 4000, 0, "me").await;
+        // ep_b: a lease that ran out (its node died), ten due, and one not due yet.
+        messages(&store, "ep_b", "b_dead", 1, NOW - 6000, NOW - 1, "dead").await;
+        messages(&store, "ep_b", "b", 10, NOW - 3000, 0, "me").await;
+        messages(&store, "ep_b", "b_later", 1, NOW + 60_000, 0, "me").await;
+        messages(&store, "ep_new", "n", 5, NOW - 3000, 0, "me").await;
+        messages(&store, "ep_off", "o", 5, NOW - 3000, 0, "me").await;
+
+        // The oldest of every endpoint before a second of any: a limit of two takes one
+        // of each (ep_a holds three of its four already, so it has one to give; ep_b's
+        // dead lease is its oldest).
+        let claimed = store
+            .claim(NOW, NOW + 10_000, "me", 4, 2, Health::Proven)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&claimed),
+            vec![("ep_a", "evt_a00000"), ("ep_b", "evt_b_dead00000")]
+        );
+        assert_eq!(claimed[0].attempts, 0);
+        // Then ep_b's next three, oldest first; nothing of the unproven or disabled
+        // endpoints, nothing not due.
+        let claimed = store
+            .claim(NOW, NOW + 10_000, "me", 4, 100, Health::Proven)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&claimed),
+            vec![
+                ("ep_b", "evt_b00000"),
+                ("ep_b", "evt_b00001"),
+                ("ep_b", "evt_b00002"),
+            ]
+        );
+        // Everything's share is held now.
+        let again = store
+            .claim(NOW, NOW + 10_000, "me", 4, 100, Health::Proven)
+            .await
+            .unwrap();
+        assert!(again.is_empty(), "{:?}", ids(&again));
+        // The limit cuts across endpoints, the oldest rank first.
+        let unproven = store
+            .claim(NOW, NOW + 10_000, "me", 1, 100, Health::Unproven)
+            .await
+            .unwrap();
+        assert_eq!(ids(&unproven), vec![("ep_new", "evt_n00000")]);
+        assert!(
+            store
+                .claim(NOW, NOW + 10_000, "me", 4, 100, Health::Failing)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // When the leases run out, every message is claimable again, oldest first, three
+        // ranks of two endpoints for a limit of six.
+        let later = NOW + 20_000;
+        let claimed = store
+            .claim(later, later + 10_000, "me", 4, 6, Health::Proven)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&claimed),
+            vec![
+                ("ep_a", "evt_a_held00000"),
+                ("ep_a", "evt_a_held00001"),
+                ("ep_a", "evt_a_held00002"),
+                ("ep_b", "evt_b00000"),
+                ("ep_b", "evt_b00001"),
+                ("ep_b", "evt_b_dead00000"),
+            ]
+        );
+
+        // Deleting an endpoint takes its deliveries and attempts, and only its own.
+        assert!(store.delete_endpoint("1", "ep_a").await.unwrap());
+        assert!(!store.delete_endpoint("1", "ep_a").await.unwrap());
+        assert!(store.counts("ep_a").await.unwrap().is_empty());
+        assert_eq!(store.counts("ep_b").await.unwrap()["pending"], 12);
+        assert!(
+            store
+                .messages("ep_a", None, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_claims_fairly_whatever_the_backlog() {
+        claims_fairly_whatever_the_backlog(Db::open("sqlite::memory:").await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_claims_fairly_whatever_the_backlog() {
+        let Some(pg) = super::common::PgDatabase::create().await else {
+            return;
+        };
+        let db = Db::open(&pg.url).await.unwrap();
+        claims_fairly_whatever_the_backlog(db.clone()).await;
+        db.close().await;
+    }
+}
+
+mod migration_0005 {
+    //! Rebuilding the outbox tables without foreign keys keeps every row.
+
+    use std::borrow::Cow;
+
+    use payrelay::db::Db;
+    use payrelay::webhooks::store::{Health, OutboxStore};
+    use sqlx::migrate::Migrator;
+
+    /// An endpoint with a delivered message (two attempts logged) and a pending one, as
+    /// the schema before 0005 held them.
+    const ROWS: &str = "
+        INSERT INTO webhook_endpoints (id, app_id, merchant_id, kind, url, events, enabled,
+            secret, created_at, updated_at, last_success_at)
+        VALUES ('ep_1', '1', 'm1', 'standard', 'https://example.test/', NULL, TRUE,
+            'whsec_x', 1, 1, 1);
+        INSERT INTO webhook_events (id, app_id, merchant_id, event_type, channel, payload,
+            created_at)
+        VALUES ('evt_1', '1', 'm1', 'trade', 'private-merchant.m1', '{}', 1),
+               ('evt_2', '1', 'm1', 'trade', 'private-merchant.m1', '{}', 2);
+        INSERT INTO webhook_deliveries (endpoint_id, event_id, status, attempts,
+            next_attempt_at, created_at, updated_at)
+        VALUES ('ep_1', 'evt_1', 'delivered', 2, 1, 1, 3),
+               ('ep_1', 'evt_2', 'pending', 0, 2, 2, 2);
+        INSERT INTO webhook_attempts (endpoint_id, event_id, attempted_at, status_code,
+            latency_ms)
+        VALUES ('ep_1', 'evt_1', 2, 500, 4), ('ep_1', 'evt_1', 3, 204, 5);";
+
+    fn first_four(mut migrator: Migrator) -> Migrator {
+        migrator.migrations = Cow::Owned(migrator.migrations[..4].to_vec());
+        migrator
+    }
+
+    async fn rows_are_kept(db: Db) {
+        let store = OutboxStore::new(db.clone());
+        let counts = store.counts("ep_1").await.unwrap();
+        assert_eq!((counts["delivered"], counts["pending"]), (1, 1));
+        let log = store.messages("ep_1", None, None, 10).await.unwrap();
+        assert_eq!(log.len(), 2);
+        let codes: Vec<_> = log[1].attempt_log.iter().map(|a| a.status_code).collect();
+        assert_eq!(codes, vec![Some(500), Some(204)]);
+        let claimed = store
+            .claim(10, 10_000, "me", 16, 10, Health::Proven)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].event_id, "evt_2");
+        assert!(store.delete_endpoint("1", "ep_1").await.unwrap());
+        assert!(store.counts("ep_1").await.unwrap().is_empty());
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_keeps_the_outbox_rows() {
+        let dir = std::env::temp_dir().join(format!("payrelay-m5-{}", super::common::rand_u64()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("outbox.db").display());
+        {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            first_four(sqlx::migrate!("./migrations/sqlite"))
+                .run(&pool)
+                .await
+                .unwrap();
+            sqlx::raw_sql(ROWS).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        rows_are_kept(Db::open(&url).await.unwrap()).await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn postgres_keeps_the_outbox_rows() {
+        let Some(pg) = super::common::PgDatabase::create().await else {
+            return;
+        };
+        {
+            let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+            first_four(sqlx::migrate!("./migrations/postgres"))
+                .run(&pool)
+                .await
+                .unwrap();
+            sqlx::raw_sql(ROWS).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        rows_are_kept(Db::open(&pg.url).await.unwrap()).await;
+    }
+}

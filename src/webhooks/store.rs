@@ -1,4 +1,5 @@
-//! The outbox's tables (`migrations/*/0003_webhooks.sql`), on SQLite or PostgreSQL.
+//! The outbox's tables (`migrations/*/0003_webhooks.sql`, indexes and foreign keys as
+//! `0005_outbox_claim_indexes.sql` left them), on SQLite or PostgreSQL.
 //!
 //! Writes that happen per message (recording events, recording attempt outcomes) take
 //! whole batches, so the writer task ([`super::writer`]) commits many in one transaction:
@@ -7,7 +8,13 @@
 //! The claim ([`OutboxStore::claim`]) is one statement that picks due messages fairly
 //! across endpoints (at most a per-endpoint number, counting those already leased, oldest
 //! first within each endpoint, endpoints interleaved) and leases them only if nobody
-//! holds them: two workers, or two nodes on PostgreSQL, never hold the same message.
+//! holds them: two workers, or two nodes on PostgreSQL, never hold the same message. It
+//! walks each endpoint's index entries, never the whole backlog: an endpoint that was down
+//! for a day leaves a backlog that costs nothing per claim.
+//!
+//! The tables have no foreign keys: the writer inserts an event with its deliveries, and
+//! an attempt after its delivery; the only deletions ([`OutboxStore::delete_endpoint`],
+//! [`OutboxStore::prune`]) remove the children themselves.
 
 use std::collections::HashMap;
 
@@ -342,15 +349,28 @@ impl OutboxStore {
         })
     }
 
-    /// Deletes an endpoint with its deliveries and attempts (events are pruned later).
+    /// Deletes an endpoint with its deliveries and attempts, in one transaction (events
+    /// are pruned later). The tables have no foreign keys to cascade (migration 0005):
+    /// this is the one place an endpoint's rows go.
     pub async fn delete_endpoint(&self, app_id: &str, id: &str) -> Result<bool, sqlx::Error> {
         on_pool!(self.db.writer(), pool => {
+            let mut tx = pool.begin().await?;
             let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1 AND app_id = $2")
                 .bind(id)
                 .bind(app_id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
-            Ok(done.rows_affected() > 0)
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            for children in ["webhook_attempts", "webhook_deliveries"] {
+                sqlx::query(&format!("DELETE FROM {children} WHERE endpoint_id = $1"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
         })
     }
 
@@ -486,27 +506,56 @@ impl OutboxStore {
         limit: i64,
         health: Health,
     ) -> Result<Vec<Claimed>, sqlx::Error> {
-        const CANDIDATES: &str = "
-            WITH leased AS (
-                SELECT endpoint_id, COUNT(*) AS n FROM webhook_deliveries
-                WHERE status = 'pending' AND lease_until > $1
-                GROUP BY endpoint_id
-            ), due AS (
-                SELECT d.endpoint_id, d.event_id, d.next_attempt_at,
+        // Per endpoint of the class: the leases it holds (counted up to the share, all
+        // that matters), then its oldest due messages (at most a share), numbered. Both
+        // are short walks of an index on the endpoint (`webhook_deliveries_leased`,
+        // `webhook_deliveries_due`), so a claim costs the same whatever the backlog;
+        // only the picked rows are sorted to interleave endpoints. SQLite has no
+        // LATERAL: a correlated `rowid IN (… LIMIT)` does the same walk there.
+        let held = "
+            SELECT e.id,
+                   (SELECT COUNT(*) FROM (
+                        SELECT 1 FROM webhook_deliveries l
+                        WHERE l.endpoint_id = e.id AND l.status = 'pending'
+                          AND l.lease_until > 0 AND l.lease_until > $1
+                        LIMIT $4) AS held_rows) AS n
+            FROM webhook_endpoints e
+            WHERE e.enabled
+              AND (CASE WHEN e.failing_since IS NOT NULL THEN 2
+                        WHEN e.last_success_at IS NULL THEN 1 ELSE 0 END) = $6";
+        let oldest_due = |columns: &str| {
+            format!(
+                "SELECT {columns} FROM webhook_deliveries x
+                 WHERE x.endpoint_id = held.id AND x.status = 'pending'
+                   AND x.next_attempt_at <= $1 AND x.lease_until <= $1
+                 ORDER BY x.next_attempt_at, x.event_id
+                 LIMIT $4"
+            )
+        };
+        let due_of_held = match self.backend() {
+            Backend::Sqlite => format!(
+                "held JOIN webhook_deliveries d ON d.rowid IN ({})",
+                oldest_due("x.rowid")
+            ),
+            Backend::Postgres => format!(
+                "held CROSS JOIN LATERAL ({}) AS d",
+                oldest_due("x.endpoint_id, x.event_id, x.next_attempt_at")
+            ),
+        };
+        let candidates = format!(
+            "WITH held AS ({held}),
+             due AS (
+                SELECT d.endpoint_id, d.event_id, d.next_attempt_at, held.n,
                        ROW_NUMBER() OVER (PARTITION BY d.endpoint_id
                                           ORDER BY d.next_attempt_at, d.event_id) AS rn
-                FROM webhook_deliveries d
-                JOIN webhook_endpoints e ON e.id = d.endpoint_id
-                WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND d.lease_until <= $1
-                  AND e.enabled
-                  AND (CASE WHEN e.failing_since IS NOT NULL THEN 2
-                            WHEN e.last_success_at IS NULL THEN 1 ELSE 0 END) = $6
-            )
-            SELECT due.endpoint_id, due.event_id FROM due
-            LEFT JOIN leased ON leased.endpoint_id = due.endpoint_id
-            WHERE due.rn + COALESCE(leased.n, 0) <= $4
-            ORDER BY due.rn, due.next_attempt_at
-            LIMIT $5";
+                FROM {due_of_held}
+                WHERE held.n < $4
+             )
+             SELECT endpoint_id, event_id FROM due
+             WHERE rn + n <= $4
+             ORDER BY rn, next_attempt_at
+             LIMIT $5"
+        );
         // The lease is taken only where nobody holds one (`lease_until <= now`), so a row
         // another worker claimed between the read and the write is skipped, not shared.
         // PostgreSQL also skips rows another node is claiming right now instead of
@@ -515,17 +564,26 @@ impl OutboxStore {
             Backend::Sqlite => format!(
                 "UPDATE webhook_deliveries SET lease_until = $2, lease_owner = $3
                  WHERE status = 'pending' AND lease_until <= $1
-                   AND (endpoint_id, event_id) IN ({CANDIDATES})
+                   AND (endpoint_id, event_id) IN ({candidates})
                  RETURNING endpoint_id, event_id, attempts"
             ),
+            // The picked rows are found first (MATERIALIZED), then locked by key: left
+            // to itself, the planner may instead walk every pending row and test each
+            // against them, which is what this query exists to avoid.
             Backend::Postgres => format!(
-                "UPDATE webhook_deliveries SET lease_until = $2, lease_owner = $3
-                 WHERE (endpoint_id, event_id) IN (
-                     SELECT endpoint_id, event_id FROM webhook_deliveries
-                     WHERE status = 'pending' AND lease_until <= $1
-                       AND (endpoint_id, event_id) IN ({CANDIDATES})
-                     FOR UPDATE SKIP LOCKED)
-                 RETURNING endpoint_id, event_id, attempts"
+                "WITH picked AS MATERIALIZED ({candidates}),
+                 locked AS (
+                     SELECT d.endpoint_id, d.event_id
+                     FROM picked JOIN webhook_deliveries d
+                       ON d.endpoint_id = picked.endpoint_id AND d.event_id = picked.event_id
+                     WHERE d.status = 'pending' AND d.lease_until <= $1
+                     FOR UPDATE OF d SKIP LOCKED)
+                 UPDATE webhook_deliveries SET lease_until = $2, lease_owner = $3
+                 FROM locked
+                 WHERE webhook_deliveries.endpoint_id = locked.endpoint_id
+                   AND webhook_deliveries.event_id = locked.event_id
+                 RETURNING webhook_deliveries.endpoint_id, webhook_deliveries.event_id,
+                           webhook_deliveries.attempts"
             ),
         };
         on_pool!(self.db.writer(), pool => {
@@ -731,7 +789,8 @@ impl OutboxStore {
         on_pool!(self.db.writer(), pool => {
             let done = sqlx::query(
                 "UPDATE webhook_deliveries SET lease_until = $1
-                 WHERE status = 'pending' AND lease_until > $2 AND lease_owner = $3",
+                 WHERE status = 'pending' AND lease_until > 0 AND lease_until > $2
+                   AND lease_owner = $3",
             )
             .bind(until)
             .bind(now)
