@@ -20,6 +20,7 @@ pub mod merchants;
 pub mod payloads;
 pub mod protocols;
 pub mod redact;
+pub mod redis_client;
 pub mod sandbox;
 pub mod server;
 pub mod signing;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::{Claim, IdempotencyError, IdempotencyStore, StoredAnswer};
 
@@ -28,31 +28,15 @@ impl RedisIdempotency {
         prefix: &str,
         timeout: Duration,
     ) -> Result<RedisIdempotency, IdempotencyError> {
-        let failed = |e: redis::RedisError| {
-            IdempotencyError::Unavailable(format!(
-                "{}: {}",
-                crate::redact::url(url),
-                crate::redact::in_text(&e.to_string(), url)
-            ))
+        let limits = crate::redis_client::Limits {
+            timeout,
+            retries: 2,
+            max_delay: Duration::from_secs(2),
+            connect_within: Duration::from_secs(10),
         };
-        let client = redis::Client::open(url).map_err(failed)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = tokio::time::timeout(
-            Duration::from_secs(10),
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| {
-            IdempotencyError::Unavailable(format!(
-                "no answer from {} within 10 s",
-                crate::redact::url(url)
-            ))
-        })?
-        .map_err(failed)?;
+        let (_, connection) = crate::redis_client::connect(url, limits)
+            .await
+            .map_err(IdempotencyError::Unavailable)?;
         Ok(RedisIdempotency {
             connection,
             prefix: prefix.to_string(),

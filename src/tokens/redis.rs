@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use serde_json::Value;
 
 use super::{
@@ -118,34 +118,15 @@ impl RedisTokens {
         default_app: Option<String>,
         timeout: Duration,
     ) -> Result<RedisTokens, TokenError> {
-        // The URL may carry a password: errors name it redacted, and a library message
-        // that quotes it is scrubbed.
-        let failed = |e: redis::RedisError| {
-            TokenError::Unavailable(format!(
-                "{}: {}",
-                crate::redact::url(url),
-                crate::redact::in_text(&e.to_string(), url)
-            ))
+        let limits = crate::redis_client::Limits {
+            timeout,
+            retries: RECONNECT_RETRIES,
+            max_delay: MAX_RECONNECT_DELAY,
+            connect_within: CONNECT_AT_START,
         };
-        let client = redis::Client::open(url).map_err(failed)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_max_delay(MAX_RECONNECT_DELAY);
-        let connection = tokio::time::timeout(
-            CONNECT_AT_START,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| {
-            TokenError::Unavailable(format!(
-                "no answer from {} within {} s",
-                crate::redact::url(url),
-                CONNECT_AT_START.as_secs()
-            ))
-        })?
-        .map_err(failed)?;
+        let (_, connection) = crate::redis_client::connect(url, limits)
+            .await
+            .map_err(TokenError::Unavailable)?;
         Ok(RedisTokens {
             connection,
             prefix: prefix.to_string(),

@@ -34,7 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, mpsc};
 
 use super::{Broker, BrokerError, BrokerMessage, BrokerSink, ChannelInterest, wire};
@@ -310,33 +310,15 @@ impl RedisBroker {
     /// Opens the publishing connection; fails if Redis does not answer within the
     /// timeout (start-up then fails, as it does for the token store).
     pub async fn connect(settings: RedisBrokerSettings) -> Result<Connected, BrokerError> {
-        let url = settings.url.clone();
-        let failed = |e: redis::RedisError| {
-            BrokerError::Unavailable(format!(
-                "{}: {}",
-                crate::redact::url(&url),
-                scrubbed(&url, &e)
-            ))
+        let limits = crate::redis_client::Limits {
+            timeout: settings.timeout,
+            retries: RECONNECT_RETRIES,
+            max_delay: MAX_BACKOFF,
+            connect_within: settings.timeout.max(Duration::from_secs(1)),
         };
-        let client = redis::Client::open(url.as_str()).map_err(failed)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_max_delay(MAX_BACKOFF);
-        let publisher = tokio::time::timeout(
-            settings.timeout.max(Duration::from_secs(1)),
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| {
-            BrokerError::Unavailable(format!(
-                "no answer from {} within {:?}",
-                crate::redact::url(&url),
-                settings.timeout.max(Duration::from_secs(1))
-            ))
-        })?
-        .map_err(failed)?;
+        let (client, publisher) = crate::redis_client::connect(&settings.url, limits)
+            .await
+            .map_err(BrokerError::Unavailable)?;
         Ok(Connected {
             settings,
             client,
