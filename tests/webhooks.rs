@@ -1621,6 +1621,91 @@ async fn a_new_url_makes_a_proven_endpoint_unproven_again() {
     );
 }
 
+/// Attempts that were on the wire to the old URL when the URL changed say nothing about
+/// the new one: a success there does not prove the edited endpoint (it keeps one attempt
+/// at a time at its new URL), and a 410 from there does not disable it.
+#[tokio::test]
+async fn answers_from_an_old_url_neither_prove_nor_disable_the_edited_endpoint() {
+    let server = TestServer::with_config(
+        &config("max_in_flight = 8\nmax_in_flight_per_endpoint = 4", "")
+            .replace("timeout_secs = 2", "timeout_secs = 60"),
+    )
+    .await;
+    let old = Receiver::start().await;
+    // Both answers come 2 s after the request: a success, then a 410.
+    old.script([
+        Answer::status(200).delay(Duration::from_secs(2)),
+        Answer::status(410).delay(Duration::from_secs(2)),
+    ]);
+    let endpoint =
+        create_endpoint(&server, json!({"url": old.url("/"), "merchant_id": "m1"})).await;
+    let id = endpoint["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/webhooks/endpoints/{id}");
+    // Unproven: one attempt at a time, so the first message is on the wire alone.
+    publish(&server, "m1", "e", json!({"n": 0})).await;
+    old.wait_for(1, WAIT).await;
+
+    let new = Receiver::start().await;
+    new.otherwise(Answer::status(200).delay(Duration::from_secs(600)));
+    let (status, reply) = server
+        .basic_request("PATCH", &path, Some(&json!({"url": new.url("/")})))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    // The old URL's 200 arrives after the edit: the message is delivered...
+    wait_log(&server, &id, |log| {
+        log["messages"][0]["status"] == "delivered"
+    })
+    .await;
+    // ...but the endpoint has proven nothing at its new URL.
+    let (_, got) = server.basic_request("GET", &path, None).await;
+    assert!(got["last_success_at"].is_null(), "{got}");
+    for n in 1..4 {
+        publish(&server, "m1", "e", json!({"n": n})).await;
+    }
+    new.wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        new.received().len(),
+        1,
+        "one attempt at a time to the new URL: the old URL's success proved nothing"
+    );
+    let (_, got) = server.basic_request("GET", &path, None).await;
+    assert!(got["last_success_at"].is_null(), "{got}");
+
+    // A 410 from an old URL, arriving after the URL moved to a live receiver, leaves the
+    // endpoint enabled and its message is retried at the new URL.
+    let gone = Receiver::start().await;
+    gone.otherwise(Answer::status(410).delay(Duration::from_secs(2)));
+    let second = create_endpoint(&server, json!({"url": gone.url("/"), "merchant_id": "m2"})).await;
+    let second = second["id"].as_str().unwrap().to_string();
+    publish(&server, "m2", "e", json!({"n": 0})).await;
+    gone.wait_for(1, WAIT).await;
+    let live = Receiver::start().await;
+    let (status, reply) = server
+        .basic_request(
+            "PATCH",
+            &format!("/v1/webhooks/endpoints/{second}"),
+            Some(&json!({"url": live.url("/")})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let log = wait_log(&server, &second, |log| {
+        log["messages"][0]["status"] == "delivered"
+    })
+    .await;
+    let codes: Vec<_> = log["messages"][0]["attempt_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status_code"].clone())
+        .collect();
+    assert_eq!(codes, vec![json!(410), json!(200)], "{log}");
+    let (_, got) = server
+        .basic_request("GET", &format!("/v1/webhooks/endpoints/{second}"), None)
+        .await;
+    assert_eq!(got["enabled"], true, "{got}");
+}
+
 /// Publishes one event through a node process; returns its id.
 async fn publish_to(addr: std::net::SocketAddr, merchant: &str, data: Value) -> String {
     let response = http()

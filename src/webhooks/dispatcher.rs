@@ -19,6 +19,9 @@
 //!   `last_success_at` and `failing_since` cleared), so a proven endpoint cannot be
 //!   pointed at a URL that hangs with its full share; the node that took the change
 //!   knows at once, the others at their next index reload (their [`Slots`] compare URLs).
+//!   An attempt still on the wire to the old URL when the edit lands ends without a say
+//!   in the endpoint's health (in memory and in its row, matched by URL), and a 410 from
+//!   there does not disable it: its message is retried at the new URL.
 //!
 //! Without the bounds, endpoints that hang until the attempt timeout fill every slot for
 //! the whole timeout and a healthy endpoint's message waits for one of them to give up.
@@ -221,11 +224,19 @@ impl Slots {
         }
     }
 
-    /// Records how an attempt to `endpoint` ended: a failure makes it failing (one slot,
-    /// within the failing half), a success makes it proven (healthy again, or promoted
-    /// from unproven).
-    pub fn record(&self, endpoint: &Arc<str>, delivered: bool) {
+    /// Records how an attempt to `endpoint` at `url` ended: a failure makes it failing
+    /// (one slot, within the failing half), a success makes it proven (healthy again, or
+    /// promoted from unproven). An attempt to a URL the endpoint no longer has says
+    /// nothing about it.
+    pub fn record(&self, endpoint: &Arc<str>, url: &str, delivered: bool) {
         let mut counts = self.inner.lock();
+        if counts
+            .urls
+            .get(endpoint)
+            .is_some_and(|known| &**known != url)
+        {
+            return;
+        }
         if delivered {
             counts.failing.remove(endpoint);
             if !counts.proven.contains(endpoint) {
@@ -599,7 +610,8 @@ impl Dispatcher {
                 return;
             }
         };
-        self.slots.record(&endpoint.id, result.delivered());
+        self.slots
+            .record(&endpoint.id, &endpoint.url, result.delivered());
         drop(slot);
         metrics::counter!("payrelay_webhook_attempts_total", "outcome" => result.outcome)
             .increment(1);
@@ -621,6 +633,7 @@ impl Dispatcher {
             .outcome(Outcome {
                 endpoint_id: endpoint.id.to_string(),
                 event_id,
+                url: endpoint.url.to_string(),
                 attempted_at,
                 status_code: result.status.map(i64::from),
                 error: result.error,
@@ -637,7 +650,14 @@ impl Dispatcher {
         if result.delivered() {
             return Next::Delivered;
         }
-        if result.gone() {
+        // A 410 from a URL the endpoint has left (edited while the attempt ran) is the
+        // old URL's answer, not the endpoint's: the message is retried at the new one.
+        if result.gone()
+            && self
+                .index
+                .get(&endpoint.id)
+                .is_none_or(|now| now.url == endpoint.url)
+        {
             self.disable(endpoint, "the endpoint answered 410 Gone")
                 .await;
             return Next::Failed;

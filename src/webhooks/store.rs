@@ -230,6 +230,10 @@ pub enum Next {
 pub struct Outcome {
     pub endpoint_id: String,
     pub event_id: String,
+    /// The URL the attempt went to: it says something about the endpoint's health only
+    /// while the endpoint still has that URL (an attempt started before an edit may end
+    /// after it).
+    pub url: String,
     pub attempted_at: i64,
     pub status_code: Option<i64>,
     pub error: Option<String>,
@@ -640,12 +644,13 @@ impl OutboxStore {
         if events.is_empty() && outcomes.is_empty() {
             return Ok(());
         }
-        // Endpoint health: a success clears `failing_since`, a failure starts it (in id
-        // order: row locks are always taken in one order).
-        let mut health: std::collections::BTreeMap<&str, bool> = Default::default();
+        // Endpoint health: a success clears `failing_since`, a failure starts it, each
+        // only if the endpoint still has the URL attempted (in id order: row locks are
+        // always taken in one order).
+        let mut health: std::collections::BTreeMap<(&str, &str), bool> = Default::default();
         for o in outcomes {
             let ok = o.next == Next::Delivered;
-            let entry = health.entry(&o.endpoint_id).or_insert(ok);
+            let entry = health.entry((&o.endpoint_id, &o.url)).or_insert(ok);
             *entry |= ok;
         }
         let deliveries: Vec<(&NewEvent, &NewDelivery)> = events
@@ -734,18 +739,24 @@ impl OutboxStore {
                 });
                 insert.build().execute(&mut *tx).await?;
             }
-            for (endpoint_id, ok) in &health {
+            for ((endpoint_id, url), ok) in &health {
                 // Only a change of state, or a success time more than a second old, is
                 // written: a busy endpoint's row is not rewritten by every batch.
                 let sql = if *ok {
                     "UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = $1
-                     WHERE id = $2 AND (failing_since IS NOT NULL OR last_success_at IS NULL
-                                        OR last_success_at < $1 - 1000)"
+                     WHERE id = $2 AND url = $3
+                       AND (failing_since IS NOT NULL OR last_success_at IS NULL
+                            OR last_success_at < $1 - 1000)"
                 } else {
                     "UPDATE webhook_endpoints SET failing_since = $1
-                     WHERE id = $2 AND failing_since IS NULL"
+                     WHERE id = $2 AND url = $3 AND failing_since IS NULL"
                 };
-                sqlx::query(sql).bind(now).bind(*endpoint_id).execute(&mut *tx).await?;
+                sqlx::query(sql)
+                    .bind(now)
+                    .bind(*endpoint_id)
+                    .bind(*url)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await
         })
@@ -1037,7 +1048,7 @@ async fn write_batch_postgres(
     events: &[NewEvent],
     deliveries: &[(&NewEvent, &NewDelivery)],
     outcomes: &[Outcome],
-    health: &std::collections::BTreeMap<&str, bool>,
+    health: &std::collections::BTreeMap<(&str, &str), bool>,
     owner: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
@@ -1069,7 +1080,8 @@ async fn write_batch_postgres(
              AND webhook_deliveries.lease_owner = $12
          ), health_changes AS (
            SELECT e.id, h.ok FROM webhook_endpoints e
-           JOIN UNNEST($24::text[], $25::bool[]) AS h (id, ok) ON h.id = e.id
+           JOIN UNNEST($24::text[], $25::bool[], $26::text[]) AS h (id, ok, url)
+             ON h.id = e.id AND h.url = e.url
            WHERE CASE WHEN h.ok THEN e.failing_since IS NOT NULL OR e.last_success_at IS NULL
                                      OR e.last_success_at < $13 - 1000
                       ELSE e.failing_since IS NULL END
@@ -1109,8 +1121,9 @@ async fn write_batch_postgres(
     .bind(column(outcomes, |o| o.error.as_deref()))
     .bind(column(outcomes, |o| o.latency_ms))
     .bind(column(outcomes, |o| o.response_body.as_deref()))
-    .bind(health.keys().copied().collect::<Vec<&str>>())
+    .bind(health.keys().map(|(id, _)| *id).collect::<Vec<&str>>())
     .bind(health.values().copied().collect::<Vec<bool>>())
+    .bind(health.keys().map(|(_, url)| *url).collect::<Vec<&str>>())
     .execute(pool)
     .await?;
     Ok(())
