@@ -604,3 +604,32 @@ async fn history_refuses_a_remote_redis() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test]
+async fn outbox_claim_times_claims_against_a_backlog_on_both_backends() {
+    let dir = std::env::temp_dir().join(format!("payrelay-claim-{}", common::rand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite = format!("sqlite://{}", dir.join("outbox.db").display());
+    let pg = common::PgDatabase::create().await;
+    let mut urls = vec![sqlite];
+    urls.extend(pg.as_ref().map(|pg| pg.url.clone()));
+    for url in &urls {
+        let report = bench(&[
+            "outbox-claim",
+            "--database-url",
+            url,
+            "--pending",
+            "3000",
+            "--endpoints",
+            "4",
+            "--rounds",
+            "3",
+        ])
+        .await;
+        // A share of 16 from each endpoint, every round (the leases are given back).
+        assert_eq!(report["claimed"], 64, "{report}");
+        assert_eq!(report["pending"], 3000, "{report}");
+        assert!(report["claim_p50_ms"].as_f64().unwrap() > 0.0, "{report}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -67,6 +67,9 @@ pub enum Scenario {
     /// Kill -9 the node (its own) at random moments while events are published; report
     /// accepted, delivered, duplicated and lost callbacks (fails if any is lost).
     WebhookCrash(webhooks::CrashArgs),
+    /// What one outbox claim costs with N due messages waiting (fills the database it
+    /// is given: use a scratch one).
+    OutboxClaim(webhooks::ClaimArgs),
     /// Serve the baseline: pre-encoded frames written by a minimal tokio loop.
     Ceiling(ceiling::CeilingArgs),
     /// Internal: one worker process of a run (started by the bench itself).
@@ -297,6 +300,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
             Scenario::Ceiling(args) => ceiling::run(args).await.map(|()| None),
             Scenario::Webhooks(args) => webhooks::run(args).await,
             Scenario::WebhookCrash(args) => webhooks::crash(args).await,
+            Scenario::OutboxClaim(args) => webhooks::claim(args).await,
             Scenario::Worker => unreachable!("handled above"),
         }
     });

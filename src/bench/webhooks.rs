@@ -857,3 +857,119 @@ pub async fn crash(args: CrashArgs) -> anyhow::Result<Option<Report>> {
     }
     Ok(Some(report))
 }
+
+// ---------------------------------------------------------------- the claim
+
+/// `payrelay bench outbox-claim`: what one claim costs against a backlog.
+#[derive(Debug, Args)]
+pub struct ClaimArgs {
+    /// The database to fill: `sqlite://path` (created) or `postgres://…`. Use an empty,
+    /// scratch database: every proven endpoint in it takes part in the claims.
+    #[arg(long)]
+    pub database_url: String,
+    /// Due messages waiting, spread evenly over the endpoints.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub pending: u64,
+    /// Proven endpoints they belong to.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub endpoints: u64,
+    /// Claims timed (each takes an endpoint's share of 16 from every endpoint, then gives
+    /// the leases back).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub rounds: u64,
+}
+
+/// Fills the outbox through the writer's own batch statement, then times claims of one
+/// share per endpoint, each followed by giving the leases back so the next finds the
+/// same backlog. The claim's cost should follow the endpoints, not the backlog.
+pub async fn claim(args: ClaimArgs) -> anyhow::Result<Option<Report>> {
+    use crate::db::Db;
+    use crate::webhooks::endpoint::{EventFilter, Kind};
+    use crate::webhooks::store::{EndpointRow, Health, NewDelivery, NewEvent, OutboxStore};
+
+    const SHARE: i64 = 16;
+    const OWNER: &str = "bench-claim";
+    let db = Db::open(&args.database_url).await?;
+    let store = OutboxStore::new(db.clone());
+    let run = format!("{:08x}", rand::random::<u32>());
+    let endpoints: Vec<String> = (0..args.endpoints)
+        .map(|i| format!("ep_bench_{run}_{i}"))
+        .collect();
+    for id in &endpoints {
+        let mut row = EndpointRow::fresh(
+            id.clone(),
+            "bench".into(),
+            Some(format!("m_{id}")),
+            Kind::Standard,
+            "http://127.0.0.1:9/".into(),
+            EventFilter::all(),
+            "whsec_bench".into(),
+        );
+        row.last_success_at = Some(1);
+        store.insert_endpoint(&row).await?;
+    }
+    let filling = Instant::now();
+    let mut written = 0;
+    while written < args.pending {
+        let events: Vec<NewEvent> = (written..(written + 1000).min(args.pending))
+            .map(|i| NewEvent {
+                id: format!("evt_bench_{run}_{i:09}"),
+                app_id: "bench".into(),
+                merchant_id: None,
+                event_type: "bench".into(),
+                channel: None,
+                payload: "{}".into(),
+                created_at: i as i64 + 1,
+                deliveries: vec![NewDelivery {
+                    endpoint_id: endpoints[(i % args.endpoints) as usize].clone(),
+                    lease_until: 0,
+                }],
+            })
+            .collect();
+        written += events.len() as u64;
+        store
+            .write_batch(&events, &[], OWNER, crate::db::now_ms())
+            .await?;
+    }
+    let fill_secs = filling.elapsed().as_secs_f64();
+
+    let mut times = Latency::default();
+    let mut claimed = 0;
+    for _ in 0..args.rounds {
+        let now = crate::db::now_ms();
+        let started = Instant::now();
+        let got = store
+            .claim(
+                now,
+                now + 60_000,
+                OWNER,
+                SHARE,
+                SHARE * args.endpoints as i64,
+                Health::Proven,
+            )
+            .await?;
+        times.record(started.elapsed().as_micros() as u64);
+        claimed = got.len();
+        store.release_leases(Some(OWNER)).await?;
+    }
+    for id in &endpoints {
+        store.delete_endpoint("bench", id).await?;
+    }
+    db.close().await;
+    let ms = |us: u64| (us as f64 / 10.0).round() / 100.0;
+    let mut report = Report::new("outbox-claim");
+    report
+        .add("backend", "database", format!("{:?}", store.backend()))
+        .add("pending", "due messages waiting", args.pending)
+        .add("endpoints", "proven endpoints", args.endpoints)
+        .add(
+            "fill_per_sec",
+            "messages recorded per second while filling",
+            (args.pending as f64 / fill_secs).round(),
+        )
+        .add("claimed", "messages one claim leased", claimed as u64)
+        .add("rounds", "claims timed", args.rounds)
+        .add("claim_p50_ms", "claim p50 (ms)", ms(times.summary().p50_us))
+        .add("claim_max_ms", "claim max (ms)", ms(times.summary().max_us));
+    Ok(Some(report))
+}
