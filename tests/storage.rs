@@ -262,6 +262,22 @@ mod outbox {
                 .unwrap()
                 .is_empty()
         );
+
+        // A 410 disables an endpoint only while it still has the URL that answered.
+        assert!(
+            !store
+                .disable_endpoint("ep_b", "gone", NOW, Some("https://example.test/old"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.counts("ep_b").await.unwrap()["pending"], 12);
+        assert!(
+            store
+                .disable_endpoint("ep_b", "gone", NOW, Some("https://example.test/ep_b"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.counts("ep_b").await.unwrap()["failed"], 12);
     }
 
     #[tokio::test]

@@ -652,14 +652,7 @@ impl Dispatcher {
         }
         // A 410 from a URL the endpoint has left (edited while the attempt ran) is the
         // old URL's answer, not the endpoint's: the message is retried at the new one.
-        if result.gone()
-            && self
-                .index
-                .get(&endpoint.id)
-                .is_none_or(|now| now.url == endpoint.url)
-        {
-            self.disable(endpoint, "the endpoint answered 410 Gone")
-                .await;
+        if result.gone() && self.disable_gone(endpoint).await {
             return Next::Failed;
         }
         match sender::next_delay(
@@ -679,22 +672,39 @@ impl Dispatcher {
         self.index.disable(&endpoint.id);
         match self
             .store
-            .disable_endpoint(&endpoint.id, reason, now_ms())
+            .disable_endpoint(&endpoint.id, reason, now_ms(), None)
             .await
         {
-            Ok(true) => {
-                tracing::warn!(endpoint = %endpoint.id, app = %endpoint.app_id, merchant = ?endpoint.merchant_id, reason, "webhook endpoint disabled");
-                let label = if reason.contains("410") {
-                    "gone"
-                } else {
-                    "failing"
-                };
-                metrics::counter!("payrelay_webhook_endpoints_disabled_total", "reason" => label)
-                    .increment(1);
-            }
+            Ok(true) => announce_disabled(endpoint, reason, "failing"),
             Ok(false) => {}
             Err(e) => {
                 tracing::error!(endpoint = %endpoint.id, "cannot record that the endpoint is disabled: {e}");
+            }
+        }
+    }
+
+    /// An endpoint answered 410 Gone: disables it if it still has the URL that answered.
+    /// The database decides, so neither the node that took an edit of the URL nor one
+    /// whose index has not seen the edit yet disables the endpoint for its old URL's
+    /// answer. Returns whether the endpoint is disabled now (false: retry the message).
+    async fn disable_gone(&self, endpoint: &Endpoint) -> bool {
+        const REASON: &str = "the endpoint answered 410 Gone";
+        match self
+            .store
+            .disable_endpoint(&endpoint.id, REASON, now_ms(), Some(&endpoint.url))
+            .await
+        {
+            Ok(true) => {
+                self.index.disable(&endpoint.id);
+                announce_disabled(endpoint, REASON, "gone");
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                // It said Gone: stop sending to it here even if that cannot be recorded.
+                self.index.disable(&endpoint.id);
+                tracing::error!(endpoint = %endpoint.id, "cannot record that the endpoint is disabled: {e}");
+                true
             }
         }
     }
@@ -876,4 +886,10 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Logs and counts an endpoint this node disabled.
+fn announce_disabled(endpoint: &Endpoint, reason: &str, label: &'static str) {
+    tracing::warn!(endpoint = %endpoint.id, app = %endpoint.app_id, merchant = ?endpoint.merchant_id, reason, "webhook endpoint disabled");
+    metrics::counter!("payrelay_webhook_endpoints_disabled_total", "reason" => label).increment(1);
 }

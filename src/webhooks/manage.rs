@@ -329,7 +329,7 @@ pub async fn update(
         // Pending messages fail now (and can be recovered after re-enabling).
         let reason = row.disabled_reason.clone().unwrap_or_default();
         store
-            .disable_endpoint(&row.id, &reason, row.updated_at)
+            .disable_endpoint(&row.id, &reason, row.updated_at, None)
             .await?;
     }
     if let Some(index) = index {
@@ -513,7 +513,7 @@ pub async fn sync_pusher_endpoints(
         .filter(|e| e.kind == Kind::Pusher && e.enabled && !wanted.contains(&e.id))
     {
         store
-            .disable_endpoint(&row.id, "removed from the configuration", now)
+            .disable_endpoint(&row.id, "removed from the configuration", now, None)
             .await?;
     }
     Ok(())

@@ -433,26 +433,35 @@ impl OutboxStore {
     /// Disables an endpoint and fails its pending messages (they stay retryable). Returns
     /// whether this call disabled it (false: it was disabled already, by another node or
     /// its owner).
+    ///
+    /// With `only_at_url`, only an endpoint that still has that URL is disabled (a 410
+    /// is the answer of the URL attempted, which an edit may have replaced meanwhile);
+    /// otherwise nothing changes and the call returns false.
     pub async fn disable_endpoint(
         &self,
         id: &str,
         reason: &str,
         now: i64,
+        only_at_url: Option<&str>,
     ) -> Result<bool, sqlx::Error> {
         on_pool!(self.db.writer(), pool => {
             let mut tx = pool.begin().await?;
             let flipped = sqlx::query(
                 "UPDATE webhook_endpoints SET enabled = $1, disabled_reason = $2, updated_at = $3
-                 WHERE id = $4 AND enabled",
+                 WHERE id = $4 AND enabled AND ($5 IS NULL OR url = $5)",
             )
             .bind(false)
             .bind(reason)
             .bind(now)
             .bind(id)
+            .bind(only_at_url)
             .execute(&mut *tx)
             .await?
             .rows_affected()
                 > 0;
+            if only_at_url.is_some() && !flipped {
+                return Ok(false);
+            }
             sqlx::query(
                 "UPDATE webhook_deliveries SET status = $1, lease_until = 0, updated_at = $2
                  WHERE endpoint_id = $3 AND status = $4",
