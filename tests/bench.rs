@@ -633,3 +633,22 @@ async fn outbox_claim_times_claims_against_a_backlog_on_both_backends() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn outbox_claim_refuses_a_remote_database_without_printing_its_password() {
+    let run = Command::new(BIN)
+        .args(["bench", "outbox-claim", "--pending", "1"])
+        .args([
+            "--database-url",
+            "postgres://bench:hunter2@192.0.2.1:5432/db",
+        ])
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("loopback"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}

@@ -141,20 +141,7 @@ async fn fill(
 
 /// A connection of the bench's own to `url`.
 async fn redis_connection(url: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-    let host = url::Url::parse(url)?
-        .host_str()
-        .unwrap_or_default()
-        .to_string();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
-        anyhow::bail!(
-            "--redis-url {url} is not a loopback address: the bench stays on this machine"
-        );
-    }
+    super::require_loopback_url("--redis-url", url)?;
     let client = redis::Client::open(url)?;
     Ok(client.get_multiplexed_async_connection().await?)
 }

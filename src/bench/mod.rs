@@ -252,6 +252,30 @@ fn rotate(ips: &[IpAddr], by: usize) -> Vec<IpAddr> {
     ips[by..].iter().chain(&ips[..by]).copied().collect()
 }
 
+/// Refuses a server URL (`--redis-url`, `--database-url`) that is not on this machine:
+/// the bench writes and reads in bulk, and stays on loopback. A URL without a host (a
+/// SQLite file) is local. The error names the URL redacted: it may carry a password.
+pub fn require_loopback_url(flag: &str, url: &str) -> anyhow::Result<()> {
+    if url.starts_with("sqlite:") {
+        return Ok(());
+    }
+    let parsed = url::Url::parse(url)
+        .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", crate::redact::url(url)))?;
+    let host = parsed.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        anyhow::bail!(
+            "{flag} {} is not a loopback address: the bench stays on this machine",
+            crate::redact::url(url)
+        );
+    }
+    Ok(())
+}
+
 /// Resident memory of `pid` in KiB, from /proc.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -206,6 +206,9 @@ impl Node {
         let dir =
             std::env::temp_dir().join(format!("payrelay-bench-webhooks-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        if let Some(url) = &args.database_url {
+            super::require_loopback_url("--database-url", url)?;
+        }
         let database = args
             .database_url
             .clone()
@@ -889,6 +892,7 @@ pub async fn claim(args: ClaimArgs) -> anyhow::Result<Option<Report>> {
 
     const SHARE: i64 = 16;
     const OWNER: &str = "bench-claim";
+    super::require_loopback_url("--database-url", &args.database_url)?;
     let db = Db::open(&args.database_url).await?;
     let store = OutboxStore::new(db.clone());
     let run = format!("{:08x}", rand::random::<u32>());
