@@ -530,3 +530,81 @@ mod batch_plan {
         );
     }
 }
+
+mod held_connections {
+    //! The outbox batch's connections: reused without the pool's round trips, replaced
+    //! when one breaks.
+
+    use payrelay::db::HeldConnections;
+    use sqlx::postgres::{PgConnectOptions, PgConnection};
+    use std::str::FromStr;
+
+    /// Runs `sql` (one integer back) on `conn`, and gives the connection back.
+    async fn query_on(
+        mut conn: PgConnection,
+        sql: &'static str,
+    ) -> (PgConnection, Result<i32, sqlx::Error>) {
+        let result = sqlx::query_scalar::<_, i32>(sql).fetch_one(&mut conn).await;
+        (conn, result)
+    }
+
+    async fn backend_pid(held: &HeldConnections) -> Result<i32, sqlx::Error> {
+        held.run(|conn| Box::pin(query_on(conn, "SELECT pg_backend_pid()")))
+            .await
+    }
+
+    #[tokio::test]
+    async fn postgres_held_connections_are_reused_and_replaced_when_broken() {
+        let Some(pg) = super::common::PgDatabase::create().await else {
+            return;
+        };
+        let held = HeldConnections::new(PgConnectOptions::from_str(&pg.url).unwrap());
+        let first = backend_pid(&held).await.unwrap();
+        assert_eq!(
+            backend_pid(&held).await.unwrap(),
+            first,
+            "kept for the next call"
+        );
+
+        // Two statements at once: two connections, both kept.
+        let (a, b) = tokio::join!(
+            held.run(|conn| Box::pin(query_on(conn, "SELECT pg_backend_pid() FROM pg_sleep(0.2)"))),
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                backend_pid(&held).await
+            }
+        );
+        assert_ne!(a.unwrap(), b.unwrap());
+
+        // The server ends every backend of this database (a restart, as a kept
+        // connection sees it): the next statement finds its connection broken and runs
+        // on a fresh one; the broken ones are never used again.
+        let admin = sqlx::PgPool::connect(&pg.url).await.unwrap();
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(&admin)
+        .await
+        .unwrap();
+        admin.close().await;
+        let fresh = backend_pid(&held)
+            .await
+            .expect("runs on a fresh connection");
+        assert_ne!(fresh, first);
+        let next = backend_pid(&held).await.expect("and on the next kept one");
+        assert_eq!(backend_pid(&held).await.unwrap(), next, "kept again");
+
+        // A statement the server refuses fails once, as it is (not run twice).
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        let refused = held
+            .run(|conn| {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Box::pin(query_on(conn, "SELECT 1/0"))
+            })
+            .await;
+        assert!(refused.is_err());
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        held.close().await;
+    }
+}

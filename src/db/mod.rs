@@ -17,8 +17,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+mod held;
 mod sqlite;
 
+pub use held::HeldConnections;
 pub use sqlite::SqlitePools;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use sqlx::{QueryBuilder, Row};
 
 use super::endpoint::{Endpoint, EventFilter, Kind};
-use crate::db::{Backend, Db, on_pool};
+use crate::db::{Backend, Db, HeldConnections, on_pool};
 
 /// Rows per multi-row statement: far below both backends' bind-parameter limits.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -284,8 +284,8 @@ pub struct Stats {
 pub struct OutboxStore {
     db: Db,
     /// PostgreSQL: the connections that run the batch statement and nothing else (see
-    /// [`BATCH_PLANNER_SETTINGS`]), opened as needed.
-    batches: Option<sqlx::PgPool>,
+    /// [`BATCH_PLANNER_SETTINGS`]), opened as needed and held without the pool's tests.
+    batches: Option<std::sync::Arc<HeldConnections>>,
 }
 
 /// Planner settings of the connections that write batches on PostgreSQL.
@@ -308,26 +308,21 @@ pub const BATCH_PLANNER_SETTINGS: [(&str, &str); 4] = [
     ("enable_mergejoin", "off"),
 ];
 
-/// Most connections writing batches at once (`outbox_commits_in_flight` is at most 16).
-const BATCH_CONNECTIONS: u32 = 16;
-
-/// A pool for the batch statement beside `main` (same server, same credentials), with
-/// [`BATCH_PLANNER_SETTINGS`]: other statements keep the planner's own choices.
-fn batch_pool(main: &sqlx::PgPool) -> sqlx::PgPool {
-    let options = (*main.connect_options())
-        .clone()
-        .options(BATCH_PLANNER_SETTINGS);
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(BATCH_CONNECTIONS)
-        .min_connections(0)
-        .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect_lazy_with(options)
+/// Connections for the batch statement beside `main` (same server, same credentials),
+/// with [`BATCH_PLANNER_SETTINGS`]: other statements keep the planner's own choices.
+/// As many are opened as batches are written at once (`outbox_commits_in_flight`).
+fn batch_connections(main: &sqlx::PgPool) -> HeldConnections {
+    HeldConnections::new(
+        (*main.connect_options())
+            .clone()
+            .options(BATCH_PLANNER_SETTINGS),
+    )
 }
 
 impl OutboxStore {
     pub fn new(db: Db) -> Self {
         let batches = match &db {
-            Db::Postgres(pool) => Some(batch_pool(pool)),
+            Db::Postgres(pool) => Some(std::sync::Arc::new(batch_connections(pool))),
             Db::Sqlite(_) => None,
         };
         OutboxStore { db, batches }
@@ -719,8 +714,18 @@ impl OutboxStore {
             .iter()
             .flat_map(|e| e.deliveries.iter().map(move |d| (e, d)))
             .collect();
-        if let Some(pool) = &self.batches {
-            return write_batch_postgres(pool, events, &deliveries, outcomes, &health, owner, now)
+        if let Some(batches) = &self.batches {
+            return batches
+                .run(|mut conn| {
+                    let (deliveries, health) = (&deliveries, &health);
+                    Box::pin(async move {
+                        let result = write_batch_postgres(
+                            &mut conn, events, deliveries, outcomes, health, owner, now,
+                        )
+                        .await;
+                        (conn, result)
+                    })
+                })
                 .await;
         }
         on_pool!(self.db.writer(), pool => {
@@ -1148,7 +1153,7 @@ pub const POSTGRES_BATCH: &str = "WITH new_events AS (
 /// once, on this node or another, never deadlock on them and a busy endpoint's row is
 /// not rewritten by every batch.
 async fn write_batch_postgres(
-    pool: &sqlx::PgPool,
+    conn: &mut sqlx::PgConnection,
     events: &[NewEvent],
     deliveries: &[(&NewEvent, &NewDelivery)],
     outcomes: &[Outcome],
@@ -1186,7 +1191,7 @@ async fn write_batch_postgres(
         .bind(health.keys().map(|(id, _)| *id).collect::<Vec<&str>>())
         .bind(health.values().copied().collect::<Vec<bool>>())
         .bind(health.keys().map(|(_, url)| *url).collect::<Vec<&str>>())
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(())
 }
