@@ -1,5 +1,14 @@
 //! The outbox's tables (`migrations/*/0003_webhooks.sql`, indexes and foreign keys as
-//! `0005_outbox_claim_indexes.sql` left them), on SQLite or PostgreSQL.
+//! `0005_outbox_claim_indexes.sql` and `0006_outbox_lean_indexes.sql` left them), on
+//! SQLite or PostgreSQL.
+//!
+//! Every index on `webhook_deliveries` costs each delivered callback an entry when the
+//! row is recorded and another when it is finished, so the table keeps only the key, the
+//! claim's two partial indexes (pending rows) and two written only when a message
+//! finishes (`finished`, retention) or fails (`failed`). Queries that used to have an
+//! index of their own find their rows through these: the log filtered by status names
+//! the status in its text so the partial index applies, and an event is deleted with its
+//! last delivery, looked for under its owner's endpoints' keys.
 //!
 //! Writes that happen per message (recording events, recording attempt outcomes) take
 //! whole batches, so the writer task ([`super::writer`]) commits many in one transaction:
@@ -408,11 +417,18 @@ impl OutboxStore {
             if done.rows_affected() == 0 {
                 return Ok(false);
             }
-            for children in ["webhook_attempts", "webhook_deliveries"] {
-                sqlx::query(&format!("DELETE FROM {children} WHERE endpoint_id = $1"))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+            sqlx::query("DELETE FROM webhook_attempts WHERE endpoint_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let events: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM webhook_deliveries WHERE endpoint_id = $1 RETURNING event_id",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for chunk in events.chunks(ROWS_PER_STATEMENT) {
+                delete_unreferenced_events(chunk).build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(true)
@@ -504,14 +520,12 @@ impl OutboxStore {
                 return Ok(false);
             }
             sqlx::query(
-                "UPDATE webhook_deliveries SET status = $1, lease_until = 0, lease_owner = NULL,
-                   updated_at = $2
-                 WHERE endpoint_id = $3 AND status = $4",
+                "UPDATE webhook_deliveries SET status = 'failed', lease_until = 0, lease_owner = NULL,
+                   updated_at = $1
+                 WHERE endpoint_id = $2 AND status = 'pending'",
             )
-            .bind(FAILED)
             .bind(now)
             .bind(id)
-            .bind(PENDING)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -909,17 +923,26 @@ impl OutboxStore {
         before: Option<&str>,
         limit: i64,
     ) -> Result<Vec<MessageRow>, sqlx::Error> {
+        // The status is written into the statement (one of three words), so each filter
+        // can use its index: failed messages `webhook_deliveries_failed`, pending ones
+        // `webhook_deliveries_due`; delivered ones are most rows, read in key order.
+        let only = match status {
+            None => "",
+            Some(PENDING) => "AND d.status = 'pending'",
+            Some(DELIVERED) => "AND d.status = 'delivered'",
+            Some(FAILED) => "AND d.status = 'failed'",
+            Some(_) => return Ok(Vec::new()),
+        };
+        let sql = format!(
+            "SELECT d.event_id, e.event_type, e.channel, d.status, d.attempts, e.created_at,
+                    d.next_attempt_at
+             FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
+             WHERE d.endpoint_id = $1 {only} AND ($2 IS NULL OR d.event_id < $2)
+             ORDER BY d.event_id DESC LIMIT $3"
+        );
         let mut messages: Vec<MessageRow> = on_pool!(self.db.reader(), pool => {
-            let rows = sqlx::query(
-                "SELECT d.event_id, e.event_type, e.channel, d.status, d.attempts, e.created_at,
-                        d.next_attempt_at
-                 FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
-                 WHERE d.endpoint_id = $1 AND ($2 IS NULL OR d.status = $2)
-                   AND ($3 IS NULL OR d.event_id < $3)
-                 ORDER BY d.event_id DESC LIMIT $4",
-            )
+            let rows = sqlx::query(&sql)
             .bind(endpoint_id)
-            .bind(status)
             .bind(before)
             .bind(limit)
             .fetch_all(pool)
@@ -1020,39 +1043,47 @@ impl OutboxStore {
     }
 
     /// Deletes delivered and failed messages last touched before `before` (ms), at most
-    /// `limit` of them, with their attempts, then events nothing refers to. Returns how
-    /// many messages went.
+    /// `limit` of them (the oldest first), with their attempts, and the events left
+    /// without a delivery. Returns how many messages went.
     pub async fn prune(&self, before: i64, limit: i64) -> Result<u64, sqlx::Error> {
         on_pool!(self.db.writer(), pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "DELETE FROM webhook_attempts WHERE (endpoint_id, event_id) IN (
-                   SELECT endpoint_id, event_id FROM webhook_deliveries
-                   WHERE status IN ('delivered', 'failed') AND updated_at < $1 LIMIT $2)",
+            // `status <> 'pending'` as `webhook_deliveries_finished` is written, so both
+            // backends walk that index from its oldest entry.
+            let picked: Vec<(String, String)> = sqlx::query_as(
+                "SELECT endpoint_id, event_id FROM webhook_deliveries
+                 WHERE status <> 'pending' AND updated_at < $1
+                 ORDER BY updated_at LIMIT $2",
             )
             .bind(before)
             .bind(limit)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
-            let gone = sqlx::query(
-                "DELETE FROM webhook_deliveries WHERE (endpoint_id, event_id) IN (
-                   SELECT endpoint_id, event_id FROM webhook_deliveries
-                   WHERE status IN ('delivered', 'failed') AND updated_at < $1 LIMIT $2)",
-            )
-            .bind(before)
-            .bind(limit)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            sqlx::query(
-                "DELETE FROM webhook_events WHERE created_at < $1 AND id NOT IN (
-                   SELECT event_id FROM webhook_deliveries)",
-            )
-            .bind(before)
-            .execute(&mut *tx)
-            .await?;
+            // Deleted by key, and only if still finished (a retry may have put one back
+            // in the queue meanwhile); then the attempts of those deleted.
+            let mut gone: Vec<(String, String)> = Vec::with_capacity(picked.len());
+            for chunk in picked.chunks(ROWS_PER_STATEMENT) {
+                let mut delete = keyed(
+                    "DELETE FROM webhook_deliveries WHERE status <> 'pending' AND",
+                    chunk,
+                );
+                delete.push(" RETURNING endpoint_id, event_id");
+                gone.extend(delete.build_query_as::<(String, String)>().fetch_all(&mut *tx).await?);
+            }
+            for chunk in gone.chunks(ROWS_PER_STATEMENT) {
+                keyed("DELETE FROM webhook_attempts WHERE", chunk)
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let mut events: Vec<String> = gone.iter().map(|(_, e)| e.clone()).collect();
+            events.sort_unstable();
+            events.dedup();
+            for chunk in events.chunks(ROWS_PER_STATEMENT) {
+                delete_unreferenced_events(chunk).build().execute(&mut *tx).await?;
+            }
             tx.commit().await?;
-            Ok(gone)
+            Ok(gone.len() as u64)
         })
     }
 
@@ -1200,4 +1231,48 @@ async fn write_batch_postgres(
 /// whatever the batch's size.
 fn column<'a, T, U>(rows: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
     rows.iter().map(value).collect()
+}
+
+/// `{head} (endpoint_id, event_id) IN ((…), …)` for these delivery keys.
+fn keyed<'a, DB: sqlx::Database>(head: &str, keys: &'a [(String, String)]) -> QueryBuilder<'a, DB>
+where
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut query = QueryBuilder::new(format!("{head} (endpoint_id, event_id) IN ("));
+    let mut list = query.separated(", ");
+    for (endpoint_id, event_id) in keys {
+        list.push("(");
+        list.push_bind_unseparated(endpoint_id);
+        list.push_unseparated(", ");
+        list.push_bind_unseparated(event_id);
+        list.push_unseparated(")");
+    }
+    query.push(")");
+    query
+}
+
+/// Deletes those of `events` that no delivery refers to any more. A delivery only ever
+/// goes to an endpoint of its event's app and merchant (or of the app itself, for an
+/// event without a merchant), so each event is looked for under those few endpoints'
+/// primary keys: no index on the event id is needed (nor kept up by every callback).
+fn delete_unreferenced_events<'a, DB: sqlx::Database>(events: &'a [String]) -> QueryBuilder<'a, DB>
+where
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut query = QueryBuilder::new(
+        "DELETE FROM webhook_events WHERE NOT EXISTS (
+           SELECT 1 FROM webhook_endpoints p
+           WHERE p.app_id = webhook_events.app_id
+             AND (p.merchant_id = webhook_events.merchant_id
+                  OR (p.merchant_id IS NULL AND webhook_events.merchant_id IS NULL))
+             AND EXISTS (SELECT 1 FROM webhook_deliveries d
+                         WHERE d.endpoint_id = p.id AND d.event_id = webhook_events.id))
+         AND id IN (",
+    );
+    let mut list = query.separated(", ");
+    for id in events {
+        list.push_bind(id);
+    }
+    query.push(")");
+    query
 }
