@@ -47,8 +47,12 @@
 //! is abandoned, and queued messages are dropped to the claim, so no attempt runs on a
 //! lease another node may already have taken. Everything else (retries coming due, messages no queue took, work
 //! another node recorded, what a crashed node left) is claimed by the claim loop, which
-//! wakes on a timer, when a slot frees while claimed work may be waiting, and when the
-//! journal leaves work behind.
+//! wakes on a timer, when a slot frees while claimed work may be waiting, when claimed
+//! work's outcomes are recorded, and when the journal leaves work behind. For a proven
+//! endpoint it claims ahead (`CLAIM_AHEAD` slots' worth): what has no slot yet waits,
+//! leased, in the same queue, so a backlog drains at the pace of attempts, not of claim
+//! rounds. Each node bounds its own attempts per endpoint; nodes that share an outbox
+//! may each send to one endpoint at once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -122,11 +126,23 @@ pub struct Queued {
     pub endpoint: Arc<Endpoint>,
     pub event_id: String,
     pub body: Arc<str>,
-    pub created_at: i64,
+    /// When the event was recorded (ms), if this node recorded it (the latency metric).
+    pub created_at: Option<i64>,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    /// Taken by the claim loop (counted in `claimed_out` until its outcome commits).
+    pub claimed: bool,
 }
 
 /// Messages one endpoint may have queued on a node, per slot it has.
 const QUEUE_PER_SLOT: usize = 64;
+
+/// Leases a claim may hold per endpoint, in slots' worth: a claim takes ahead what the
+/// endpoint's slots will send next into the node's queue, so the claim path sends at the
+/// pace of attempts, as recorded messages do, not at the pace of claim rounds (each
+/// round would otherwise take only what the last commit's outcomes freed: one or two
+/// messages for up to three queries; PostgreSQL drained a burst at half SQLite's rate).
+const CLAIM_AHEAD: usize = 4;
 
 /// One attempt's right to run; dropping it frees the slots.
 #[derive(Debug)]
@@ -314,6 +330,12 @@ impl Slots {
                 .is_none_or(|q| q.len() < self.max_per_endpoint * QUEUE_PER_SLOT)
     }
 
+    /// Messages this node's queue takes before it is full.
+    pub fn queue_room(&self) -> usize {
+        let counts = self.inner.lock();
+        (self.max_total * QUEUE_PER_SLOT).saturating_sub(counts.queued_total)
+    }
+
     /// Queues messages recorded leased to this node.
     pub fn enqueue(&self, messages: Vec<Queued>) {
         let mut counts = self.inner.lock();
@@ -337,6 +359,13 @@ impl Slots {
         let mut expired = 0;
         if !leases_hold {
             expired = counts.queued_total;
+            let claimed = counts
+                .queued
+                .values()
+                .flatten()
+                .filter(|m| m.claimed)
+                .count();
+            self.claimed_ended(claimed);
             counts.queued.clear();
             counts.waiting.clear();
             counts.queued_total = 0;
@@ -569,9 +598,9 @@ impl Dispatcher {
                 endpoint: message.endpoint,
                 event_id: message.event_id,
                 body: message.body,
-                attempts: 0,
-                created_at: Some(message.created_at),
-                claimed: false,
+                attempts: message.attempts,
+                created_at: message.created_at,
+                claimed: message.claimed,
                 slot,
             });
         }
@@ -751,14 +780,16 @@ impl Dispatcher {
         let now = now_ms();
         let lease_until = now + self.config.lease().as_millis() as i64;
         let per_endpoint = self.config.max_in_flight_per_endpoint as i64;
+        // Proven endpoints' messages are claimed ahead, into the queue (CLAIM_AHEAD).
+        let queue_room = self.slots.queue_room().min(free * CLAIM_AHEAD);
         let proven = self
             .store
             .claim(
                 now,
                 lease_until,
                 &self.owner,
-                per_endpoint,
-                free as i64,
+                per_endpoint * CLAIM_AHEAD as i64,
+                (free + queue_room) as i64,
                 Health::Proven,
             )
             .await?;
@@ -808,6 +839,7 @@ impl Dispatcher {
         }
         let ids: Vec<&str> = claimed.iter().map(|c| c.event_id.as_str()).collect();
         let mut bodies = self.store.payloads(&ids).await?;
+        let mut queued = false;
         for claim in claimed {
             let Some(endpoint) = self.endpoint(&claim.endpoint_id).await? else {
                 // Deleted or disabled since the claim read it: whoever may send it
@@ -820,11 +852,35 @@ impl Dispatcher {
             let Some(body) = bodies.remove(&claim.event_id) else {
                 continue;
             };
-            if health == Health::Proven {
+            let slot = if health == Health::Proven {
                 // A success is recorded (maybe by another node): the full share.
                 self.slots.proven(&endpoint.id);
-            }
-            let slot = self.slots.acquire_claimed(&endpoint.id);
+                // Claimed ahead: what has no slot now waits in the queue, leased.
+                match self.slots.try_acquire(&endpoint.id) {
+                    Some(slot) => slot,
+                    None if self.slots.queue_has_room(&endpoint.id) => {
+                        self.slots.claimed_out.fetch_add(1, Ordering::AcqRel);
+                        self.slots.enqueue(vec![Queued {
+                            endpoint,
+                            event_id: claim.event_id,
+                            body: body.into(),
+                            created_at: None,
+                            attempts: claim.attempts,
+                            claimed: true,
+                        }]);
+                        queued = true;
+                        continue;
+                    }
+                    None => {
+                        self.store
+                            .release_lease(&claim.endpoint_id, &claim.event_id, &self.owner)
+                            .await?;
+                        continue;
+                    }
+                }
+            } else {
+                self.slots.acquire_claimed(&endpoint.id)
+            };
             self.slots.claimed_out.fetch_add(1, Ordering::AcqRel);
             self.spawn(Job {
                 endpoint,
@@ -835,6 +891,10 @@ impl Dispatcher {
                 claimed: true,
                 slot,
             });
+        }
+        if queued {
+            // The endpoint's attempts may all have ended while these were queued.
+            self.pump();
         }
         Ok(())
     }
@@ -936,5 +996,64 @@ mod tests {
         assert!(woken(&slots));
         slots.leases_ended(0);
         assert!(woken(&slots));
+    }
+
+    fn queued(id: &str, claimed: bool) -> Queued {
+        Queued {
+            endpoint: Arc::new(Endpoint {
+                id: "ep_1".into(),
+                app_id: "1".into(),
+                merchant_id: Some("m1".into()),
+                kind: crate::webhooks::endpoint::Kind::Standard,
+                url: "https://example.test/".into(),
+                filter: crate::webhooks::endpoint::EventFilter::all(),
+                enabled: true,
+                secret: "whsec_x".into(),
+                previous_secret: None,
+                previous_until: 0,
+            }),
+            event_id: id.into(),
+            body: "{}".into(),
+            created_at: None,
+            attempts: 2,
+            claimed,
+        }
+    }
+
+    #[test]
+    fn messages_claimed_ahead_wait_in_the_queue_and_are_counted_until_they_end() {
+        let config = WebhooksConfig::default();
+        let slots = Slots::new(&config);
+        let endpoint: Arc<str> = "ep_1".into();
+        slots.proven(&endpoint);
+        // The endpoint's slots are all taken: what a claim took ahead waits, leased.
+        let held: Vec<Slot> = (0..config.max_in_flight_per_endpoint)
+            .map(|_| slots.try_acquire(&endpoint).unwrap())
+            .collect();
+        assert!(slots.try_acquire(&endpoint).is_none());
+        assert!(slots.queue_has_room(&endpoint));
+        slots.claimed_out.store(2, Ordering::Release);
+        slots.enqueue(vec![queued("evt_1", true), queued("evt_2", true)]);
+        assert_eq!(
+            slots.queue_room(),
+            config.max_in_flight * QUEUE_PER_SLOT - 2
+        );
+
+        // A freed slot starts the oldest, with its attempt count and as claimed.
+        drop(held);
+        let (ready, expired) = slots.take_queued(true);
+        assert_eq!((ready.len(), expired), (2, 0));
+        assert_eq!(ready[0].0.event_id, "evt_1");
+        assert_eq!((ready[0].0.attempts, ready[0].0.claimed), (2, true));
+
+        // When the node's leases stop holding, the queue is dropped (a claim anywhere
+        // sends those messages when their leases end) and its claimed messages no
+        // longer count as claimed work in flight.
+        slots.claimed_out.store(3, Ordering::Release);
+        slots.enqueue(vec![queued("evt_3", true), queued("evt_4", false)]);
+        let (ready_now, expired) = slots.take_queued(false);
+        assert_eq!((ready_now.len(), expired), (0, 2));
+        assert_eq!(slots.claimed_out.load(Ordering::Acquire), 2);
+        drop(ready);
     }
 }

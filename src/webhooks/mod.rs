@@ -245,7 +245,9 @@ impl Webhooks {
                                 endpoint,
                                 event_id: event_id.clone(),
                                 body: body.clone(),
-                                created_at: *created_at,
+                                created_at: Some(*created_at),
+                                attempts: 0,
+                                claimed: false,
                             }
                         })
                         .collect(),
