@@ -679,7 +679,10 @@ mod held_connections {
         let Some(pg) = super::common::PgDatabase::create().await else {
             return;
         };
-        let held = HeldConnections::new(PgConnectOptions::from_str(&pg.url).unwrap());
+        let held = HeldConnections::new(
+            PgConnectOptions::from_str(&pg.url).unwrap(),
+            std::time::Duration::from_millis(500),
+        );
         let first = backend_pid(&held).await.unwrap();
         assert_eq!(
             backend_pid(&held).await.unwrap(),
@@ -726,6 +729,30 @@ mod held_connections {
             .await;
         assert!(refused.is_err());
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        // A server that stops answering fails the statement at the timeout (once: it may
+        // have run), and the next statement runs on a fresh connection. (Connections of
+        // their own: `held` may still keep one the terminations broke.)
+        let slow = HeldConnections::new(
+            PgConnectOptions::from_str(&pg.url).unwrap(),
+            std::time::Duration::from_millis(500),
+        );
+        let before = backend_pid(&slow).await.unwrap();
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        let started = std::time::Instant::now();
+        let stuck = slow
+            .run(|conn| {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Box::pin(query_on(conn, "SELECT 1 FROM pg_sleep(5)"))
+            })
+            .await;
+        let waited = started.elapsed();
+        let error = stuck.expect_err("given up").to_string();
+        assert!(error.contains("did not answer within 0.5 s"), "{error}");
+        assert!(waited < std::time::Duration::from_secs(3), "{waited:?}");
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_ne!(backend_pid(&slow).await.unwrap(), before);
+        slow.close().await;
         held.close().await;
     }
 }

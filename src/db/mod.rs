@@ -17,7 +17,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-mod held;
+pub mod held;
 mod sqlite;
 
 pub use held::HeldConnections;

@@ -325,6 +325,7 @@ fn batch_connections(main: &sqlx::PgPool) -> HeldConnections {
         (*main.connect_options())
             .clone()
             .options(BATCH_PLANNER_SETTINGS),
+        crate::db::held::STATEMENT_TIMEOUT,
     )
 }
 
